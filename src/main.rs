@@ -1,0 +1,139 @@
+//! The `vigil` command line: parses arguments, loads the configuration, sets
+//! up logging and signals, and hands over to the library. Nothing else.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use vigil::Config;
+
+/// A supervised sensor runtime for long-running Raspberry Pi appliances.
+///
+/// Polls sensors, stores readings in SQLite, serves a JSON API, and restarts
+/// whatever fails. With no config file it runs on the documented defaults
+/// (see config/vigil.toml): vigil.db in the working directory, the system,
+/// cpu_temp and simulated sensors, HTTP on 127.0.0.1:8080.
+#[derive(Parser)]
+#[command(name = "vigil", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the appliance until SIGTERM or SIGINT.
+    Serve {
+        /// Config file (TOML). Without one, the embedded defaults are used.
+        #[arg(short, long, env = "VIGIL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate {
+        /// Config file naming the database (storage.path).
+        #[arg(short, long, env = "VIGIL_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file (and VIGIL_* overrides); exit 0 if usable, 1
+    /// with the offending key if not. Suited to systemd's ExecStartPre.
+    CheckConfig {
+        /// Config file to check; without one, the embedded defaults.
+        path: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => serve(config),
+        Command::Migrate { config } => migrate(config),
+        Command::CheckConfig { path } => check_config(path),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
+    Ok(Config::load(path.as_deref())?)
+}
+
+fn init_logging(config: &Config) {
+    env_logger::Builder::new()
+        .parse_filters(&config.log.filter)
+        .format_timestamp_millis()
+        .init();
+}
+
+fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load(path)?;
+    init_logging(&config);
+    let addr = config.server.bind_addr()?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    actix_rt::System::new().block_on(async move {
+        vigil::run(config, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot listen for SIGTERM: {e}; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => log::info!("SIGINT received"),
+    }
+}
+
+fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load(path)?;
+    init_logging(&config);
+    let applied = vigil::storage::prepare(&config.storage)?;
+    if applied.is_empty() {
+        println!("{}: schema up to date", config.storage.path.display());
+    } else {
+        for m in applied {
+            println!("{}: applied {m}", config.storage.path.display());
+        }
+    }
+    Ok(())
+}
+
+fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let origin = path.as_ref().map_or_else(
+        || "embedded defaults".to_owned(),
+        |p| p.display().to_string(),
+    );
+    let config = load(path)?;
+    let enabled: Vec<_> = config
+        .sensors
+        .iter()
+        .filter(|s| s.enabled)
+        .map(|s| format!("{} ({})", s.name, s.driver.kind()))
+        .collect();
+    println!(
+        "{origin}: OK; database {}, listening on {}, sensors: {}",
+        config.storage.path.display(),
+        config.server.bind,
+        if enabled.is_empty() {
+            "none".to_owned()
+        } else {
+            enabled.join(", ")
+        }
+    );
+    Ok(())
+}

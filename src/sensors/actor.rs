@@ -1,0 +1,368 @@
+//! The SensorActor: one per configured sensor; polls its driver on an interval.
+//!
+//! The driver call leaves the actor thread: it runs on the blocking pool,
+//! under `catch_unwind`, with a timeout. A panic or a timeout fails this actor
+//! (the supervisor re-creates it, driver and all); the abandoned blocking
+//! thread of a hung driver is left to finish on its own. Transient errors are
+//! retried at the next tick until too many come in a row; an unavailable
+//! source is probed again every `unavailable_retry_ms` without failing.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::{BuildEnv, Priority, Sensor, SensorConfig, SensorError, Value};
+use crate::clock::{now_ms, rfc3339};
+use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
+use crate::supervisor::child::panic_message;
+use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
+
+/// A value as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValueView {
+    pub metric: String,
+    pub value: f64,
+    pub unit: String,
+}
+
+/// What a sensor has done lately; survives restarts of its actor.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SensorStatus {
+    /// False while the driver reports its source unavailable.
+    pub available: bool,
+    pub unavailable_reason: Option<String>,
+    pub last_read_at: Option<String>,
+    pub last_values: Vec<ValueView>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub reads: u64,
+    pub errors: u64,
+    pub consecutive_errors: u32,
+    /// Duration of the last completed read.
+    pub last_read_ms: f64,
+    /// The interval the sensor is polled at now.
+    pub effective_interval_ms: u64,
+}
+
+/// A sensor's configuration and live status, shared by every generation of
+/// its actor and by the API.
+pub struct SensorShared {
+    pub config: SensorConfig,
+    status: Mutex<SensorStatus>,
+    produced: AtomicU64,
+}
+
+impl SensorShared {
+    pub fn new(config: SensorConfig) -> SensorShared {
+        let status = SensorStatus {
+            available: true,
+            effective_interval_ms: config.interval_ms,
+            ..SensorStatus::default()
+        };
+        SensorShared {
+            config,
+            status: Mutex::new(status),
+            produced: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SensorStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn status(&self) -> SensorStatus {
+        self.lock().clone()
+    }
+
+    /// Values this sensor has handed to the ingest queue.
+    pub fn produced(&self) -> u64 {
+        self.produced.load(Ordering::Relaxed)
+    }
+
+    fn record_error(&self, message: &str) -> u32 {
+        let mut s = self.lock();
+        s.errors += 1;
+        s.consecutive_errors += 1;
+        s.last_error = Some(message.to_owned());
+        s.last_error_at = Some(rfc3339(now_ms()));
+        s.consecutive_errors
+    }
+}
+
+/// The result of one read attempt, as seen from the actor.
+enum ReadOutcome {
+    Done {
+        driver: Option<Box<dyn Sensor>>,
+        result: Result<(i64, Vec<Value>), SensorError>,
+        took: Duration,
+    },
+    TimedOut,
+    Panicked(String),
+}
+
+/// Polls one sensor. See the module docs.
+pub struct SensorActor {
+    shared: Arc<SensorShared>,
+    env: Arc<BuildEnv>,
+    queue: Arc<IngestQueue>,
+    reporter: LifecycleReporter,
+    driver: Option<Box<dyn Sensor>>,
+    sensor: Arc<str>,
+    keys: HashMap<String, Arc<SeriesKey>>,
+    last_start: Option<Instant>,
+}
+
+impl SensorActor {
+    pub fn new(
+        shared: Arc<SensorShared>,
+        env: Arc<BuildEnv>,
+        queue: Arc<IngestQueue>,
+        reporter: LifecycleReporter,
+    ) -> SensorActor {
+        let sensor = Arc::from(shared.config.name.as_str());
+        SensorActor {
+            shared,
+            env,
+            queue,
+            reporter,
+            driver: None,
+            sensor,
+            keys: HashMap::new(),
+            last_start: None,
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(self.shared.config.interval_ms)
+    }
+
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        self.last_start = Some(Instant::now());
+        let driver = self.driver.take();
+        let config = self.shared.config.driver.clone();
+        let env = self.env.clone();
+        let timeout = Duration::from_millis(self.shared.config.timeout_ms);
+        let read = async move {
+            let task = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let attempt = catch_unwind(AssertUnwindSafe(move || {
+                    let mut driver = match driver {
+                        Some(d) => d,
+                        None => match config.build(&env) {
+                            Ok(d) => d,
+                            Err(e) => return (None, Err(e)),
+                        },
+                    };
+                    let result = driver.read();
+                    let ts = now_ms();
+                    (Some(driver), result.map(|values| (ts, values)))
+                }));
+                (attempt, started.elapsed())
+            });
+            match tokio::time::timeout(timeout, task).await {
+                Err(_) => ReadOutcome::TimedOut,
+                Ok(Err(join)) => ReadOutcome::Panicked(join.to_string()),
+                Ok(Ok((Err(payload), _))) => ReadOutcome::Panicked(panic_message(&*payload)),
+                Ok(Ok((Ok((driver, result)), took))) => ReadOutcome::Done {
+                    driver,
+                    result,
+                    took,
+                },
+            }
+        };
+        ctx.spawn(
+            read.into_actor(self)
+                .map(|outcome, act, ctx| act.on_outcome(outcome, ctx)),
+        );
+    }
+
+    fn on_outcome(&mut self, outcome: ReadOutcome, ctx: &mut Context<Self>) {
+        let cfg = &self.shared.config;
+        match outcome {
+            ReadOutcome::TimedOut => {
+                self.fail(format!("read timed out after {} ms", cfg.timeout_ms), ctx)
+            }
+            ReadOutcome::Panicked(msg) => self.fail(format!("driver panicked: {msg}"), ctx),
+            ReadOutcome::Done {
+                driver,
+                result,
+                took,
+            } => {
+                self.driver = driver;
+                self.shared.lock().last_read_ms = took.as_secs_f64() * 1000.0;
+                match result.and_then(|(ts, values)| check(values).map(|v| (ts, v))) {
+                    Ok((ts, values)) => {
+                        self.store(ts, values);
+                        self.schedule_next(ctx);
+                    }
+                    Err(SensorError::Transient(msg)) => {
+                        let n = self.shared.record_error(&msg);
+                        let max = cfg.max_consecutive_errors;
+                        if max > 0 && n >= max {
+                            self.fail(format!("{n} errors in a row; last: {msg}"), ctx);
+                        } else {
+                            log::debug!("sensor {}: {msg}", cfg.name);
+                            self.schedule_next(ctx);
+                        }
+                    }
+                    Err(SensorError::Permanent(msg)) => self.fail(msg, ctx),
+                    Err(SensorError::Unavailable(reason)) => {
+                        self.driver = None;
+                        let retry = cfg.unavailable_retry_ms;
+                        {
+                            let mut s = self.shared.lock();
+                            if s.available || s.unavailable_reason.as_deref() != Some(&reason) {
+                                log::warn!(
+                                    "sensor {} unavailable: {reason}; probing again every {} s",
+                                    cfg.name,
+                                    retry / 1000
+                                );
+                            }
+                            s.available = false;
+                            s.unavailable_reason = Some(reason);
+                        }
+                        ctx.run_later(Duration::from_millis(retry), |act, ctx| act.tick(ctx));
+                    }
+                }
+            }
+        }
+    }
+
+    fn store(&mut self, ts: i64, values: Vec<Value>) {
+        let mut batch = Vec::with_capacity(values.len());
+        for v in &values {
+            let key = match self.keys.get(v.metric.as_ref()) {
+                Some(k) if *k.unit == *v.unit => k.clone(),
+                _ => {
+                    let k = Arc::new(SeriesKey {
+                        sensor: self.sensor.clone(),
+                        metric: Arc::from(v.metric.as_ref()),
+                        unit: Arc::from(v.unit.as_ref()),
+                    });
+                    self.keys.insert(v.metric.to_string(), k.clone());
+                    k
+                }
+            };
+            batch.push(Reading {
+                series: key,
+                ts_ms: ts,
+                value: v.value,
+            });
+        }
+        self.shared
+            .produced
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.queue.push(batch);
+        let mut s = self.shared.lock();
+        if !s.available {
+            log::info!("sensor {} available again", self.sensor);
+        }
+        s.available = true;
+        s.unavailable_reason = None;
+        s.reads += 1;
+        s.consecutive_errors = 0;
+        s.last_read_at = Some(rfc3339(ts));
+        s.last_values = values
+            .into_iter()
+            .map(|v| ValueView {
+                metric: v.metric.into_owned(),
+                value: v.value,
+                unit: v.unit.into_owned(),
+            })
+            .collect();
+    }
+
+    fn schedule_next(&mut self, ctx: &mut Context<Self>) {
+        let interval = self.interval();
+        self.shared.lock().effective_interval_ms = interval.as_millis() as u64;
+        let due = self.last_start.map_or_else(Instant::now, |s| s + interval);
+        let delay = due.saturating_duration_since(Instant::now());
+        ctx.run_later(delay, |act, ctx| act.tick(ctx));
+    }
+
+    fn fail(&mut self, reason: String, ctx: &mut Context<Self>) {
+        self.shared.record_error(&reason);
+        log::warn!("sensor {} failed: {reason}", self.sensor);
+        self.reporter.failed(reason);
+        ctx.stop();
+    }
+}
+
+/// A read must name each metric once and give finite numbers (SQLite would
+/// store NaN as NULL).
+fn check(values: Vec<Value>) -> Result<Vec<Value>, SensorError> {
+    for (i, v) in values.iter().enumerate() {
+        if !v.value.is_finite() {
+            return Err(SensorError::Transient(format!(
+                "driver returned {} for `{}`",
+                v.value, v.metric
+            )));
+        }
+        if values[..i].iter().any(|w| w.metric == v.metric) {
+            return Err(SensorError::Transient(format!(
+                "driver returned `{}` twice in one read",
+                v.metric
+            )));
+        }
+    }
+    Ok(values)
+}
+
+impl Actor for SensorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.reporter.started();
+        self.tick(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.reporter.stopped();
+    }
+}
+
+impl Handler<Stop> for SensorActor {
+    type Result = ();
+
+    /// Stops polling. A read in progress is abandoned: its values would be
+    /// produced after the stop was asked for.
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// The supervisor's recipe for one sensor.
+pub fn sensor_child(
+    shared: Arc<SensorShared>,
+    env: Arc<BuildEnv>,
+    queue: Arc<IngestQueue>,
+) -> ChildSpec {
+    let name = shared.config.name.clone();
+    let essential = shared.config.priority == Priority::Essential;
+    ChildSpec::new(name, "sensor", essential, move |reporter| {
+        let addr = SensorActor::new(shared.clone(), env.clone(), queue.clone(), reporter).start();
+        ChildHandle {
+            stop: addr.recipient(),
+            tree: None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_and_duplicate_values_are_refused() {
+        assert!(check(vec![Value::new("a", 1.0, "")]).is_ok());
+        assert!(check(vec![Value::new("a", f64::NAN, "")]).is_err());
+        assert!(check(vec![Value::new("a", f64::INFINITY, "")]).is_err());
+        assert!(check(vec![Value::new("a", 1.0, ""), Value::new("a", 2.0, "")]).is_err());
+    }
+}

@@ -1,0 +1,330 @@
+//! Sensors: the [`Sensor`] trait drivers implement, their typed errors, and
+//! the per-sensor configuration that builds a driver.
+//!
+//! A driver is plain blocking code. It never runs on an actor thread: the
+//! [`SensorActor`](actor::SensorActor) calls it on the blocking pool, under
+//! `catch_unwind` and a timeout, so a driver that panics or hangs costs only
+//! its own sensor a restart.
+
+pub mod actor;
+pub mod cpu_temp;
+pub mod simulated;
+pub mod system;
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, positive};
+
+/// One named value from a read, e.g. `cpu = 12.5 %`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value {
+    pub metric: Cow<'static, str>,
+    pub value: f64,
+    pub unit: Cow<'static, str>,
+}
+
+impl Value {
+    pub fn new(
+        metric: impl Into<Cow<'static, str>>,
+        value: f64,
+        unit: impl Into<Cow<'static, str>>,
+    ) -> Value {
+        Value {
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+        }
+    }
+}
+
+/// Why a read produced no values. The kind decides what happens next.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SensorError {
+    /// Worth retrying at the next tick (a bus glitch, a busy device). Too
+    /// many in a row and the sensor is restarted.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The driver is broken until re-created: the supervisor restarts it.
+    #[error("permanent: {0}")]
+    Permanent(String),
+    /// The hardware or data source is absent (no thermal zone, no I2C bus).
+    /// Not a failure: the sensor is shown `unavailable` and probed again
+    /// rarely, without restarts or log spam.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A sensor driver. `read` may block (it runs on the blocking pool), must
+/// return finite values, and may keep state between reads.
+pub trait Sensor: Send + 'static {
+    fn read(&mut self) -> Result<Vec<Value>, SensorError>;
+}
+
+/// Essential sensors keep running under pressure; optional ones may be
+/// paused and do not make the appliance unhealthy when they fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Essential,
+    Optional,
+}
+
+/// What the driver of one sensor is, with its own options.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DriverConfig {
+    System(system::SystemOptions),
+    CpuTemp(cpu_temp::CpuTempOptions),
+    Simulated(simulated::SimulatedOptions),
+}
+
+impl DriverConfig {
+    /// The `kind` string used in the config file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DriverConfig::System(_) => "system",
+            DriverConfig::CpuTemp(_) => "cpu_temp",
+            DriverConfig::Simulated(_) => "simulated",
+        }
+    }
+
+    fn parse(kind: &str, options: toml::Table) -> Result<DriverConfig, String> {
+        fn opts<T: serde::de::DeserializeOwned>(options: toml::Table) -> Result<T, String> {
+            toml::Value::Table(options)
+                .try_into::<T>()
+                .map_err(|e| e.message().trim().to_owned())
+        }
+        Ok(match kind {
+            "system" => DriverConfig::System(opts(options)?),
+            "cpu_temp" => DriverConfig::CpuTemp(opts(options)?),
+            "simulated" => {
+                let o: simulated::SimulatedOptions = opts(options)?;
+                o.validate()?;
+                DriverConfig::Simulated(o)
+            }
+            other => {
+                return Err(format!(
+                    "unknown sensor kind `{other}`, expected one of `system`, `cpu_temp`, `simulated`"
+                ));
+            }
+        })
+    }
+
+    /// Creates a fresh driver. Called on the blocking pool at the first read
+    /// of every actor generation, so a restart always starts from scratch.
+    pub fn build(&self, env: &BuildEnv) -> Result<Box<dyn Sensor>, SensorError> {
+        Ok(match self {
+            DriverConfig::System(o) => Box::new(system::SystemSensor::new(o, env)?),
+            DriverConfig::CpuTemp(o) => Box::new(cpu_temp::CpuTempSensor::new(o)),
+            DriverConfig::Simulated(o) => Box::new(simulated::SimulatedSensor::new(o.clone())),
+        })
+    }
+}
+
+/// Facts about the running appliance that drivers may need when built.
+#[derive(Debug, Clone, Default)]
+pub struct BuildEnv {
+    /// The database file, whose filesystem the system sensor watches.
+    pub database_path: PathBuf,
+}
+
+/// One `[[sensors]]` entry after validation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawSensorConfig")]
+pub struct SensorConfig {
+    pub name: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub priority: Priority,
+    pub enabled: bool,
+    pub max_consecutive_errors: u32,
+    pub unavailable_retry_ms: u64,
+    pub driver: DriverConfig,
+}
+
+/// Default polling interval.
+pub const DEFAULT_INTERVAL_MS: u64 = 5000;
+/// Default per-read timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 2000;
+/// Transient errors in a row before the sensor is restarted.
+pub const DEFAULT_MAX_CONSECUTIVE_ERRORS: u32 = 5;
+/// How often an unavailable sensor is probed again.
+pub const DEFAULT_UNAVAILABLE_RETRY_MS: u64 = 60_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSensorConfig {
+    name: String,
+    kind: String,
+    #[serde(default = "default_interval")]
+    interval_ms: u64,
+    #[serde(default = "default_timeout")]
+    timeout_ms: u64,
+    #[serde(default = "default_priority")]
+    priority: Priority,
+    #[serde(default = "default_true")]
+    enabled: bool,
+    #[serde(default = "default_max_errors")]
+    max_consecutive_errors: u32,
+    #[serde(default = "default_unavailable_retry")]
+    unavailable_retry_ms: u64,
+    #[serde(default)]
+    options: toml::Table,
+}
+
+fn default_interval() -> u64 {
+    DEFAULT_INTERVAL_MS
+}
+fn default_timeout() -> u64 {
+    DEFAULT_TIMEOUT_MS
+}
+fn default_priority() -> Priority {
+    Priority::Essential
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_errors() -> u32 {
+    DEFAULT_MAX_CONSECUTIVE_ERRORS
+}
+fn default_unavailable_retry() -> u64 {
+    DEFAULT_UNAVAILABLE_RETRY_MS
+}
+
+/// Sensor names appear in URLs and metric labels: keep them plain.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+impl TryFrom<RawSensorConfig> for SensorConfig {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawSensorConfig) -> Result<Self, ConfigError> {
+        let key = |field: &str| format!("sensors[{}].{field}", raw.name);
+        if !valid_name(&raw.name) {
+            return Err(ConfigError::invalid(
+                key("name"),
+                "must be 1-64 characters of A-Z, a-z, 0-9, `_`, `-` or `.`",
+            ));
+        }
+        positive(&key("interval_ms"), raw.interval_ms)?;
+        positive(&key("timeout_ms"), raw.timeout_ms)?;
+        positive(&key("unavailable_retry_ms"), raw.unavailable_retry_ms)?;
+        let driver = DriverConfig::parse(&raw.kind, raw.options).map_err(|message| {
+            let field = if message.starts_with("unknown sensor kind") {
+                "kind"
+            } else {
+                "options"
+            };
+            ConfigError::invalid(key(field), message)
+        })?;
+        Ok(SensorConfig {
+            name: raw.name,
+            interval_ms: raw.interval_ms,
+            timeout_ms: raw.timeout_ms,
+            priority: raw.priority,
+            enabled: raw.enabled,
+            max_consecutive_errors: raw.max_consecutive_errors,
+            unavailable_retry_ms: raw.unavailable_retry_ms,
+            driver,
+        })
+    }
+}
+
+impl SensorConfig {
+    /// A sensor with the given driver and default settings.
+    pub fn new(name: &str, driver: DriverConfig) -> SensorConfig {
+        SensorConfig {
+            name: name.to_owned(),
+            interval_ms: DEFAULT_INTERVAL_MS,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            priority: Priority::Essential,
+            enabled: true,
+            max_consecutive_errors: DEFAULT_MAX_CONSECUTIVE_ERRORS,
+            unavailable_retry_ms: DEFAULT_UNAVAILABLE_RETRY_MS,
+            driver,
+        }
+    }
+
+    /// The sensors an appliance runs when its config names none: the host's
+    /// own health, its CPU temperature, and a simulated signal so the
+    /// dashboard always has something moving.
+    pub fn default_set() -> Vec<SensorConfig> {
+        let mut simulated = SensorConfig::new(
+            "simulated",
+            DriverConfig::Simulated(simulated::SimulatedOptions::default()),
+        );
+        simulated.interval_ms = 1000;
+        simulated.priority = Priority::Optional;
+        vec![
+            SensorConfig::new(
+                "system",
+                DriverConfig::System(system::SystemOptions::default()),
+            ),
+            SensorConfig::new(
+                "cpu_temp",
+                DriverConfig::CpuTemp(cpu_temp::CpuTempOptions::default()),
+            ),
+            simulated,
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, "t").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn options_are_checked_per_kind() {
+        let e = parse(
+            "[[sensors]]\nname = \"s\"\nkind = \"simulated\"\n[sensors.options]\nwavefrom = \"sine\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("sensors[s].options") && e.contains("wavefrom"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_kind_is_named() {
+        let e = parse("[[sensors]]\nname = \"s\"\nkind = \"thermometer\"\n").unwrap_err();
+        assert!(
+            e.contains("sensors[s].kind") && e.contains("thermometer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn names_are_restricted() {
+        let e = parse("[[sensors]]\nname = \"a b\"\nkind = \"system\"\n").unwrap_err();
+        assert!(e.contains("name"), "{e}");
+    }
+
+    #[test]
+    fn a_full_entry_parses() {
+        let c = parse(
+            "[[sensors]]\nname = \"flaky\"\nkind = \"simulated\"\ninterval_ms = 250\npriority = \"optional\"\n\
+             [sensors.options]\nwaveform = \"step\"\npanic_every = 3\n",
+        )
+        .unwrap();
+        let s = &c.sensors[0];
+        assert_eq!(s.interval_ms, 250);
+        assert_eq!(s.priority, Priority::Optional);
+        match &s.driver {
+            DriverConfig::Simulated(o) => assert_eq!(o.panic_every, 3),
+            other => panic!("unexpected driver {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! The bounded ingest queue between sensors and the database writer.
+//!
+//! It outlives every writer instance: a writer that crashes and restarts finds
+//! the readings still waiting, and a database fault simply leaves them here
+//! until commits succeed again. Its bound is `storage.queue_capacity`; what
+//! happens beyond it is the named [`OverflowPolicy`], and every drop is counted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::config::OverflowPolicy;
+
+/// What a value measures: sensor, metric and unit. Shared by every reading of
+/// the series, so a reading is a pointer, a timestamp and a number.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub sensor: Arc<str>,
+    pub metric: Arc<str>,
+    pub unit: Arc<str>,
+}
+
+/// One value at one instant.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    pub series: Arc<SeriesKey>,
+    /// Epoch milliseconds, taken when the driver returned the value.
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// The result of offering readings to the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// Readings now in the queue.
+    pub accepted: usize,
+    /// Readings lost to make room (the oldest queued ones, or the offered
+    /// ones, depending on the policy).
+    pub dropped: usize,
+}
+
+type Waker = Box<dyn Fn() + Send + Sync>;
+
+/// Bounded FIFO of readings with an overflow policy and counters.
+pub struct IngestQueue {
+    items: Mutex<VecDeque<Reading>>,
+    capacity: usize,
+    policy: OverflowPolicy,
+    /// Queue length at which the writer is woken early.
+    wake_at: usize,
+    waker: Mutex<Option<Waker>>,
+    wake_pending: AtomicBool,
+    accepted: AtomicU64,
+    dropped: AtomicU64,
+    high_water: AtomicUsize,
+}
+
+/// Counters of an [`IngestQueue`].
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct QueueStats {
+    pub len: usize,
+    pub capacity: usize,
+    pub policy: OverflowPolicy,
+    /// Readings ever accepted into the queue.
+    pub accepted: u64,
+    /// Readings ever dropped by the overflow policy.
+    pub dropped: u64,
+    pub high_water: usize,
+}
+
+impl IngestQueue {
+    pub fn new(capacity: usize, policy: OverflowPolicy, wake_at: usize) -> IngestQueue {
+        IngestQueue {
+            items: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            capacity: capacity.max(1),
+            policy,
+            wake_at: wake_at.clamp(1, capacity.max(1)),
+            waker: Mutex::new(None),
+            wake_pending: AtomicBool::new(false),
+            accepted: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            high_water: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Reading>> {
+        // A panic while holding this lock cannot leave the deque half-updated
+        // in a way that matters (every operation is a push or a pop), so a
+        // poisoned lock is still usable.
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Offers readings in order. Never blocks on the database.
+    pub fn push(&self, readings: Vec<Reading>) -> PushOutcome {
+        let offered = readings.len();
+        if offered == 0 {
+            return PushOutcome::default();
+        }
+        let (outcome, len) = {
+            let mut items = self.lock();
+            let free = self.capacity - items.len();
+            let outcome = match self.policy {
+                OverflowPolicy::DropNewest => {
+                    let take = offered.min(free);
+                    items.extend(readings.into_iter().take(take));
+                    PushOutcome {
+                        accepted: take,
+                        dropped: offered - take,
+                    }
+                }
+                OverflowPolicy::DropOldest => {
+                    let mut dropped = 0;
+                    // Offered readings beyond the whole capacity are the
+                    // oldest of the newcomers: skip them first.
+                    let skip = offered.saturating_sub(self.capacity);
+                    dropped += skip;
+                    let incoming = offered - skip;
+                    let evict = incoming.saturating_sub(free);
+                    items.drain(..evict);
+                    dropped += evict;
+                    items.extend(readings.into_iter().skip(skip));
+                    PushOutcome {
+                        accepted: incoming,
+                        dropped,
+                    }
+                }
+            };
+            (outcome, items.len())
+        };
+        self.accepted
+            .fetch_add(outcome.accepted as u64, Ordering::Relaxed);
+        self.dropped
+            .fetch_add(outcome.dropped as u64, Ordering::Relaxed);
+        self.high_water.fetch_max(len, Ordering::Relaxed);
+        if len >= self.wake_at && !self.wake_pending.swap(true, Ordering::AcqRel) {
+            self.wake();
+        }
+        outcome
+    }
+
+    fn wake(&self) {
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner());
+        match waker.as_ref() {
+            Some(w) => w(),
+            // Nobody to wake: let the next push try again.
+            None => self.wake_pending.store(false, Ordering::Release),
+        }
+    }
+
+    /// Installs the function that wakes the writer early (replacing any
+    /// earlier writer's), or removes it.
+    pub fn set_waker(&self, waker: Option<Waker>) {
+        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = waker;
+        self.wake_pending.store(false, Ordering::Release);
+    }
+
+    /// The writer calls this when it starts draining, so that the next
+    /// crossing of the threshold wakes it again.
+    pub fn clear_wake(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+    }
+
+    /// Removes up to `max` readings from the front.
+    pub fn take(&self, max: usize) -> Vec<Reading> {
+        let mut items = self.lock();
+        let n = max.min(items.len());
+        items.drain(..n).collect()
+    }
+
+    /// Puts readings whose commit failed back at the front, in order. If the
+    /// queue has filled meanwhile, the overflow policy decides what goes.
+    pub fn requeue_front(&self, batch: Vec<Reading>) -> usize {
+        let mut items = self.lock();
+        let total = items.len() + batch.len();
+        let excess = total.saturating_sub(self.capacity);
+        match self.policy {
+            OverflowPolicy::DropOldest => {
+                // The batch is the oldest data: drop from its front.
+                let keep_from = excess.min(batch.len());
+                let rest = excess - keep_from;
+                for r in batch.into_iter().skip(keep_from).rev() {
+                    items.push_front(r);
+                }
+                items.drain(..rest);
+            }
+            OverflowPolicy::DropNewest => {
+                for r in batch.into_iter().rev() {
+                    items.push_front(r);
+                }
+                let len = items.len();
+                items.truncate(len - excess);
+            }
+        }
+        drop(items);
+        self.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+        excess
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            len: self.len(),
+            capacity: self.capacity,
+            policy: self.policy,
+            accepted: self.accepted.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            high_water: self.high_water.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    fn key() -> Arc<SeriesKey> {
+        Arc::new(SeriesKey {
+            sensor: "s".into(),
+            metric: "m".into(),
+            unit: "".into(),
+        })
+    }
+
+    fn readings(k: &Arc<SeriesKey>, range: std::ops::Range<i64>) -> Vec<Reading> {
+        range
+            .map(|i| Reading {
+                series: k.clone(),
+                ts_ms: i,
+                value: i as f64,
+            })
+            .collect()
+    }
+
+    fn ts(v: &[Reading]) -> Vec<i64> {
+        v.iter().map(|r| r.ts_ms).collect()
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_and_counts() {
+        let k = key();
+        let q = IngestQueue::new(5, OverflowPolicy::DropOldest, 5);
+        assert_eq!(q.push(readings(&k, 0..3)).dropped, 0);
+        let o = q.push(readings(&k, 3..7));
+        assert_eq!(
+            o,
+            PushOutcome {
+                accepted: 4,
+                dropped: 2
+            }
+        );
+        assert_eq!(ts(&q.take(10)), [2, 3, 4, 5, 6]);
+        // More than the whole capacity in one push.
+        let o = q.push(readings(&k, 10..18));
+        assert_eq!(
+            o,
+            PushOutcome {
+                accepted: 5,
+                dropped: 3
+            }
+        );
+        assert_eq!(ts(&q.take(10)), [13, 14, 15, 16, 17]);
+        let s = q.stats();
+        assert_eq!((s.accepted, s.dropped), (12, 5));
+    }
+
+    #[test]
+    fn drop_newest_refuses_what_does_not_fit() {
+        let k = key();
+        let q = IngestQueue::new(5, OverflowPolicy::DropNewest, 5);
+        q.push(readings(&k, 0..3));
+        let o = q.push(readings(&k, 3..7));
+        assert_eq!(
+            o,
+            PushOutcome {
+                accepted: 2,
+                dropped: 2
+            }
+        );
+        assert_eq!(ts(&q.take(10)), [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn requeue_restores_order_and_respects_the_bound() {
+        let k = key();
+        let q = IngestQueue::new(6, OverflowPolicy::DropOldest, 6);
+        q.push(readings(&k, 0..4));
+        let batch = q.take(3);
+        q.push(readings(&k, 4..8));
+        // 3 requeued + 5 queued = 8 > 6: the two oldest go.
+        assert_eq!(q.requeue_front(batch), 2);
+        assert_eq!(ts(&q.take(10)), [2, 3, 4, 5, 6, 7]);
+
+        let q = IngestQueue::new(6, OverflowPolicy::DropNewest, 6);
+        q.push(readings(&k, 0..4));
+        let batch = q.take(3);
+        q.push(readings(&k, 4..8));
+        // 3 requeued + 5 queued = 8 > 6: the two newest go.
+        assert_eq!(q.requeue_front(batch), 2);
+        assert_eq!(ts(&q.take(10)), [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn wakes_once_per_threshold_crossing() {
+        let k = key();
+        let q = IngestQueue::new(100, OverflowPolicy::DropOldest, 3);
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        q.set_waker(Some(Box::new(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        })));
+        q.push(readings(&k, 0..2));
+        assert_eq!(wakes.load(Ordering::SeqCst), 0);
+        q.push(readings(&k, 2..4));
+        q.push(readings(&k, 4..6));
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        q.clear_wake();
+        q.push(readings(&k, 6..7));
+        assert_eq!(wakes.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,632 @@
+//! Supervision: a [`Supervisor`] actor owns a list of children, starts each
+//! from its factory, and re-creates failed ones after an exponential backoff
+//! with jitter until the restart intensity is exceeded, when it gives the
+//! child up (`failed`) and records it.
+//!
+//! Supervisors nest: the sensors' supervisor is itself a child of the root.
+//! The exact semantics (events, messages in flight, shutdown order) are
+//! written down in `ARCHITECTURE.md`.
+
+pub mod child;
+pub mod policy;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::time::Instant;
+
+pub use child::{
+    ChildEvent, ChildFactory, ChildHandle, ChildId, ChildSpec, EventKind, GetTree,
+    LifecycleReporter, Stop, install_panic_hook,
+};
+pub use policy::{Decision, RestartPolicy, RestartTracker};
+
+use crate::clock::{now_ms, rfc3339};
+
+/// How long a supervisor waits for a nested supervisor's subtree.
+const TREE_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Supervisor events kept for `/api/supervisor`.
+pub const EVENT_LOG_CAPACITY: usize = 200;
+
+/// Where a child is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChildState {
+    /// Created, not yet reported `started`.
+    Starting,
+    Running,
+    /// Failed; a new instance is scheduled (`next_retry_at`).
+    Restarting,
+    /// Given up after exceeding the restart intensity; stays down.
+    Failed,
+    /// Asked to stop; waiting for it.
+    Stopping,
+    Stopped,
+}
+
+/// One node of the supervision tree, as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeNode {
+    pub name: String,
+    pub kind: String,
+    pub state: ChildState,
+    pub essential: bool,
+    /// Instances started after the first.
+    pub restarts: u32,
+    pub restarts_in_window: u32,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub next_retry_at: Option<String>,
+    pub next_retry_in_ms: Option<u64>,
+    pub running_since: Option<String>,
+    pub children: Vec<TreeNode>,
+}
+
+impl TreeNode {
+    /// The first node called `name` in this subtree (depth first).
+    pub fn find(&self, name: &str) -> Option<&TreeNode> {
+        if self.name == name {
+            return Some(self);
+        }
+        self.children.iter().find_map(|c| c.find(name))
+    }
+
+    /// Every node of this subtree, depth first.
+    pub fn walk(&self) -> Vec<&TreeNode> {
+        let mut out = vec![self];
+        for c in &self.children {
+            out.extend(c.walk());
+        }
+        out
+    }
+}
+
+/// A supervision event, kept in the [`EventLog`] and logged.
+#[derive(Debug, Clone, Serialize)]
+pub struct SupervisorEvent {
+    pub at: String,
+    pub at_ms: i64,
+    pub supervisor: String,
+    pub child: String,
+    /// `started`, `failed`, `restart_scheduled`, `gave_up`, `stopped`.
+    pub event: &'static str,
+    pub detail: Option<String>,
+}
+
+/// The recent supervision events of the whole tree, newest last.
+#[derive(Debug, Default)]
+pub struct EventLog {
+    events: Mutex<VecDeque<SupervisorEvent>>,
+}
+
+impl EventLog {
+    fn record(&self, supervisor: &str, child: &str, event: &'static str, detail: Option<String>) {
+        let at_ms = now_ms();
+        let ev = SupervisorEvent {
+            at: rfc3339(at_ms),
+            at_ms,
+            supervisor: supervisor.to_owned(),
+            child: child.to_owned(),
+            event,
+            detail,
+        };
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if events.len() == EVENT_LOG_CAPACITY {
+            events.pop_front();
+        }
+        events.push_back(ev);
+    }
+
+    /// A copy of the recorded events, oldest first.
+    pub fn snapshot(&self) -> Vec<SupervisorEvent> {
+        let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        events.iter().cloned().collect()
+    }
+}
+
+struct Slot {
+    spec: ChildSpec,
+    generation: u64,
+    state: ChildState,
+    handle: Option<ChildHandle>,
+    tracker: RestartTracker,
+    restarts: u32,
+    last_error: Option<(i64, String)>,
+    next_retry: Option<Instant>,
+    running_since: Option<i64>,
+}
+
+/// Supervises a fixed list of children. See the module docs.
+pub struct Supervisor {
+    name: String,
+    policy: RestartPolicy,
+    stop_timeout: Duration,
+    slots: Vec<Slot>,
+    reporter: Option<LifecycleReporter>,
+    log: Arc<EventLog>,
+    shutting_down: bool,
+}
+
+impl Supervisor {
+    /// A supervisor for `children`, started in order. `reporter` is present
+    /// when this supervisor is itself supervised.
+    pub fn new(
+        name: impl Into<String>,
+        policy: RestartPolicy,
+        stop_timeout: Duration,
+        children: Vec<ChildSpec>,
+        log: Arc<EventLog>,
+        reporter: Option<LifecycleReporter>,
+    ) -> Supervisor {
+        let slots = children
+            .into_iter()
+            .map(|spec| Slot {
+                spec,
+                generation: 0,
+                state: ChildState::Starting,
+                handle: None,
+                tracker: RestartTracker::default(),
+                restarts: 0,
+                last_error: None,
+                next_retry: None,
+                running_since: None,
+            })
+            .collect();
+        Supervisor {
+            name: name.into(),
+            policy,
+            stop_timeout,
+            slots,
+            reporter,
+            log,
+            shutting_down: false,
+        }
+    }
+
+    fn start_child(&mut self, id: ChildId, ctx: &mut Context<Self>) {
+        let me = ctx.address().recipient();
+        let slot = &mut self.slots[id];
+        if slot.generation > 0 {
+            slot.restarts += 1;
+        }
+        slot.generation += 1;
+        slot.state = ChildState::Starting;
+        slot.next_retry = None;
+        let reporter = LifecycleReporter::new(id, slot.generation, me);
+        slot.handle = Some(slot.spec.factory.start(reporter));
+    }
+
+    fn child_failed(&mut self, id: ChildId, reason: String, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let slot = &mut self.slots[id];
+        slot.handle = None;
+        slot.running_since = None;
+        slot.last_error = Some((now_ms(), reason.clone()));
+        self.log
+            .record(&self.name, &slot.spec.name, "failed", Some(reason.clone()));
+        if self.shutting_down {
+            slot.state = ChildState::Stopped;
+            return;
+        }
+        match slot.tracker.on_failure(&self.policy, now, fastrand::f64()) {
+            Decision::Restart { delay, attempt } => {
+                log::warn!(
+                    "{}/{} failed ({reason}); restart {attempt} in {} ms",
+                    self.name,
+                    slot.spec.name,
+                    delay.as_millis()
+                );
+                slot.state = ChildState::Restarting;
+                slot.next_retry = Some(now + delay);
+                self.log.record(
+                    &self.name,
+                    &slot.spec.name,
+                    "restart_scheduled",
+                    Some(format!("in {} ms (attempt {attempt})", delay.as_millis())),
+                );
+                let generation = slot.generation;
+                ctx.run_later(delay, move |act, ctx| {
+                    let slot = &act.slots[id];
+                    if !act.shutting_down
+                        && slot.state == ChildState::Restarting
+                        && slot.generation == generation
+                    {
+                        act.start_child(id, ctx);
+                    }
+                });
+            }
+            Decision::GiveUp { restarts_in_window } => {
+                log::error!(
+                    "{}/{} failed ({reason}) after {restarts_in_window} restarts within {} s; giving up",
+                    self.name,
+                    slot.spec.name,
+                    self.policy.window.as_secs()
+                );
+                slot.state = ChildState::Failed;
+                self.log.record(
+                    &self.name,
+                    &slot.spec.name,
+                    "gave_up",
+                    Some(format!(
+                        "{restarts_in_window} restarts within {} s",
+                        self.policy.window.as_secs()
+                    )),
+                );
+            }
+        }
+    }
+
+    fn node(&self) -> TreeNode {
+        let now = Instant::now();
+        let wall = now_ms();
+        let children = self
+            .slots
+            .iter()
+            .map(|s| TreeNode {
+                name: s.spec.name.clone(),
+                kind: s.spec.kind.to_owned(),
+                state: s.state,
+                essential: s.spec.essential,
+                restarts: s.restarts,
+                restarts_in_window: s.tracker.restarts_in_window(),
+                last_error: s.last_error.as_ref().map(|(_, e)| e.clone()),
+                last_error_at: s.last_error.as_ref().map(|(t, _)| rfc3339(*t)),
+                next_retry_at: s
+                    .next_retry
+                    .map(|t| rfc3339(wall + t.saturating_duration_since(now).as_millis() as i64)),
+                next_retry_in_ms: s
+                    .next_retry
+                    .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+                running_since: s.running_since.map(rfc3339),
+                children: Vec::new(),
+            })
+            .collect();
+        TreeNode {
+            name: self.name.clone(),
+            kind: "supervisor".into(),
+            state: if self.shutting_down {
+                ChildState::Stopping
+            } else {
+                ChildState::Running
+            },
+            essential: true,
+            restarts: 0,
+            restarts_in_window: 0,
+            last_error: None,
+            last_error_at: None,
+            next_retry_at: None,
+            next_retry_in_ms: None,
+            running_since: None,
+            children,
+        }
+    }
+}
+
+impl Actor for Supervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for id in 0..self.slots.len() {
+            self.start_child(id, ctx);
+        }
+        if let Some(r) = &self.reporter {
+            r.started();
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        if let Some(r) = &mut self.reporter {
+            r.stopped();
+        }
+    }
+}
+
+impl Handler<ChildEvent> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, ev: ChildEvent, ctx: &mut Context<Self>) {
+        let Some(slot) = self.slots.get_mut(ev.id) else {
+            return;
+        };
+        if ev.generation != slot.generation {
+            return;
+        }
+        match ev.kind {
+            EventKind::Started => {
+                slot.state = ChildState::Running;
+                slot.tracker.on_started(Instant::now());
+                slot.running_since = Some(now_ms());
+                if slot.restarts > 0 {
+                    log::info!(
+                        "{}/{} running again (restart {})",
+                        self.name,
+                        slot.spec.name,
+                        slot.restarts
+                    );
+                }
+                self.log
+                    .record(&self.name, &slot.spec.name, "started", None);
+            }
+            EventKind::Failed(reason) => self.child_failed(ev.id, reason, ctx),
+            EventKind::Stopped => {
+                if self.shutting_down || slot.state == ChildState::Stopping {
+                    slot.state = ChildState::Stopped;
+                    slot.handle = None;
+                    slot.running_since = None;
+                    self.log
+                        .record(&self.name, &slot.spec.name, "stopped", None);
+                } else {
+                    self.child_failed(ev.id, "stopped unexpectedly".into(), ctx);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<GetTree> for Supervisor {
+    type Result = ResponseFuture<TreeNode>;
+
+    fn handle(&mut self, _: GetTree, _: &mut Context<Self>) -> Self::Result {
+        let mut node = self.node();
+        let nested: Vec<(usize, Recipient<GetTree>)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.handle.as_ref()?.tree.clone().map(|t| (i, t)))
+            .collect();
+        Box::pin(async move {
+            for (i, r) in nested {
+                if let Ok(Ok(sub)) = tokio::time::timeout(TREE_QUERY_TIMEOUT, r.send(GetTree)).await
+                {
+                    node.children[i].children = sub.children;
+                }
+            }
+            node
+        })
+    }
+}
+
+impl Handler<Stop> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    /// Stops children one at a time in reverse start order, each within the
+    /// stop timeout, then stops itself. No restarts happen from here on.
+    fn handle(&mut self, _: Stop, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        let mut stops = Vec::new();
+        for slot in self.slots.iter_mut().rev() {
+            if let Some(h) = &slot.handle {
+                slot.state = ChildState::Stopping;
+                stops.push((slot.spec.name.clone(), h.stop.clone()));
+            } else if slot.state == ChildState::Restarting {
+                slot.state = ChildState::Stopped;
+                slot.next_retry = None;
+            }
+        }
+        let timeout = self.stop_timeout;
+        let name = self.name.clone();
+        Box::pin(
+            async move {
+                for (child, stop) in stops {
+                    match tokio::time::timeout(timeout, stop.send(Stop)).await {
+                        Ok(_) => log::debug!("{name}/{child} stopped"),
+                        Err(_) => log::error!(
+                            "{name}/{child} did not stop within {} ms",
+                            timeout.as_millis()
+                        ),
+                    }
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
+    }
+}
+
+/// Starts a nested supervisor as a child of another.
+pub fn supervisor_child(
+    name: &str,
+    policy: RestartPolicy,
+    stop_timeout: Duration,
+    log: Arc<EventLog>,
+    children: impl Fn() -> Vec<ChildSpec> + 'static,
+) -> ChildSpec {
+    let sup_name = name.to_owned();
+    ChildSpec::new(
+        name,
+        "supervisor",
+        true,
+        move |reporter: LifecycleReporter| {
+            let addr = Supervisor::new(
+                sup_name.clone(),
+                policy,
+                stop_timeout,
+                children(),
+                log.clone(),
+                Some(reporter),
+            )
+            .start();
+            ChildHandle {
+                stop: addr.clone().recipient(),
+                tree: Some(addr.recipient()),
+            }
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A child that fails on command (by panicking or by reporting).
+    struct Worker {
+        reporter: LifecycleReporter,
+        starts: Arc<AtomicU32>,
+    }
+
+    #[derive(Message)]
+    #[rtype(result = "()")]
+    enum Poke {
+        Panic,
+        Fail,
+    }
+
+    impl Actor for Worker {
+        type Context = Context<Self>;
+        fn started(&mut self, _: &mut Context<Self>) {
+            self.starts.fetch_add(1, Ordering::SeqCst);
+            self.reporter.started();
+        }
+        fn stopped(&mut self, _: &mut Context<Self>) {
+            self.reporter.stopped();
+        }
+    }
+
+    impl Handler<Poke> for Worker {
+        type Result = ();
+        fn handle(&mut self, p: Poke, ctx: &mut Context<Self>) {
+            match p {
+                Poke::Panic => panic!("poked"),
+                Poke::Fail => {
+                    self.reporter.failed("told to fail");
+                    ctx.stop();
+                }
+            }
+        }
+    }
+
+    impl Handler<Stop> for Worker {
+        type Result = ();
+        fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+            ctx.stop();
+        }
+    }
+
+    type Current = Arc<Mutex<Option<Addr<Worker>>>>;
+
+    fn worker_spec(starts: Arc<AtomicU32>, current: Current) -> ChildSpec {
+        ChildSpec::new("w", "test", true, move |reporter| {
+            let addr = Worker {
+                reporter,
+                starts: starts.clone(),
+            }
+            .start();
+            *current.lock().unwrap() = Some(addr.clone());
+            ChildHandle {
+                stop: addr.recipient(),
+                tree: None,
+            }
+        })
+    }
+
+    fn policy(max_restarts: u32) -> RestartPolicy {
+        RestartPolicy {
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(800),
+            max_restarts,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    async fn tree(sup: &Addr<Supervisor>) -> TreeNode {
+        sup.send(GetTree).await.unwrap()
+    }
+
+    /// Lets the actors run until `cond` holds, advancing paused time.
+    async fn until(mut cond: impl AsyncFnMut() -> bool) {
+        for _ in 0..10_000 {
+            if cond().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    fn poke(current: &Current, p: Poke) {
+        current.lock().unwrap().as_ref().unwrap().do_send(p);
+    }
+
+    #[actix_rt::test]
+    async fn restarts_a_panicked_child_with_growing_delays_then_gives_up() {
+        install_panic_hook();
+        tokio::time::pause();
+        let starts = Arc::new(AtomicU32::new(0));
+        let current: Current = Arc::default();
+        let log = Arc::new(EventLog::default());
+        let sup = Supervisor::new(
+            "root",
+            policy(3),
+            Duration::from_secs(1),
+            vec![worker_spec(starts.clone(), current.clone())],
+            log.clone(),
+            None,
+        )
+        .start();
+        until(async || tree(&sup).await.children[0].state == ChildState::Running).await;
+
+        let mut delays = Vec::new();
+        for round in 1..=3 {
+            poke(&current, if round == 2 { Poke::Fail } else { Poke::Panic });
+            until(async || tree(&sup).await.children[0].state == ChildState::Restarting).await;
+            let node = tree(&sup).await;
+            let c = &node.children[0];
+            delays.push(c.next_retry_in_ms.unwrap());
+            let t0 = Instant::now();
+            until(async || starts.load(Ordering::SeqCst) == round + 1).await;
+            // Paused time: the restart happened no earlier than the backoff.
+            assert!(t0.elapsed() >= Duration::from_millis(c.next_retry_in_ms.unwrap()));
+            until(async || tree(&sup).await.children[0].state == ChildState::Running).await;
+        }
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
+        assert!(delays[0] <= 100 && delays[2] >= 200, "{delays:?}");
+
+        let node = tree(&sup).await;
+        assert_eq!(node.children[0].restarts, 3);
+        assert!(
+            node.children[0]
+                .last_error
+                .as_deref()
+                .unwrap()
+                .contains("panicked: poked"),
+            "{:?}",
+            node.children[0].last_error
+        );
+
+        // The fourth failure within the window exceeds the intensity.
+        poke(&current, Poke::Panic);
+        until(async || tree(&sup).await.children[0].state == ChildState::Failed).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            4,
+            "no restart after giving up"
+        );
+        assert!(log.snapshot().iter().any(|e| e.event == "gave_up"));
+    }
+
+    #[actix_rt::test]
+    async fn stop_stops_children_without_restarting_them() {
+        tokio::time::pause();
+        let starts = Arc::new(AtomicU32::new(0));
+        let current: Current = Arc::default();
+        let sup = Supervisor::new(
+            "root",
+            policy(3),
+            Duration::from_secs(1),
+            vec![worker_spec(starts.clone(), current.clone())],
+            Arc::new(EventLog::default()),
+            None,
+        )
+        .start();
+        until(async || tree(&sup).await.children[0].state == ChildState::Running).await;
+        sup.send(Stop).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+        assert!(!current.lock().unwrap().as_ref().unwrap().connected());
+    }
+}

@@ -1,0 +1,94 @@
+//! The API's error type: every failure a client can see is JSON with a code,
+//! a message and, for bad input, the parameter at fault.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::storage::StorageError;
+
+/// An error answered to an API client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A query parameter is missing, unknown or malformed (400).
+    #[error("{message}")]
+    BadParameter { parameter: String, message: String },
+    /// The thing asked for does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is valid but the method is not (405).
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// A dependency (database, supervisor) cannot answer right now (503).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn bad(parameter: &str, message: impl Into<String>) -> ApiError {
+        ApiError::BadParameter {
+            parameter: parameter.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadParameter { .. } => "bad_parameter",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Detail<'a>,
+}
+
+#[derive(Serialize)]
+struct Detail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<&'a str>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let parameter = match self {
+            ApiError::BadParameter { parameter, .. } => Some(parameter.as_str()),
+            _ => None,
+        };
+        HttpResponse::build(self.status_code()).json(Body {
+            error: Detail {
+                code: self.code(),
+                message: self.to_string(),
+                parameter,
+            },
+        })
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        log::warn!("API storage error: {e}");
+        ApiError::Unavailable(format!("database unavailable: {e}"))
+    }
+}
+
+impl From<actix_web::error::BlockingError> for ApiError {
+    fn from(_: actix_web::error::BlockingError) -> ApiError {
+        ApiError::Unavailable("the server is shutting down".into())
+    }
+}

@@ -1,0 +1,96 @@
+//! `GET /health`: liveness and readiness in one answer. 200 when the
+//! database is writable and the supervision tree is healthy, 503 otherwise,
+//! always with the reasons.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use super::AppState;
+use crate::clock::now_ms;
+use crate::storage::writer::WriterStatus;
+use crate::supervisor::ChildState;
+
+#[derive(Serialize)]
+struct Health {
+    /// `ok` or `degraded`.
+    status: &'static str,
+    /// Why the appliance is not ready (makes the answer a 503).
+    reasons: Vec<String>,
+    /// Worth knowing, not worth failing readiness for.
+    warnings: Vec<String>,
+    uptime_s: i64,
+    version: &'static str,
+    writer: WriterStatus,
+}
+
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let mut reasons = Vec::new();
+    let mut warnings = Vec::new();
+
+    let writer = state.writer.status();
+    if !writer.running {
+        reasons.push("the database writer is not running".to_owned());
+    }
+    if !writer.writable {
+        reasons.push(format!(
+            "the database is not writable: {}",
+            writer.last_error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    if writer.queue.dropped > 0 {
+        warnings.push(format!(
+            "{} readings dropped by the overflow policy",
+            writer.queue.dropped
+        ));
+    }
+
+    match state.tree().await {
+        Err(e) => reasons.push(e.to_string()),
+        Ok(tree) => {
+            for node in tree.walk() {
+                if node.state != ChildState::Failed {
+                    continue;
+                }
+                let msg = format!(
+                    "{} {} was given up after {} restarts: {}",
+                    node.kind,
+                    node.name,
+                    node.restarts,
+                    node.last_error.as_deref().unwrap_or("no error recorded")
+                );
+                if node.essential {
+                    reasons.push(msg);
+                } else {
+                    warnings.push(msg);
+                }
+            }
+        }
+    }
+    for s in &state.sensors {
+        let st = s.status();
+        if s.config.enabled && !st.available {
+            warnings.push(format!(
+                "sensor {} unavailable: {}",
+                s.config.name,
+                st.unavailable_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
+            ));
+        }
+    }
+
+    let ok = reasons.is_empty();
+    let body = Health {
+        status: if ok { "ok" } else { "degraded" },
+        reasons,
+        warnings,
+        uptime_s: (now_ms() - state.started_ms) / 1000,
+        version: env!("CARGO_PKG_VERSION"),
+        writer,
+    };
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}

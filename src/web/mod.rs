@@ -1,0 +1,144 @@
+//! The HTTP side: the one route table ([`configure`]) used by the server and
+//! the tests, shared state, and the middleware every response passes through
+//! (compression, `X-Process-Time`, slow-request log).
+//!
+//! Only this module knows about HTTP and JSON shapes.
+
+pub mod error;
+pub mod health;
+pub mod params;
+pub mod readings;
+pub mod status;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Addr;
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Compress, Next, from_fn};
+use actix_web::{App, HttpRequest, HttpServer, Resource, Route, web};
+
+use crate::config::Config;
+use crate::sensors::actor::SensorShared;
+use crate::storage::ReadPool;
+use crate::storage::writer::WriterShared;
+use crate::supervisor::{EventLog, GetTree, Supervisor, TreeNode};
+use error::ApiError;
+
+/// How long an API handler waits for the supervisor to describe the tree.
+pub const SUPERVISOR_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Response header carrying the server-side handling time in milliseconds.
+pub const PROCESS_TIME_HEADER: &str = "x-process-time";
+
+/// Everything handlers need, shared by all workers.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub pool: ReadPool,
+    pub writer: Arc<WriterShared>,
+    /// Every configured sensor, enabled or not, in config order.
+    pub sensors: Vec<Arc<SensorShared>>,
+    pub supervisor: Addr<Supervisor>,
+    pub events: Arc<EventLog>,
+    pub started_ms: i64,
+}
+
+impl AppState {
+    /// The supervision tree, or 503 if the supervisor does not answer.
+    pub async fn tree(&self) -> Result<TreeNode, ApiError> {
+        match tokio::time::timeout(SUPERVISOR_QUERY_TIMEOUT, self.supervisor.send(GetTree)).await {
+            Ok(Ok(tree)) => Ok(tree),
+            Ok(Err(_)) => Err(ApiError::Unavailable(
+                "the supervisor is not running".into(),
+            )),
+            Err(_) => Err(ApiError::Unavailable(
+                "the supervisor did not answer in time".into(),
+            )),
+        }
+    }
+
+    pub fn sensor(&self, name: &str) -> Option<&Arc<SensorShared>> {
+        self.sensors.iter().find(|s| s.config.name == name)
+    }
+}
+
+/// A GET-only resource whose other methods get a JSON 405.
+fn get(path: &str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(|req: HttpRequest| async move {
+            Err::<String, _>(ApiError::MethodNotAllowed(format!(
+                "{} is not allowed on {}",
+                req.method(),
+                req.path()
+            )))
+        }))
+}
+
+/// The route table.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(get("/health", web::get().to(health::health)))
+        .service(get("/api/sensors", web::get().to(status::sensors)))
+        .service(get("/api/supervisor", web::get().to(status::supervisor)))
+        .service(get("/api/readings", web::get().to(readings::readings)));
+}
+
+async fn not_found(req: HttpRequest) -> Result<String, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no such endpoint: {} {}",
+        req.method(),
+        req.path()
+    )))
+}
+
+/// Adds `X-Process-Time` and logs requests slower than the configured limit.
+async fn timing(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let slow_ms = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(u64::MAX, |s| s.config.server.slow_request_ms);
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let mut res = next.call(req).await?;
+    let took = started.elapsed();
+    let ms = took.as_secs_f64() * 1000.0;
+    if let Ok(v) = HeaderValue::from_str(&format!("{ms:.3}")) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(PROCESS_TIME_HEADER), v);
+    }
+    if took >= Duration::from_millis(slow_ms) {
+        log::warn!(
+            "slow request: {method} {path} took {ms:.1} ms ({})",
+            res.status()
+        );
+    }
+    Ok(res)
+}
+
+/// Builds the HTTP server on an already bound listener. Signals are left to
+/// the caller, who stops the server through its handle.
+pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = state.config.server.workers;
+    let grace = state.config.server.shutdown_grace_secs;
+    listener.set_nonblocking(true)?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(configure)
+            .default_service(web::to(not_found))
+            .wrap(Compress::default())
+            .wrap(from_fn(timing))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(grace)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

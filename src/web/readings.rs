@@ -1,0 +1,168 @@
+//! `GET /api/readings`: stored readings, paginated by cursor, newest first by
+//! default, optionally narrowed to a sensor, a metric, a time range and a
+//! set of fields.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use serde::ser::SerializeMap;
+
+use super::AppState;
+use super::error::ApiError;
+use super::params::Params;
+use crate::clock::rfc3339;
+use crate::storage::read::{Cursor, Order, PageQuery, Row, readings_page};
+
+/// Rows per page when `limit` is not given.
+pub const DEFAULT_LIMIT: u64 = 100;
+
+const PARAMS: &[&str] = &[
+    "sensor", "metric", "from", "to", "limit", "order", "cursor", "fields",
+];
+const FIELDS: &[&str] = &["sensor", "metric", "unit", "value", "ts", "ts_ms"];
+
+/// Which fields each row carries, as a bit per entry of `FIELDS`.
+#[derive(Clone, Copy)]
+struct FieldMask(u8);
+
+impl FieldMask {
+    fn parse(raw: Option<&str>) -> Result<FieldMask, ApiError> {
+        let Some(raw) = raw else {
+            return Ok(FieldMask(u8::MAX));
+        };
+        let mut mask = 0u8;
+        for name in raw.split(',').map(str::trim) {
+            let i = FIELDS.iter().position(|f| *f == name).ok_or_else(|| {
+                ApiError::bad(
+                    "fields",
+                    format!("unknown field `{name}`; fields are {}", FIELDS.join(", ")),
+                )
+            })?;
+            mask |= 1 << i;
+        }
+        Ok(FieldMask(mask))
+    }
+
+    fn has(self, i: usize) -> bool {
+        self.0 & (1 << i) != 0
+    }
+}
+
+struct RowView<'a> {
+    row: &'a Row,
+    mask: FieldMask,
+}
+
+impl Serialize for RowView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.row;
+        let mut m = s.serialize_map(None)?;
+        for (i, name) in FIELDS.iter().enumerate() {
+            if !self.mask.has(i) {
+                continue;
+            }
+            match i {
+                0 => m.serialize_entry(name, &*r.series.sensor)?,
+                1 => m.serialize_entry(name, &*r.series.metric)?,
+                2 => m.serialize_entry(name, &*r.series.unit)?,
+                3 => m.serialize_entry(name, &r.value)?,
+                4 => m.serialize_entry(name, &rfc3339(r.ts))?,
+                _ => m.serialize_entry(name, &r.ts)?,
+            }
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct PageView<'a> {
+    readings: Vec<RowView<'a>>,
+    count: usize,
+    order: &'static str,
+    limit: usize,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+pub async fn readings(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p = Params::parse(req.query_string(), PARAMS)?;
+    let max = u64::from(state.config.server.max_page_size);
+    let limit = p.int("limit", DEFAULT_LIMIT.min(max), 1, max)? as usize;
+    let from = p.time("from")?;
+    let to = p.time("to")?;
+    if let (Some(f), Some(t)) = (from, to)
+        && f >= t
+    {
+        return Err(ApiError::bad("to", "`to` must be after `from`"));
+    }
+    let order = match p.choice("order", &["desc", "asc"], "desc")? {
+        "asc" => Order::Asc,
+        _ => Order::Desc,
+    };
+    let cursor = p
+        .str("cursor")
+        .map(|c| {
+            c.parse::<Cursor>().map_err(|()| {
+                ApiError::bad(
+                    "cursor",
+                    "`cursor` must be a `next_cursor` this API returned",
+                )
+            })
+        })
+        .transpose()?;
+    let mask = FieldMask::parse(p.str("fields"))?;
+
+    let catalog = &state.writer.catalog;
+    let series = match (p.str("sensor"), p.str("metric")) {
+        (None, Some(_)) => {
+            return Err(ApiError::bad("metric", "`metric` needs a `sensor`"));
+        }
+        (None, None) => catalog.all(),
+        (Some(sensor), metric) => {
+            if state.sensor(sensor).is_none() && !catalog.knows_sensor(sensor) {
+                return Err(ApiError::NotFound(format!("no sensor named `{sensor}`")));
+            }
+            let mut series = catalog.for_sensor(sensor);
+            if let Some(metric) = metric {
+                series.retain(|s| &*s.metric == metric);
+            }
+            series
+        }
+    };
+
+    let page = if series.is_empty() {
+        None
+    } else {
+        let q = PageQuery {
+            series,
+            from,
+            to,
+            limit,
+            order,
+            cursor,
+        };
+        let pool = state.pool.clone();
+        let page = web::block(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| crate::storage::StorageError::Pool(e.to_string()))?;
+            readings_page(&mut conn, &q).map_err(crate::storage::StorageError::from)
+        })
+        .await??;
+        Some(page)
+    };
+    let rows = page.as_ref().map_or(&[][..], |p| &p.rows[..]);
+    let body = PageView {
+        readings: rows.iter().map(|row| RowView { row, mask }).collect(),
+        count: rows.len(),
+        order: match order {
+            Order::Asc => "asc",
+            Order::Desc => "desc",
+        },
+        limit,
+        next_cursor: page.as_ref().and_then(|p| p.next).map(|c| c.to_string()),
+    };
+    Ok(HttpResponse::Ok().json(body))
+}

@@ -1,0 +1,114 @@
+//! `GET /api/sensors` and `GET /api/supervisor`: what runs, how it is doing,
+//! and what the supervisor has done about failures.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::sensors::Priority;
+use crate::sensors::actor::{SensorStatus, ValueView};
+use crate::supervisor::{ChildState, SupervisorEvent, TreeNode};
+
+/// A sensor's status word, combining the supervisor's view of its actor
+/// with the sensor's own view of its data source.
+fn status_word(enabled: bool, node: Option<&TreeNode>, st: &SensorStatus) -> &'static str {
+    if !enabled {
+        return "disabled";
+    }
+    match node.map(|n| n.state) {
+        Some(ChildState::Running | ChildState::Starting) if !st.available => "unavailable",
+        Some(ChildState::Running | ChildState::Starting) => "running",
+        Some(ChildState::Restarting) => "restarting",
+        Some(ChildState::Failed) => "failed",
+        Some(ChildState::Stopping | ChildState::Stopped) | None => "stopped",
+    }
+}
+
+#[derive(Serialize)]
+struct SensorView<'a> {
+    name: &'a str,
+    kind: &'static str,
+    /// running / restarting / failed / unavailable / stopped / disabled
+    status: &'static str,
+    priority: Priority,
+    enabled: bool,
+    interval_ms: u64,
+    effective_interval_ms: u64,
+    timeout_ms: u64,
+    restarts: u32,
+    next_retry_at: Option<String>,
+    last_read_at: Option<String>,
+    last_values: Vec<ValueView>,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+    unavailable_reason: Option<String>,
+    reads: u64,
+    errors: u64,
+    last_read_ms: f64,
+}
+
+pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let tree = state.tree().await?;
+    let sensors_node = tree.find("sensors");
+    let views: Vec<SensorView> = state
+        .sensors
+        .iter()
+        .map(|s| {
+            let c = &s.config;
+            let st = s.status();
+            let node = sensors_node.and_then(|n| n.children.iter().find(|c2| c2.name == c.name));
+            SensorView {
+                name: &c.name,
+                kind: c.driver.kind(),
+                status: status_word(c.enabled, node, &st),
+                priority: c.priority,
+                enabled: c.enabled,
+                interval_ms: c.interval_ms,
+                effective_interval_ms: st.effective_interval_ms,
+                timeout_ms: c.timeout_ms,
+                restarts: node.map_or(0, |n| n.restarts),
+                next_retry_at: node.and_then(|n| n.next_retry_at.clone()),
+                last_read_at: st.last_read_at,
+                last_values: st.last_values,
+                last_error: st.last_error,
+                last_error_at: st.last_error_at,
+                unavailable_reason: st.unavailable_reason,
+                reads: st.reads,
+                errors: st.errors,
+                last_read_ms: st.last_read_ms,
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "sensors": views })))
+}
+
+#[derive(Serialize)]
+struct SupervisorView {
+    tree: TreeNode,
+    policy: PolicyView,
+    events: Vec<SupervisorEvent>,
+}
+
+#[derive(Serialize)]
+struct PolicyView {
+    backoff_base_ms: u64,
+    backoff_max_ms: u64,
+    max_restarts: u32,
+    restart_window_secs: u64,
+}
+
+pub async fn supervisor(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let tree = state.tree().await?;
+    let c = &state.config.supervisor;
+    Ok(HttpResponse::Ok().json(SupervisorView {
+        tree,
+        policy: PolicyView {
+            backoff_base_ms: c.backoff_base_ms,
+            backoff_max_ms: c.backoff_max_ms,
+            max_restarts: c.max_restarts,
+            restart_window_secs: c.restart_window_secs,
+        },
+        events: state.events.snapshot(),
+    }))
+}
