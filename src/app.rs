@@ -178,7 +178,8 @@ pub async fn run(
             .collect(),
     };
     log::info!(
-        "stopped: {} readings stored this run, {} dropped, {} left unstored",
+        "stopped: {} readings produced, {} stored this run, {} dropped, {} left unstored",
+        report.produced.iter().map(|(_, n)| n).sum::<u64>(),
         report.stored,
         report.queue.dropped,
         report.queue.len

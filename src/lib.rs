@@ -16,10 +16,12 @@
 //! - [`web`]: the only module that knows HTTP and JSON: routes, handlers,
 //!   errors, middleware.
 //! - [`clock`]: wall-clock timestamps as stored and shown.
+//! - [`bench`]: the benchmarks behind `vigil bench`.
 //!
 //! `ARCHITECTURE.md` draws the tree and states the invariants.
 
 pub mod app;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod sensors;

@@ -36,11 +36,32 @@ enum Command {
         #[arg(short, long, env = "VIGIL_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run a benchmark on temporary data and print its figures (medians).
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
     /// Validate a config file (and VIGIL_* overrides); exit 0 if usable, 1
     /// with the offending key if not. Suited to systemd's ExecStartPre.
     CheckConfig {
         /// Config file to check; without one, the embedded defaults.
         path: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Compare readings-table layouts: insert rate, size, query latency, WAL
+    /// bytes per small commit.
+    Schema {
+        #[arg(long, default_value_t = 2_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 10)]
+        series: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 2000)]
+        queries: usize,
     },
 }
 
@@ -50,6 +71,7 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Migrate { config } => migrate(config),
         Command::CheckConfig { path } => check_config(path),
+        Command::Bench { what } => bench(what),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,8 +99,18 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     let addr = config.server.bind_addr()?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     actix_rt::System::new().block_on(async move {
-        vigil::run(config, listener, shutdown_signal()).await?;
-        Ok(())
+        let result = vigil::run(config, listener, shutdown_signal()).await;
+        // Everything is stored by now. Exit here rather than return: dropping
+        // the runtime would wait for the blocking threads, and a driver hung
+        // in the kernel would hold the process open forever.
+        match result {
+            Ok(_) => std::process::exit(0),
+            Err(e) => {
+                log::error!("{e}");
+                eprintln!("vigil: {e}");
+                std::process::exit(1)
+            }
+        }
     })
 }
 
@@ -135,5 +167,50 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
             enabled.join(", ")
         }
     );
+    Ok(())
+}
+
+fn bench(what: Bench) -> anyhow::Result<()> {
+    match what {
+        Bench::Schema {
+            rows,
+            series,
+            runs,
+            queries,
+        } => {
+            let o = vigil::bench::schema::SchemaOptions {
+                rows,
+                series,
+                runs,
+                queries,
+            };
+            let figures = vigil::bench::schema::run(&o)?;
+            println!(
+                "{:<42} {:>12} {:>10} {:>12} {:>12} {:>12} {:>10} {:>10}",
+                "layout",
+                "insert/s",
+                "B/row",
+                "last100 p50",
+                "last100 p99",
+                "1h p50",
+                "WAL B/r@3",
+                "WAL B/r@30"
+            );
+            for f in &figures {
+                println!(
+                    "{:<42} {:>12.0} {:>10.1} {:>10.1}us {:>10.1}us {:>10.1}us {:>10.0} {:>10.0}",
+                    f.layout,
+                    f.insert_rows_per_s,
+                    f.file_bytes_per_row,
+                    f.latest_100_p50_us,
+                    f.latest_100_p99_us,
+                    f.hour_range_p50_us,
+                    f.wal_bytes_per_row_commit_3,
+                    f.wal_bytes_per_row_commit_30
+                );
+            }
+            println!("{}", serde_json::to_string(&figures)?);
+        }
+    }
     Ok(())
 }

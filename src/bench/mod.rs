@@ -1,0 +1,46 @@
+//! Benchmarks shipped with the binary (`vigil bench <what>`), so that every
+//! figure in `docs/BENCHMARKS.md` can be reproduced with one command on the
+//! machine in question. Each benchmark builds its own data in a temporary
+//! directory and reports medians over several runs.
+
+pub mod schema;
+
+use std::time::Duration;
+
+/// The median of some durations (sorts them).
+pub fn median(samples: &mut [Duration]) -> Duration {
+    samples.sort_unstable();
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+/// The `p`-th percentile (0-100) of sorted samples, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The median of plain numbers.
+pub fn median_f64(samples: &mut [f64]) -> f64 {
+    samples.sort_unstable_by(f64::total_cmp);
+    samples.get(samples.len() / 2).copied().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_and_percentiles() {
+        let ms = Duration::from_millis;
+        let mut v = vec![ms(5), ms(1), ms(3)];
+        assert_eq!(median(&mut v), ms(3));
+        let sorted: Vec<_> = (1..=100).map(ms).collect();
+        assert_eq!(percentile(&sorted, 50.0), ms(50));
+        assert_eq!(percentile(&sorted, 99.0), ms(99));
+        assert_eq!(percentile(&sorted, 100.0), ms(100));
+        assert_eq!(median_f64(&mut [3.0, 1.0, 2.0]), 2.0);
+    }
+}

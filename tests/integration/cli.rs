@@ -1,0 +1,221 @@
+//! The `vigil` binary as an operator uses it: `check-config` verdicts and
+//! exit codes, `migrate`, and `serve` stopped by SIGTERM with every produced
+//! reading stored.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::open_db;
+
+fn vigil() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
+    for var in [
+        "VIGIL_DB",
+        "VIGIL_BIND",
+        "VIGIL_LOG",
+        "VIGIL_ADMIN_TOKEN",
+        "VIGIL_CONFIG",
+    ] {
+        c.env_remove(var);
+    }
+    c
+}
+
+#[test]
+fn check_config_accepts_good_files_and_names_the_bad_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "[storage]\nbatch_size = 10\n").unwrap();
+    let out = vigil().arg("check-config").arg(&good).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+
+    let bad = dir.path().join("bad.toml");
+    for (text, key) in [
+        ("[storage]\nbatch_sise = 10\n", "batch_sise"),
+        ("[storage]\nbatch_size = 0\n", "storage.batch_size"),
+        ("[server]\nbind = \"127.0.0.1:99999\"\n", "server.bind"),
+        (
+            "[supervisor]\nmax_restarts = \"five\"\n",
+            "supervisor.max_restarts",
+        ),
+    ] {
+        std::fs::write(&bad, text).unwrap();
+        let out = vigil().arg("check-config").arg(&bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{text}: {err}");
+    }
+
+    let out = vigil()
+        .arg("check-config")
+        .arg(dir.path().join("absent.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
+
+    // The environment is checked too.
+    let out = vigil()
+        .arg("check-config")
+        .env("VIGIL_BIND", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("VIGIL_BIND"));
+}
+
+#[test]
+fn migrate_creates_the_schema_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.db");
+    let run = || {
+        vigil()
+            .arg("migrate")
+            .env("VIGIL_DB", &db)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{first:?}");
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied"));
+    let second = run();
+    assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));
+    assert_eq!(open_db(&db).count("SELECT count(*) AS n FROM readings"), 0);
+}
+
+/// A plain HTTP/1.0 GET on loopback; the body, if the server answered.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned())
+}
+
+/// `vigil serve` on a free port; returns the child and the port it chose.
+fn spawn_serve(
+    dir: &std::path::Path,
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    u16,
+) {
+    let config = dir.join("vigil.toml");
+    std::fs::write(
+        &config,
+        r#"
+[server]
+bind = "127.0.0.1:0"
+[storage]
+flush_interval_ms = 600000
+[[sensors]]
+name = "fast"
+kind = "simulated"
+interval_ms = 10
+[[sensors]]
+name = "system"
+kind = "system"
+interval_ms = 300
+# A driver wedged for ten minutes must not hold up shutdown.
+[[sensors]]
+name = "wedged"
+kind = "simulated"
+timeout_ms = 100
+priority = "optional"
+[sensors.options]
+hang_every = 1
+hang_ms = 600000
+"#,
+    )
+    .unwrap();
+    let mut child = vigil()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("VIGIL_DB", dir.join("serve.db"))
+        .env("VIGIL_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut line = String::new();
+    let port = loop {
+        assert!(
+            Instant::now() < deadline,
+            "vigil never said where it listens"
+        );
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("vigil exited early");
+        }
+        if let Some(rest) = line.split("serving http://127.0.0.1:").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    (child, err, port)
+}
+
+#[test]
+fn sigterm_exits_zero_with_every_produced_reading_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, mut err, port) = spawn_serve(dir.path());
+    // Let readings accumulate (all of them still queued: the flush interval
+    // is ten minutes).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(body) = http_get(port, "/api/sensors") {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let reads = v["sensors"][0]["reads"].as_u64().unwrap_or(0);
+            if reads > 100 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no readings");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("vigil did not exit within 20 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let summary = rest
+        .lines()
+        .find(|l| l.contains("stopped:"))
+        .unwrap_or_else(|| panic!("no summary in {rest}"));
+    // "stopped: P readings produced, S stored this run, D dropped, U left unstored"
+    let numbers: Vec<i64> = summary
+        .split("stopped: ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    let [produced, stored, dropped, unstored] = numbers[..] else {
+        panic!("unexpected summary {summary}");
+    };
+    assert!(produced > 100, "{summary}");
+    assert_eq!((stored, dropped, unstored), (produced, 0, 0), "{summary}");
+    let mut db = open_db(&dir.path().join("serve.db"));
+    assert_eq!(db.count("SELECT count(*) AS n FROM readings"), stored);
+    assert_eq!(db.integrity_check(), "ok");
+}

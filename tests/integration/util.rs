@@ -1,0 +1,224 @@
+//! Test helpers: a running appliance with its own temporary directory, an
+//! HTTP client, and waiting for conditions with a deadline instead of sleeping.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vigil::{Config, RunReport};
+
+/// Settings that make a test appliance quick: fast flushes and restarts,
+/// quiet logs, one HTTP worker. Tests append their `[[sensors]]`.
+pub const BASE: &str = r#"
+[server]
+bind = "127.0.0.1:0"
+workers = 1
+slow_request_ms = 10000
+
+[log]
+filter = "warn"
+
+[storage]
+flush_interval_ms = 100
+batch_size = 100
+
+[supervisor]
+backoff_base_ms = 100
+backoff_max_ms = 800
+max_restarts = 100
+restart_window_secs = 60
+shutdown_timeout_ms = 5000
+"#;
+
+/// A config from [`BASE`] plus `extra`, with its database in `dir`.
+pub fn config(dir: &tempfile::TempDir, extra: &str) -> Config {
+    let mut c = Config::from_toml(&format!("{BASE}\n{extra}"), "test config")
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
+    c.storage.path = dir.path().join("vigil.db");
+    c
+}
+
+/// The appliance, running inside the test's actix system.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub db: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<RunReport, vigil::RunError>>,
+    client: awc::Client,
+}
+
+impl TestServer {
+    /// Starts an appliance with [`BASE`] plus `sensors_toml`.
+    pub async fn start(sensors_toml: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cfg = config(&dir, sensors_toml);
+        TestServer::start_with(dir, cfg).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, cfg: Config) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let db = cfg.storage.path.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = actix_rt::spawn(vigil::run(cfg, listener, async move {
+            let _ = rx.await;
+        }));
+        let server = TestServer {
+            addr,
+            dir,
+            db,
+            stop: Some(tx),
+            task,
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .finish(),
+        };
+        server
+            .wait_for("the server to answer", Duration::from_secs(10), async |s| {
+                s.try_get("/health").await.is_some()
+            })
+            .await;
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn try_get(&self, path: &str) -> Option<(u16, Value)> {
+        let mut res = self.client.get(self.url(path)).send().await.ok()?;
+        let status = res.status().as_u16();
+        let body = res.body().limit(50 * 1024 * 1024).await.ok()?;
+        Some((status, serde_json::from_slice(&body).ok()?))
+    }
+
+    /// GETs `path` and parses the JSON body; panics if either fails.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.try_get(path)
+            .await
+            .unwrap_or_else(|| panic!("GET {path} failed or was not JSON"))
+    }
+
+    /// GETs `path`, expecting 200.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// The `/api/sensors` entry of one sensor.
+    pub async fn sensor(&self, name: &str) -> Value {
+        let body = self.get_ok("/api/sensors").await;
+        body["sensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no sensor {name} in {body}"))
+    }
+
+    /// Polls `cond` every 20 ms until it holds; panics after `deadline`.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut cond: impl AsyncFnMut(&TestServer) -> bool,
+    ) {
+        let start = Instant::now();
+        while start.elapsed() < deadline {
+            if cond(self).await {
+                return;
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out after {deadline:?} waiting for {what}");
+    }
+
+    /// Asks the appliance to shut down and waits for its report.
+    pub async fn stop(mut self) -> (RunReport, tempfile::TempDir, PathBuf) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let report = tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("shutdown within 30 s")
+            .expect("run task")
+            .expect("run returned an error");
+        (report, self.dir, self.db)
+    }
+}
+
+/// Opens the database file directly (as a second process would).
+pub fn open_db(path: &std::path::Path) -> rusqlite_lite::Db {
+    rusqlite_lite::Db::open(path)
+}
+
+/// Minimal direct SQLite access for assertions, through diesel.
+pub mod rusqlite_lite {
+    use diesel::prelude::*;
+    use diesel::sql_types::{BigInt, Text};
+
+    pub struct Db(SqliteConnection);
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    #[derive(QueryableByName)]
+    struct Ts {
+        #[diesel(sql_type = BigInt)]
+        ts: i64,
+    }
+
+    #[derive(QueryableByName)]
+    struct Check {
+        #[diesel(sql_type = Text)]
+        integrity_check: String,
+    }
+
+    impl Db {
+        pub fn open(path: &std::path::Path) -> Db {
+            Db(SqliteConnection::establish(path.to_str().unwrap()).expect("open database"))
+        }
+
+        pub fn count(&mut self, sql: &str) -> i64 {
+            diesel::sql_query(sql)
+                .get_result::<Count>(&mut self.0)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .n
+        }
+
+        /// Readings of one sensor (all metrics).
+        pub fn readings_of(&mut self, sensor: &str) -> i64 {
+            self.count(&format!(
+                "SELECT count(*) AS n FROM readings JOIN series ON series.id = readings.series_id \
+                 WHERE series.sensor = '{sensor}'"
+            ))
+        }
+
+        /// Timestamps of one sensor's metric, ascending.
+        pub fn timestamps(&mut self, sensor: &str, metric: &str) -> Vec<i64> {
+            diesel::sql_query(format!(
+                "SELECT ts FROM readings JOIN series ON series.id = readings.series_id \
+                 WHERE series.sensor = '{sensor}' AND series.metric = '{metric}' ORDER BY ts"
+            ))
+            .load::<Ts>(&mut self.0)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.ts)
+            .collect()
+        }
+
+        pub fn integrity_check(&mut self) -> String {
+            diesel::sql_query("PRAGMA integrity_check")
+                .get_result::<Check>(&mut self.0)
+                .unwrap()
+                .integrity_check
+        }
+    }
+}
