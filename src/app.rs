@@ -18,8 +18,9 @@ use actix_web::web;
 
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::events::Bus;
 use crate::sensors::BuildEnv;
-use crate::sensors::actor::{SensorShared, sensor_child};
+use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
 use crate::storage::catalog::SeriesCatalog;
 use crate::storage::queue::{IngestQueue, QueueStats};
 use crate::storage::writer::{DbWriter, WriterShared};
@@ -76,24 +77,33 @@ pub async fn run(
         log::info!("applied migration {m}");
     }
 
+    let bus = Bus::new();
     let st = &config.storage;
     let queue = Arc::new(IngestQueue::new(
         st.queue_capacity,
         st.overflow,
         st.batch_size,
     ));
-    let writer = Arc::new(WriterShared::new(queue.clone(), Arc::new(catalog)));
+    let writer = Arc::new(WriterShared::new(
+        queue.clone(),
+        Arc::new(catalog),
+        bus.clone(),
+    ));
     let writer_arbiter = Arbiter::new();
-    let env = Arc::new(BuildEnv {
-        database_path: st.path.clone(),
-    });
+    let deps = SensorDeps {
+        env: Arc::new(BuildEnv {
+            database_path: st.path.clone(),
+        }),
+        queue: queue.clone(),
+        bus: bus.clone(),
+    };
     let sensors: Vec<Arc<SensorShared>> = config
         .sensors
         .iter()
         .cloned()
         .map(|c| Arc::new(SensorShared::new(c)))
         .collect();
-    let events = Arc::new(EventLog::default());
+    let events = Arc::new(EventLog::new(bus.clone()));
     let policy = RestartPolicy::from_config(&config.supervisor);
     let stop_timeout = Duration::from_millis(config.supervisor.shutdown_timeout_ms);
 
@@ -117,11 +127,10 @@ pub async fn run(
             .filter(|s| s.config.enabled)
             .cloned()
             .collect();
-        let queue = queue.clone();
         supervisor_child("sensors", policy, stop_timeout, events.clone(), move || {
             enabled
                 .iter()
-                .map(|s| sensor_child(s.clone(), env.clone(), queue.clone()))
+                .map(|s| sensor_child(s.clone(), deps.clone()))
                 .collect()
         })
     };
@@ -143,6 +152,7 @@ pub async fn run(
         sensors: sensors.clone(),
         supervisor: root.clone(),
         events,
+        bus,
         started_ms: now_ms(),
     });
     let server = serve(state, listener)?;

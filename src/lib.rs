@@ -15,6 +15,9 @@
 //!   queue, the single `DbWriter`, the series catalog and read queries.
 //! - [`web`]: the only module that knows HTTP and JSON: routes, handlers,
 //!   errors, middleware.
+//! - [`events`]: the internal event bus (readings as produced, and events
+//!   such as supervision and writer health) that the live feed and alerts
+//!   subscribe to.
 //! - [`clock`]: wall-clock timestamps as stored and shown.
 //! - [`bench`]: the benchmarks behind `vigil bench`.
 //!
@@ -24,6 +27,7 @@ pub mod app;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod events;
 pub mod sensors;
 pub mod storage;
 pub mod supervisor;

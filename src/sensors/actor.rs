@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use super::{BuildEnv, Priority, Sensor, SensorConfig, SensorError, Value};
 use crate::clock::{now_ms, rfc3339};
+use crate::events::{Bus, Event, SensorReading};
 use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
 use crate::supervisor::child::panic_message;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
@@ -106,11 +107,20 @@ enum ReadOutcome {
     Panicked(String),
 }
 
+/// What every sensor actor needs from the rest of the appliance.
+#[derive(Clone)]
+pub struct SensorDeps {
+    pub env: Arc<BuildEnv>,
+    /// Where readings go to be stored.
+    pub queue: Arc<IngestQueue>,
+    /// Where readings and availability changes are announced.
+    pub bus: Bus,
+}
+
 /// Polls one sensor. See the module docs.
 pub struct SensorActor {
     shared: Arc<SensorShared>,
-    env: Arc<BuildEnv>,
-    queue: Arc<IngestQueue>,
+    deps: SensorDeps,
     reporter: LifecycleReporter,
     driver: Option<Box<dyn Sensor>>,
     sensor: Arc<str>,
@@ -121,15 +131,13 @@ pub struct SensorActor {
 impl SensorActor {
     pub fn new(
         shared: Arc<SensorShared>,
-        env: Arc<BuildEnv>,
-        queue: Arc<IngestQueue>,
+        deps: SensorDeps,
         reporter: LifecycleReporter,
     ) -> SensorActor {
         let sensor = Arc::from(shared.config.name.as_str());
         SensorActor {
             shared,
-            env,
-            queue,
+            deps,
             reporter,
             driver: None,
             sensor,
@@ -146,7 +154,7 @@ impl SensorActor {
         self.last_start = Some(Instant::now());
         let driver = self.driver.take();
         let config = self.shared.config.driver.clone();
-        let env = self.env.clone();
+        let env = self.deps.env.clone();
         let timeout = Duration::from_millis(self.shared.config.timeout_ms);
         let read = async move {
             let task = tokio::task::spawn_blocking(move || {
@@ -215,17 +223,25 @@ impl SensorActor {
                     Err(SensorError::Unavailable(reason)) => {
                         self.driver = None;
                         let retry = cfg.unavailable_retry_ms;
-                        {
+                        let changed = {
                             let mut s = self.shared.lock();
-                            if s.available || s.unavailable_reason.as_deref() != Some(&reason) {
-                                log::warn!(
-                                    "sensor {} unavailable: {reason}; probing again every {} s",
-                                    cfg.name,
-                                    retry / 1000
-                                );
-                            }
+                            let changed =
+                                s.available || s.unavailable_reason.as_deref() != Some(&reason);
                             s.available = false;
-                            s.unavailable_reason = Some(reason);
+                            s.unavailable_reason = Some(reason.clone());
+                            changed
+                        };
+                        if changed {
+                            log::warn!(
+                                "sensor {} unavailable: {reason}; probing again every {} s",
+                                cfg.name,
+                                retry / 1000
+                            );
+                            self.deps.bus.event(Event::SensorAvailability {
+                                sensor: cfg.name.clone(),
+                                available: false,
+                                reason: Some(reason),
+                            });
                         }
                         ctx.run_later(Duration::from_millis(retry), |act, ctx| act.tick(ctx));
                     }
@@ -258,10 +274,20 @@ impl SensorActor {
         self.shared
             .produced
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.queue.push(batch);
+        self.deps.bus.reading(Arc::new(SensorReading {
+            sensor: self.sensor.clone(),
+            ts_ms: ts,
+            values: batch.iter().map(|r| (r.series.clone(), r.value)).collect(),
+        }));
+        self.deps.queue.push(batch);
         let mut s = self.shared.lock();
         if !s.available {
             log::info!("sensor {} available again", self.sensor);
+            self.deps.bus.event(Event::SensorAvailability {
+                sensor: self.sensor.to_string(),
+                available: true,
+                reason: None,
+            });
         }
         s.available = true;
         s.unavailable_reason = None;
@@ -338,15 +364,11 @@ impl Handler<Stop> for SensorActor {
 }
 
 /// The supervisor's recipe for one sensor.
-pub fn sensor_child(
-    shared: Arc<SensorShared>,
-    env: Arc<BuildEnv>,
-    queue: Arc<IngestQueue>,
-) -> ChildSpec {
+pub fn sensor_child(shared: Arc<SensorShared>, deps: SensorDeps) -> ChildSpec {
     let name = shared.config.name.clone();
     let essential = shared.config.priority == Priority::Essential;
     ChildSpec::new(name, "sensor", essential, move |reporter| {
-        let addr = SensorActor::new(shared.clone(), env.clone(), queue.clone(), reporter).start();
+        let addr = SensorActor::new(shared.clone(), deps.clone(), reporter).start();
         ChildHandle {
             stop: addr.recipient(),
             tree: None,

@@ -23,6 +23,7 @@ use super::schema::{readings, series};
 use super::{StorageError, open_writer};
 use crate::clock::{now_ms, rfc3339};
 use crate::config::StorageConfig;
+use crate::events::{Bus, Event};
 use crate::supervisor::{LifecycleReporter, Stop};
 
 /// SQLite's limit on bound variables per statement, and so the rows per
@@ -86,15 +87,17 @@ pub struct WriterShared {
     pub queue: Arc<IngestQueue>,
     pub catalog: Arc<SeriesCatalog>,
     pub stats: WriterStats,
+    pub bus: Bus,
     current: Mutex<Option<Addr<DbWriter>>>,
 }
 
 impl WriterShared {
-    pub fn new(queue: Arc<IngestQueue>, catalog: Arc<SeriesCatalog>) -> WriterShared {
+    pub fn new(queue: Arc<IngestQueue>, catalog: Arc<SeriesCatalog>, bus: Bus) -> WriterShared {
         WriterShared {
             queue,
             catalog,
             stats: WriterStats::default(),
+            bus,
             current: Mutex::new(None),
         }
     }
@@ -205,6 +208,11 @@ impl DbWriter {
                         .record_commit(batch.len(), started.elapsed(), nudged)
                     {
                         log::info!("database writable again; draining the queue");
+                        self.shared.bus.event(Event::Writer {
+                            writable: true,
+                            error: None,
+                            queued: queue.len(),
+                        });
                     }
                     if nudged > 0 {
                         log::warn!(
@@ -220,6 +228,11 @@ impl DbWriter {
                             "commit of {rows} readings failed: {e}; keeping them queued and retrying every {} ms",
                             self.cfg.flush_interval_ms
                         );
+                        self.shared.bus.event(Event::Writer {
+                            writable: false,
+                            error: Some(e.to_string()),
+                            queued: queue.len(),
+                        });
                     }
                     if dropped > 0 {
                         log::warn!(
@@ -236,12 +249,16 @@ impl DbWriter {
     fn report_drops(&mut self) {
         let stats = self.shared.queue.stats();
         if stats.dropped > self.reported_drops {
+            let count = stats.dropped - self.reported_drops;
             log::warn!(
-                "{} readings dropped by the overflow policy ({:?}, capacity {})",
-                stats.dropped - self.reported_drops,
+                "{count} readings dropped by the overflow policy ({:?}, capacity {})",
                 stats.policy,
                 stats.capacity
             );
+            self.shared.bus.event(Event::ReadingsDropped {
+                count,
+                total: stats.dropped,
+            });
             self.reported_drops = stats.dropped;
         }
     }

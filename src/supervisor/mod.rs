@@ -25,6 +25,7 @@ pub use child::{
 pub use policy::{Decision, RestartPolicy, RestartTracker};
 
 use crate::clock::{now_ms, rfc3339};
+use crate::events::{Bus, Event};
 
 /// How long a supervisor waits for a nested supervisor's subtree.
 const TREE_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -96,13 +97,22 @@ pub struct SupervisorEvent {
     pub detail: Option<String>,
 }
 
-/// The recent supervision events of the whole tree, newest last.
-#[derive(Debug, Default)]
+/// The recent supervision events of the whole tree, newest last; each is
+/// also published on the event bus.
+#[derive(Default)]
 pub struct EventLog {
     events: Mutex<VecDeque<SupervisorEvent>>,
+    bus: Bus,
 }
 
 impl EventLog {
+    pub fn new(bus: Bus) -> EventLog {
+        EventLog {
+            events: Mutex::default(),
+            bus,
+        }
+    }
+
     fn record(&self, supervisor: &str, child: &str, event: &'static str, detail: Option<String>) {
         let at_ms = now_ms();
         let ev = SupervisorEvent {
@@ -113,6 +123,7 @@ impl EventLog {
             event,
             detail,
         };
+        self.bus.event(Event::Supervisor(ev.clone()));
         let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if events.len() == EVENT_LOG_CAPACITY {
             events.pop_front();

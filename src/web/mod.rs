@@ -22,6 +22,7 @@ use actix_web::middleware::{Compress, Next, from_fn};
 use actix_web::{App, HttpRequest, HttpServer, Resource, Route, web};
 
 use crate::config::Config;
+use crate::events::Bus;
 use crate::sensors::actor::SensorShared;
 use crate::storage::ReadPool;
 use crate::storage::writer::WriterShared;
@@ -43,6 +44,7 @@ pub struct AppState {
     pub sensors: Vec<Arc<SensorShared>>,
     pub supervisor: Addr<Supervisor>,
     pub events: Arc<EventLog>,
+    pub bus: Bus,
     pub started_ms: i64,
 }
 

@@ -1,0 +1,116 @@
+//! The internal event bus: one broadcast channel for readings as sensors
+//! produce them, one for everything else that happens (supervision, sensor
+//! availability, the writer's health, and whatever later subsystems report).
+//!
+//! Publishers never block and never fail: with no subscriber an event is
+//! simply not delivered, and a subscriber that falls behind by more than the
+//! channel's capacity is told how many it missed (`RecvError::Lagged`). The
+//! live feed and alerting subscribe; nothing that must not be lost travels
+//! here (readings are stored through the ingest queue, not the bus).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::storage::queue::SeriesKey;
+use crate::supervisor::SupervisorEvent;
+
+/// Readings buffered per subscriber before it lags.
+pub const READINGS_CAPACITY: usize = 4096;
+/// Events buffered per subscriber before it lags.
+pub const EVENTS_CAPACITY: usize = 1024;
+
+/// The values of one successful sensor read.
+#[derive(Debug)]
+pub struct SensorReading {
+    pub sensor: Arc<str>,
+    pub ts_ms: i64,
+    pub values: Vec<(Arc<SeriesKey>, f64)>,
+}
+
+/// Something that happened inside the appliance.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A supervision event (a child started, failed, was given up...).
+    Supervisor(SupervisorEvent),
+    /// A sensor's data source became unavailable or came back.
+    SensorAvailability {
+        sensor: String,
+        available: bool,
+        reason: Option<String>,
+    },
+    /// The database writer's commits started failing or recovered.
+    Writer {
+        writable: bool,
+        error: Option<String>,
+        queued: usize,
+    },
+    /// Readings were dropped by the ingest queue's overflow policy.
+    ReadingsDropped { count: u64, total: u64 },
+}
+
+/// Cheap to clone; every clone publishes to the same channels.
+#[derive(Clone)]
+pub struct Bus {
+    readings: broadcast::Sender<Arc<SensorReading>>,
+    events: broadcast::Sender<Event>,
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::new()
+    }
+}
+
+impl Bus {
+    pub fn new() -> Bus {
+        Bus {
+            readings: broadcast::channel(READINGS_CAPACITY).0,
+            events: broadcast::channel(EVENTS_CAPACITY).0,
+        }
+    }
+
+    /// Publishes a read's values (no-op without subscribers).
+    pub fn reading(&self, reading: Arc<SensorReading>) {
+        let _ = self.readings.send(reading);
+    }
+
+    /// Publishes an event (no-op without subscribers).
+    pub fn event(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    pub fn subscribe_readings(&self) -> broadcast::Receiver<Arc<SensorReading>> {
+        self.readings.subscribe()
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_get_what_is_published_after_they_subscribe() {
+        let bus = Bus::new();
+        bus.event(Event::ReadingsDropped { count: 1, total: 1 });
+        let mut rx = bus.subscribe_events();
+        bus.event(Event::ReadingsDropped { count: 2, total: 3 });
+        match rx.recv().await.unwrap() {
+            Event::ReadingsDropped { count, total } => assert_eq!((count, total), (2, 3)),
+            other => panic!("{other:?}"),
+        }
+        let json = serde_json::to_value(Event::Writer {
+            writable: false,
+            error: Some("disk full".into()),
+            queued: 5,
+        })
+        .unwrap();
+        assert_eq!(json["kind"], "writer");
+    }
+}
