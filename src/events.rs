@@ -13,7 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::storage::queue::SeriesKey;
+use crate::storage::queue::Reading;
 use crate::supervisor::SupervisorEvent;
 
 /// Readings buffered per subscriber before it lags.
@@ -21,12 +21,13 @@ pub const READINGS_CAPACITY: usize = 4096;
 /// Events buffered per subscriber before it lags.
 pub const EVENTS_CAPACITY: usize = 1024;
 
-/// The values of one successful sensor read.
+/// The readings of one successful sensor read.
 #[derive(Debug)]
 pub struct SensorReading {
     pub sensor: Arc<str>,
+    /// When the read completed; each reading carries its own timestamp.
     pub ts_ms: i64,
-    pub values: Vec<(Arc<SeriesKey>, f64)>,
+    pub readings: Vec<Reading>,
 }
 
 /// Something that happened inside the appliance.

@@ -19,6 +19,8 @@
 //!   such as supervision and writer health) that the live feed and alerts
 //!   subscribe to.
 //! - [`clock`]: wall-clock timestamps as stored and shown.
+//! - [`platform`]: host facts: is this a Raspberry Pi, `vcgencmd` and
+//!   the firmware's throttling flags.
 //! - [`bench`]: the benchmarks behind `vigil bench`.
 //!
 //! `ARCHITECTURE.md` draws the tree and states the invariants.
@@ -28,6 +30,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod platform;
 pub mod sensors;
 pub mod storage;
 pub mod supervisor;

@@ -267,7 +267,7 @@ impl SensorActor {
             };
             batch.push(Reading {
                 series: key,
-                ts_ms: ts,
+                ts_ms: v.ts_ms.unwrap_or(ts),
                 value: v.value,
             });
         }
@@ -277,7 +277,7 @@ impl SensorActor {
         self.deps.bus.reading(Arc::new(SensorReading {
             sensor: self.sensor.clone(),
             ts_ms: ts,
-            values: batch.iter().map(|r| (r.series.clone(), r.value)).collect(),
+            readings: batch.clone(),
         }));
         self.deps.queue.push(batch);
         let mut s = self.shared.lock();
@@ -294,14 +294,28 @@ impl SensorActor {
         s.reads += 1;
         s.consecutive_errors = 0;
         s.last_read_at = Some(rfc3339(ts));
-        s.last_values = values
-            .into_iter()
-            .map(|v| ValueView {
-                metric: v.metric.into_owned(),
-                value: v.value,
-                unit: v.unit.into_owned(),
-            })
-            .collect();
+        // The latest value of each metric (a read may hold several instants).
+        let mut latest: Vec<ValueView> = Vec::with_capacity(values.len());
+        let mut latest_ts: Vec<i64> = Vec::with_capacity(values.len());
+        for v in values {
+            let at = v.ts_ms.unwrap_or(ts);
+            match latest.iter().position(|l| l.metric == v.metric) {
+                Some(i) if latest_ts[i] > at => {}
+                Some(i) => {
+                    latest[i].value = v.value;
+                    latest_ts[i] = at;
+                }
+                None => {
+                    latest.push(ValueView {
+                        metric: v.metric.into_owned(),
+                        value: v.value,
+                        unit: v.unit.into_owned(),
+                    });
+                    latest_ts.push(at);
+                }
+            }
+        }
+        s.last_values = latest;
     }
 
     fn schedule_next(&mut self, ctx: &mut Context<Self>) {
@@ -320,8 +334,8 @@ impl SensorActor {
     }
 }
 
-/// A read must name each metric once and give finite numbers (SQLite would
-/// store NaN as NULL).
+/// A read must give finite numbers (SQLite would store NaN as NULL) and
+/// name each metric once per instant.
 fn check(values: Vec<Value>) -> Result<Vec<Value>, SensorError> {
     for (i, v) in values.iter().enumerate() {
         if !v.value.is_finite() {
@@ -330,9 +344,12 @@ fn check(values: Vec<Value>) -> Result<Vec<Value>, SensorError> {
                 v.value, v.metric
             )));
         }
-        if values[..i].iter().any(|w| w.metric == v.metric) {
+        if values[..i]
+            .iter()
+            .any(|w| w.metric == v.metric && w.ts_ms == v.ts_ms)
+        {
             return Err(SensorError::Transient(format!(
-                "driver returned `{}` twice in one read",
+                "driver returned `{}` twice for one instant",
                 v.metric
             )));
         }
@@ -386,5 +403,13 @@ mod tests {
         assert!(check(vec![Value::new("a", f64::NAN, "")]).is_err());
         assert!(check(vec![Value::new("a", f64::INFINITY, "")]).is_err());
         assert!(check(vec![Value::new("a", 1.0, ""), Value::new("a", 2.0, "")]).is_err());
+        // The same metric at two recorded instants is two readings.
+        assert!(
+            check(vec![
+                Value::new("a", 1.0, "").at(10),
+                Value::new("a", 0.0, "").at(20)
+            ])
+            .is_ok()
+        );
     }
 }

@@ -24,6 +24,10 @@ pub struct Value {
     pub metric: Cow<'static, str>,
     pub value: f64,
     pub unit: Cow<'static, str>,
+    /// When the value was true, if not at the end of the read (epoch ms):
+    /// an edge a GPIO input recorded between reads, for instance. A read may
+    /// then return several values of one metric at different times.
+    pub ts_ms: Option<i64>,
 }
 
 impl Value {
@@ -36,7 +40,14 @@ impl Value {
             metric: metric.into(),
             value,
             unit: unit.into(),
+            ts_ms: None,
         }
+    }
+
+    /// The same value, stamped with the time it was observed.
+    pub fn at(mut self, ts_ms: i64) -> Value {
+        self.ts_ms = Some(ts_ms);
+        self
     }
 }
 

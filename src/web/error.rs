@@ -13,6 +13,12 @@ pub enum ApiError {
     /// A query parameter is missing, unknown or malformed (400).
     #[error("{message}")]
     BadParameter { parameter: String, message: String },
+    /// No or a wrong bearer token (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Refused whatever the credentials (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The thing asked for does not exist (404).
     #[error("{0}")]
     NotFound(String),
@@ -35,6 +41,8 @@ impl ApiError {
     fn code(&self) -> &'static str {
         match self {
             ApiError::BadParameter { .. } => "bad_parameter",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
@@ -59,6 +67,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,7 +80,11 @@ impl ResponseError for ApiError {
             ApiError::BadParameter { parameter, .. } => Some(parameter.as_str()),
             _ => None,
         };
-        HttpResponse::build(self.status_code()).json(Body {
+        let mut res = HttpResponse::build(self.status_code());
+        if let ApiError::Unauthorized(_) = self {
+            res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        res.json(Body {
             error: Detail {
                 code: self.code(),
                 message: self.to_string(),

@@ -4,6 +4,7 @@
 //!
 //! Only this module knows about HTTP and JSON shapes.
 
+pub mod admin;
 pub mod error;
 pub mod health;
 pub mod params;
