@@ -2,11 +2,12 @@
 //! shuts everything down in order when asked.
 //!
 //! Start-up: migrations and the read pool (on the blocking pool), the
-//! catalog, the root supervisor (writer first, then the sensors'
+//! catalog, the root supervisor (writer, live hub, then the sensors'
 //! supervisor), then the HTTP server on the caller's listener.
-//! Shutdown: HTTP stops accepting and drains, the root stops its children in
-//! reverse order (sensors first, then the writer, which commits everything
-//! queued and checkpoints the WAL), and the writer's arbiter ends.
+//! Shutdown: live sessions are closed (1001), HTTP stops accepting and
+//! drains, the root stops its children in reverse order (sensors, the hub,
+//! then the writer, which commits everything queued and checkpoints the
+//! WAL), and the writer's arbiter ends.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -29,6 +30,9 @@ use crate::supervisor::{
     ChildHandle, ChildSpec, EventLog, RestartPolicy, Stop, Supervisor, install_panic_hook,
     supervisor_child,
 };
+use crate::web::live::LiveShared;
+use crate::web::live::hub::hub_child;
+use crate::web::live::protocol::CLOSE_GOING_AWAY;
 use crate::web::{AppState, serve};
 
 /// Why the appliance could not run.
@@ -104,6 +108,14 @@ pub async fn run(
         .map(|c| Arc::new(SensorShared::new(c)))
         .collect();
     let events = Arc::new(EventLog::new(bus.clone()));
+    let live = Arc::new(LiveShared::new(
+        config.live.clone(),
+        sensors
+            .iter()
+            .filter(|s| s.config.enabled)
+            .map(|s| s.config.name.clone())
+            .collect(),
+    ));
     let policy = RestartPolicy::from_config(&config.supervisor);
     let stop_timeout = Duration::from_millis(config.supervisor.shutdown_timeout_ms);
 
@@ -117,7 +129,7 @@ pub async fn run(
                 DbWriter::start_in_arbiter(&arbiter, move |_| DbWriter::new(cfg, shared, reporter));
             ChildHandle {
                 stop: addr.recipient(),
-                tree: None,
+                supervisor: None,
             }
         })
     };
@@ -138,7 +150,11 @@ pub async fn run(
         "root",
         policy,
         stop_timeout,
-        vec![writer_spec, sensors_spec],
+        vec![
+            writer_spec,
+            hub_child(live.clone(), bus.clone()),
+            sensors_spec,
+        ],
         events.clone(),
         None,
     )
@@ -153,6 +169,8 @@ pub async fn run(
         supervisor: root.clone(),
         events,
         bus,
+        live: live.clone(),
+        connections: Arc::default(),
         started_ms: now_ms(),
     });
     let server = serve(state, listener)?;
@@ -170,6 +188,14 @@ pub async fn run(
         r = &mut server_task => Some(r),
     };
     log::info!("shutting down");
+    // Live sessions first: they would otherwise hold the HTTP server's
+    // graceful stop open for its whole grace period.
+    live.close_all(
+        CLOSE_GOING_AWAY,
+        "server shutting down",
+        Duration::from_secs(2),
+    )
+    .await;
     if server_result.is_none() {
         handle.stop(true).await;
         let _ = server_task.await;

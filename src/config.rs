@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::sensors::SensorConfig;
+use crate::web::live::LiveConfig;
 
 /// The documented default configuration, embedded so that `vigil serve` with
 /// no file runs exactly what `config/vigil.toml` describes.
@@ -62,6 +63,7 @@ pub struct Config {
     pub log: LogConfig,
     pub storage: StorageConfig,
     pub supervisor: SupervisorConfig,
+    pub live: LiveConfig,
     /// The sensors to run. Absent: the default set (system, cpu_temp,
     /// simulated). `sensors = []` runs none.
     pub sensors: Vec<SensorConfig>,
@@ -74,6 +76,7 @@ impl Default for Config {
             log: LogConfig::default(),
             storage: StorageConfig::default(),
             supervisor: SupervisorConfig::default(),
+            live: LiveConfig::default(),
             sensors: SensorConfig::default_set(),
         }
     }
@@ -339,6 +342,7 @@ impl Config {
         }
         positive("supervisor.restart_window_secs", sv.restart_window_secs)?;
         positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
+        self.live.validate()?;
 
         let mut seen = std::collections::HashSet::new();
         for sensor in &self.sensors {

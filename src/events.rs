@@ -92,6 +92,27 @@ impl Bus {
     }
 }
 
+/// What a bus subscriber receives: a value, or how many it missed.
+#[derive(Debug)]
+pub enum Delivery<T> {
+    Value(T),
+    Lagged(u64),
+}
+
+/// A subscription as a stream, for `ctx.add_stream` in actors. It ends when
+/// every publisher is gone.
+pub fn stream<T: Clone + Send + 'static>(
+    rx: broadcast::Receiver<T>,
+) -> impl futures_util::Stream<Item = Delivery<T>> {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(v) => Some((Delivery::Value(v), rx)),
+            Err(broadcast::error::RecvError::Lagged(n)) => Some((Delivery::Lagged(n), rx)),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -388,7 +388,7 @@ pub fn sensor_child(shared: Arc<SensorShared>, deps: SensorDeps) -> ChildSpec {
         let addr = SensorActor::new(shared.clone(), deps.clone(), reporter).start();
         ChildHandle {
             stop: addr.recipient(),
-            tree: None,
+            supervisor: None,
         }
     })
 }

@@ -126,7 +126,7 @@ pub struct ChildHandle {
     /// Graceful stop.
     pub stop: Recipient<Stop>,
     /// Present when the child is itself a supervisor.
-    pub tree: Option<Recipient<GetTree>>,
+    pub supervisor: Option<Addr<super::Supervisor>>,
 }
 
 /// Makes a fresh child instance; called for the first start and every restart.

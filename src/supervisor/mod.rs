@@ -22,6 +22,14 @@ pub use child::{
     ChildEvent, ChildFactory, ChildHandle, ChildId, ChildSpec, EventKind, GetTree,
     LifecycleReporter, Stop, install_panic_hook,
 };
+
+/// An operator's request to restart a child now, wherever it is in the
+/// tree: a running child is stopped and started afresh; a given-up child is
+/// started again with its restart history cleared. Answers `false` when no
+/// child has that name.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "bool")]
+pub struct RestartChild(pub String);
 pub use policy::{Decision, RestartPolicy, RestartTracker};
 
 use crate::clock::{now_ms, rfc3339};
@@ -148,6 +156,8 @@ struct Slot {
     last_error: Option<(i64, String)>,
     next_retry: Option<Instant>,
     running_since: Option<i64>,
+    /// Start a new instance once the current one has stopped.
+    restart_requested: bool,
 }
 
 /// Supervises a fixed list of children. See the module docs.
@@ -184,6 +194,7 @@ impl Supervisor {
                 last_error: None,
                 next_retry: None,
                 running_since: None,
+                restart_requested: false,
             })
             .collect();
         Supervisor {
@@ -362,6 +373,18 @@ impl Handler<ChildEvent> for Supervisor {
                     .record(&self.name, &slot.spec.name, "started", None);
             }
             EventKind::Failed(reason) => self.child_failed(ev.id, reason, ctx),
+            EventKind::Stopped if slot.restart_requested && !self.shutting_down => {
+                slot.restart_requested = false;
+                slot.handle = None;
+                self.log.record(
+                    &self.name,
+                    &slot.spec.name,
+                    "restarted",
+                    Some("by an operator".into()),
+                );
+                log::info!("{}/{} restarted by an operator", self.name, slot.spec.name);
+                self.start_child(ev.id, ctx);
+            }
             EventKind::Stopped => {
                 if self.shutting_down || slot.state == ChildState::Stopping {
                     slot.state = ChildState::Stopped;
@@ -386,7 +409,10 @@ impl Handler<GetTree> for Supervisor {
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.handle.as_ref()?.tree.clone().map(|t| (i, t)))
+            .filter_map(|(i, s)| {
+                let sup = s.handle.as_ref()?.supervisor.clone()?;
+                Some((i, sup.recipient()))
+            })
             .collect();
         Box::pin(async move {
             for (i, r) in nested {
@@ -396,6 +422,51 @@ impl Handler<GetTree> for Supervisor {
                 }
             }
             node
+        })
+    }
+}
+
+impl Handler<RestartChild> for Supervisor {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: RestartChild, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(async { false });
+        }
+        if let Some(id) = self.slots.iter().position(|s| s.spec.name == msg.0) {
+            let slot = &mut self.slots[id];
+            match &slot.handle {
+                Some(h) => {
+                    slot.restart_requested = true;
+                    slot.state = ChildState::Stopping;
+                    h.stop.do_send(Stop);
+                }
+                None => {
+                    // Given up or waiting for a backoff: start it now.
+                    slot.tracker = RestartTracker::default();
+                    self.log.record(
+                        &self.name,
+                        &slot.spec.name,
+                        "restarted",
+                        Some("by an operator".into()),
+                    );
+                    self.start_child(id, ctx);
+                }
+            }
+            return Box::pin(async { true });
+        }
+        let nested: Vec<Addr<Supervisor>> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.handle.as_ref()?.supervisor.clone())
+            .collect();
+        Box::pin(async move {
+            for sup in nested {
+                if let Ok(true) = sup.send(msg.clone()).await {
+                    return true;
+                }
+            }
+            false
         })
     }
 }
@@ -462,7 +533,7 @@ pub fn supervisor_child(
             .start();
             ChildHandle {
                 stop: addr.clone().recipient(),
-                tree: Some(addr.recipient()),
+                supervisor: Some(addr),
             }
         },
     )
@@ -529,7 +600,7 @@ mod tests {
             *current.lock().unwrap() = Some(addr.clone());
             ChildHandle {
                 stop: addr.recipient(),
-                tree: None,
+                supervisor: None,
             }
         })
     }

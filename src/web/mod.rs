@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod error;
 pub mod health;
+pub mod live;
 pub mod params;
 pub mod readings;
 pub mod status;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub supervisor: Addr<Supervisor>,
     pub events: Arc<EventLog>,
     pub bus: Bus,
+    pub live: Arc<live::LiveShared>,
+    pub connections: Arc<live::ConnTracker>,
     pub started_ms: i64,
 }
 
@@ -68,17 +71,19 @@ impl AppState {
     }
 }
 
+async fn method_not_allowed(req: HttpRequest) -> Result<String, ApiError> {
+    Err(ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        req.method(),
+        req.path()
+    )))
+}
+
 /// A GET-only resource whose other methods get a JSON 405.
 fn get(path: &str, route: Route) -> Resource {
     web::resource(path)
         .route(route)
-        .default_service(web::to(|req: HttpRequest| async move {
-            Err::<String, _>(ApiError::MethodNotAllowed(format!(
-                "{} is not allowed on {}",
-                req.method(),
-                req.path()
-            )))
-        }))
+        .default_service(web::to(method_not_allowed))
 }
 
 /// The route table.
@@ -86,7 +91,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/health", web::get().to(health::health)))
         .service(get("/api/sensors", web::get().to(status::sensors)))
         .service(get("/api/supervisor", web::get().to(status::supervisor)))
-        .service(get("/api/readings", web::get().to(readings::readings)));
+        .service(get("/api/readings", web::get().to(readings::readings)))
+        .service(get("/api/live", web::get().to(live::stats)))
+        .service(get("/ws", web::get().to(live::ws)))
+        .service(
+            web::resource("/api/admin/restart/{child}")
+                .route(web::post().to(status::restart))
+                .default_service(web::to(method_not_allowed)),
+        );
 }
 
 async fn not_found(req: HttpRequest) -> Result<String, ApiError> {
@@ -128,6 +140,7 @@ async fn timing(
 /// the caller, who stops the server through its handle.
 pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
     let workers = state.config.server.workers;
+    let tracker = state.connections.clone();
     let grace = state.config.server.shutdown_grace_secs;
     listener.set_nonblocking(true)?;
     let server = HttpServer::new(move || {
@@ -139,6 +152,7 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
             .wrap(from_fn(timing))
     })
     .workers(workers)
+    .on_connect(move |conn, ext| live::ConnHandle::on_connect(&tracker, conn, ext))
     .disable_signals()
     .shutdown_timeout(grace)
     .listen(listener)?

@@ -5,10 +5,11 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
+use super::admin::Admin;
 use super::error::ApiError;
 use crate::sensors::Priority;
 use crate::sensors::actor::{SensorStatus, ValueView};
-use crate::supervisor::{ChildState, SupervisorEvent, TreeNode};
+use crate::supervisor::{ChildState, RestartChild, SupervisorEvent, TreeNode};
 
 /// A sensor's status word, combining the supervisor's view of its actor
 /// with the sensor's own view of its data source.
@@ -81,6 +82,25 @@ pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         })
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({ "sensors": views })))
+}
+
+/// `POST /api/admin/restart/{child}`: restart a supervised child now (a
+/// sensor, `writer`, `live`, ...). Admin only.
+pub async fn restart(
+    _: Admin,
+    state: web::Data<AppState>,
+    child: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = child.into_inner();
+    match state.supervisor.send(RestartChild(name.clone())).await {
+        Ok(true) => Ok(HttpResponse::Accepted().json(serde_json::json!({ "restarting": name }))),
+        Ok(false) => Err(ApiError::NotFound(format!(
+            "no supervised child named `{name}`"
+        ))),
+        Err(_) => Err(ApiError::Unavailable(
+            "the supervisor is not running".into(),
+        )),
+    }
 }
 
 #[derive(Serialize)]

@@ -7,4 +7,6 @@ mod cli;
 mod faults;
 mod headers;
 mod lifecycle;
+mod live;
+mod rawws;
 mod util;

@@ -151,6 +151,24 @@ impl TestServer {
     }
 }
 
+/// A GET on a fresh HTTP/1.0 connection (closed after the answer); the body.
+pub async fn http_get_fresh(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut text))
+        .await
+        .expect("answer within 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&text).to_string();
+    text.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
+}
+
 /// Opens the database file directly (as a second process would).
 pub fn open_db(path: &std::path::Path) -> rusqlite_lite::Db {
     rusqlite_lite::Db::open(path)
