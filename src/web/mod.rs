@@ -5,6 +5,7 @@
 //! Only this module knows about HTTP and JSON shapes.
 
 pub mod admin;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod live;
@@ -88,7 +89,8 @@ fn get(path: &str, route: Route) -> Resource {
 
 /// The route table.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(get("/health", web::get().to(health::health)))
+    cfg.configure(dashboard::configure)
+        .service(get("/health", web::get().to(health::health)))
         .service(get("/api/sensors", web::get().to(status::sensors)))
         .service(get("/api/supervisor", web::get().to(status::supervisor)))
         .service(get("/api/readings", web::get().to(readings::readings)))

@@ -3,6 +3,7 @@
 //! One test binary so the crate is linked once; helpers live in `util`.
 
 mod api;
+mod browser;
 mod cli;
 mod faults;
 mod headers;

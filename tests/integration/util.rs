@@ -59,6 +59,15 @@ impl TestServer {
 
     pub async fn start_with(dir: tempfile::TempDir, cfg: Config) -> TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        TestServer::start_on(dir, cfg, listener).await
+    }
+
+    /// Starts on a listener the test bound (to reuse an address).
+    pub async fn start_on(
+        dir: tempfile::TempDir,
+        cfg: Config,
+        listener: TcpListener,
+    ) -> TestServer {
         let addr = listener.local_addr().unwrap();
         let db = cfg.storage.path.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
