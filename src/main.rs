@@ -51,6 +51,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Live-feed delivery latency with many WebSocket clients on loopback,
+    /// plus the server's CPU and memory.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Live updates per second.
+        #[arg(long, default_value_t = 10)]
+        rate: u32,
+        /// Seconds per measurement run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Compare readings-table layouts: insert rate, size, query latency, WAL
     /// bytes per small commit.
     Schema {
@@ -96,6 +110,9 @@ fn init_logging(config: &Config) {
 fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(&config);
+    // Every live-feed session holds sockets; the usual soft limit of 1024
+    // is lower than the hard limit systemd and most shells allow.
+    vigil::platform::raise_fd_limit();
     let addr = config.server.bind_addr()?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     actix_rt::System::new().block_on(async move {
@@ -172,6 +189,50 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn bench(what: Bench) -> anyhow::Result<()> {
     match what {
+        Bench::Fanout {
+            clients,
+            rate,
+            seconds,
+            runs,
+        } => {
+            let o = vigil::bench::fanout::FanoutOptions {
+                clients,
+                rate,
+                seconds,
+                runs,
+                ..Default::default()
+            };
+            let f = vigil::bench::fanout::run(&o, &std::env::current_exe()?)?;
+            println!(
+                "fan-out: {} of {} clients connected, {} updates/s",
+                f.connected, f.clients, f.rate
+            );
+            for (i, r) in f.runs.iter().enumerate() {
+                println!(
+                    "  run {}: {} messages, delivery p50 {:.2} ms p99 {:.2} ms max {:.2} ms, \
+                     end-to-end p50 {:.2} ms p99 {:.2} ms, server CPU {:.1} %, RSS {:.1} MiB",
+                    i + 1,
+                    r.messages,
+                    r.delivery_p50_ms,
+                    r.delivery_p99_ms,
+                    r.delivery_max_ms,
+                    r.end_to_end_p50_ms,
+                    r.end_to_end_p99_ms,
+                    r.server_cpu_percent,
+                    r.server_rss_mib
+                );
+            }
+            println!(
+                "median: delivery p50 {:.2} ms, p99 {:.2} ms; end-to-end p99 {:.2} ms; \
+                 server CPU {:.1} % of one core; peak RSS {:.1} MiB",
+                f.delivery_p50_ms,
+                f.delivery_p99_ms,
+                f.end_to_end_p99_ms,
+                f.server_cpu_percent,
+                f.server_peak_rss_mib
+            );
+            println!("{}", serde_json::to_string(&f)?);
+        }
         Bench::Schema {
             rows,
             series,

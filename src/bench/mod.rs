@@ -3,9 +3,26 @@
 //! machine in question. Each benchmark builds its own data in a temporary
 //! directory and reports medians over several runs.
 
+pub mod appliance;
+pub mod fanout;
+pub mod proc;
 pub mod schema;
+pub mod wsclient;
 
 use std::time::Duration;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] diesel::result::Error),
+    #[error("WebSocket: {0}")]
+    Ws(#[from] wsclient::WsError),
+    #[error("{0}")]
+    Setup(String),
+}
 
 /// The median of some durations (sorts them).
 pub fn median(samples: &mut [Duration]) -> Duration {

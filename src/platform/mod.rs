@@ -34,6 +34,15 @@ pub fn pi_model_at(path: &Path) -> Option<String> {
     model.starts_with("Raspberry Pi").then_some(model)
 }
 
+/// Raises this process's open-file limit to its hard limit: an appliance
+/// serving many WebSocket clients, or a load generator, needs more than the
+/// usual soft limit of 1024.
+pub fn raise_fd_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        log::warn!("cannot raise the open-file limit: {e}");
+    }
+}
+
 /// Why a `vcgencmd` query gave no answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum VcgencmdError {

@@ -9,8 +9,8 @@ use awc::ws::{Codec, Frame, Message};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 
-use crate::rawws::RawWs;
 use crate::util::{TestServer, config};
+use vigil::bench::wsclient::WsClient;
 
 const TWO: &str = r#"
 [[sensors]]
@@ -109,6 +109,14 @@ impl Client {
             }
         }
         None
+    }
+}
+
+/// The next JSON message from a bare client, if one comes within `within`.
+async fn next_json(c: &mut WsClient, within: Duration) -> Option<Value> {
+    match c.next_text(within).await {
+        Ok(Some(t)) => serde_json::from_str(&t).ok(),
+        _ => None,
     }
 }
 
@@ -325,8 +333,8 @@ async fn a_slow_reader_loses_the_oldest_updates_and_is_told_how_many() {
     cfg.live.heartbeat_timeout_ms = 60_000;
     let s = TestServer::start_with(dir, cfg).await;
 
-    let mut slow = RawWs::connect(s.addr, 4096).await;
-    slow.send_text(r#"{"type":"subscribe"}"#).await;
+    let mut slow = WsClient::connect(s.addr, Some(4096)).await.unwrap();
+    slow.send_text(r#"{"type":"subscribe"}"#).await.unwrap();
     // Not reading: the socket jams and the session's queue overflows.
     s.wait_for(
         "updates to be dropped",
@@ -341,7 +349,7 @@ async fn a_slow_reader_loses_the_oldest_updates_and_is_told_how_many() {
     let mut told = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
     while told < dropped && Instant::now() < deadline {
-        if let Some(v) = slow.next_json(Duration::from_secs(5)).await
+        if let Some(v) = next_json(&mut slow, Duration::from_secs(5)).await
             && v["type"] == "readings"
         {
             told += v["dropped"].as_u64().unwrap();
@@ -370,8 +378,8 @@ async fn a_stalled_client_delays_no_one_and_is_closed() {
     cfg.live.stall_timeout_ms = 1500;
     let s = TestServer::start_with(dir, cfg).await;
 
-    let mut stalled = RawWs::connect(s.addr, 4096).await;
-    stalled.send_text(r#"{"type":"subscribe"}"#).await;
+    let mut stalled = WsClient::connect(s.addr, Some(4096)).await.unwrap();
+    stalled.send_text(r#"{"type":"subscribe"}"#).await.unwrap();
     // From here on the stalled client never reads.
     let mut healthy = Client::connect(&s).await;
     healthy.send(json!({"type": "subscribe"})).await;
@@ -440,8 +448,8 @@ async fn a_stalled_connection_is_released_while_the_client_stays_silent() {
         assert!(Instant::now() < deadline, "idle connections never closed");
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut stalled = RawWs::connect(s.addr, 4096).await;
-    stalled.send_text(r#"{"type":"subscribe"}"#).await;
+    let mut stalled = WsClient::connect(s.addr, Some(4096)).await.unwrap();
+    stalled.send_text(r#"{"type":"subscribe"}"#).await.unwrap();
     assert_eq!(live().await["connections"], 2);
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -3,11 +3,11 @@
 //! One test binary so the crate is linked once; helpers live in `util`.
 
 mod api;
+mod bench;
 mod browser;
 mod cli;
 mod faults;
 mod headers;
 mod lifecycle;
 mod live;
-mod rawws;
 mod util;
