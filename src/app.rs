@@ -17,6 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::web;
 
+use crate::alerts::{AlertsShared, manager_child};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::events::Bus;
@@ -55,6 +56,31 @@ pub struct RunReport {
     pub queue: QueueStats,
     /// Values handed to the queue by each sensor, in config order.
     pub produced: Vec<(String, u64)>,
+}
+
+/// Re-reads the config's alert rules on every SIGHUP.
+async fn reload_on_sighup(state: web::Data<AppState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        log::warn!("cannot listen for SIGHUP; reload through POST /api/admin/reload");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match crate::alerts::reload(state.config.source.as_deref(), &state.config, &state.alerts)
+            .await
+        {
+            Ok(r) if r.needs_restart.is_empty() => {
+                log::info!("SIGHUP: reloaded {} alert rules from {}", r.rules, r.source)
+            }
+            Ok(r) => log::warn!(
+                "SIGHUP: reloaded {} alert rules from {}; changes to {} need a restart",
+                r.rules,
+                r.source,
+                r.needs_restart.join(", ")
+            ),
+            Err(e) => log::error!("SIGHUP: reload refused, old rules kept: {e}"),
+        }
+    }
 }
 
 /// Runs the appliance on `listener` until `shutdown` resolves, then stops in
@@ -146,6 +172,20 @@ pub async fn run(
                 .collect()
         })
     };
+    let alerts = Arc::new(AlertsShared::default());
+    let alerts_spec = manager_child(
+        config.alerts.clone(),
+        config
+            .sensors
+            .iter()
+            .filter(|s| s.enabled && s.driver.kind() == "system")
+            .map(|s| s.name.clone())
+            .collect(),
+        writer.clone(),
+        pool.clone(),
+        bus.clone(),
+        alerts.clone(),
+    );
     let root = Supervisor::new(
         "root",
         policy,
@@ -153,6 +193,7 @@ pub async fn run(
         vec![
             writer_spec,
             hub_child(live.clone(), bus.clone()),
+            alerts_spec,
             sensors_spec,
         ],
         events.clone(),
@@ -171,8 +212,10 @@ pub async fn run(
         bus,
         live: live.clone(),
         connections: Arc::default(),
+        alerts,
         started_ms: now_ms(),
     });
+    let reloads = actix_web::rt::spawn(reload_on_sighup(state.clone()));
     let server = serve(state, listener)?;
     let handle = server.handle();
     let mut server_task = actix_web::rt::spawn(server);
@@ -188,6 +231,7 @@ pub async fn run(
         r = &mut server_task => Some(r),
     };
     log::info!("shutting down");
+    reloads.abort();
     // Live sessions first: they would otherwise hold the HTTP server's
     // graceful stop open for its whole grace period.
     live.close_all(

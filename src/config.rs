@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::alerts::AlertsConfig;
 use crate::sensors::SensorConfig;
 use crate::web::live::LiveConfig;
 
@@ -64,9 +65,13 @@ pub struct Config {
     pub storage: StorageConfig,
     pub supervisor: SupervisorConfig,
     pub live: LiveConfig,
+    pub alerts: AlertsConfig,
     /// The sensors to run. Absent: the default set (system, cpu_temp,
     /// simulated). `sensors = []` runs none.
     pub sensors: Vec<SensorConfig>,
+    /// The file this configuration was read from, if any (for reloads).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -77,7 +82,9 @@ impl Default for Config {
             storage: StorageConfig::default(),
             supervisor: SupervisorConfig::default(),
             live: LiveConfig::default(),
+            alerts: AlertsConfig::default(),
             sensors: SensorConfig::default_set(),
+            source: None,
         }
     }
 }
@@ -265,7 +272,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Config::from_toml(&text, &path.display().to_string())
+        let mut config = Config::from_toml(&text, &path.display().to_string())?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Loads `path` if given, else the embedded defaults; then applies the
@@ -344,6 +353,8 @@ impl Config {
         positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
         self.live.validate()?;
 
+        let names: Vec<&str> = self.sensors.iter().map(|s| s.name.as_str()).collect();
+        self.alerts.validate(&names)?;
         let mut seen = std::collections::HashSet::new();
         for sensor in &self.sensors {
             if !seen.insert(sensor.name.as_str()) {

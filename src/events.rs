@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::alerts::store::AlertView;
 use crate::storage::queue::Reading;
 use crate::supervisor::SupervisorEvent;
 
@@ -50,6 +51,8 @@ pub enum Event {
     },
     /// Readings were dropped by the ingest queue's overflow policy.
     ReadingsDropped { count: u64, total: u64 },
+    /// An alert fired, resolved or was acknowledged.
+    Alert { event: String, alert: AlertView },
 }
 
 /// Cheap to clone; every clone publishes to the same channels.

@@ -15,6 +15,8 @@
 //!   queue, the single `DbWriter`, the series catalog and read queries.
 //! - [`web`]: the only module that knows HTTP and JSON: routes, handlers,
 //!   errors, middleware.
+//! - [`alerts`]: alert rules, the `AlertManager` actor, persistence and
+//!   webhooks.
 //! - [`events`]: the internal event bus (readings as produced, and events
 //!   such as supervision and writer health) that the live feed and alerts
 //!   subscribe to.
@@ -25,6 +27,7 @@
 //!
 //! `ARCHITECTURE.md` draws the tree and states the invariants.
 
+pub mod alerts;
 pub mod app;
 pub mod bench;
 pub mod clock;

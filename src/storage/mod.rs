@@ -48,6 +48,8 @@ pub enum StorageError {
     Migration(String),
     #[error("connection pool: {0}")]
     Pool(String),
+    #[error("the database writer is not running")]
+    WriterUnavailable,
 }
 
 impl StorageError {
@@ -65,7 +67,7 @@ impl StorageError {
                     || m.contains("read-only")
                     || m.contains("disk i/o")
             }
-            StorageError::Pool(_) => true,
+            StorageError::Pool(_) | StorageError::WriterUnavailable => true,
             _ => false,
         }
     }
@@ -186,7 +188,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = cfg(dir.path());
         let applied = prepare(&c).unwrap();
-        assert_eq!(applied.len(), 1);
+        assert!(!applied.is_empty());
         assert!(prepare(&c).unwrap().is_empty(), "migrations run once");
 
         #[derive(QueryableByName)]

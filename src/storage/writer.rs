@@ -47,6 +47,20 @@ struct NewReading {
 #[rtype(result = "()")]
 pub struct Flush;
 
+/// A write another part of vigil needs (alerts, maintenance), run by the
+/// writer in an immediate transaction of its own, between batches, so the
+/// single-writer rule holds for everything.
+pub struct Exec<R> {
+    job: WriteJob<R>,
+}
+
+/// The work of an [`Exec`].
+type WriteJob<R> = Box<dyn FnOnce(&mut SqliteConnection) -> Result<R, StorageError> + Send>;
+
+impl<R: Send + 'static> Message for Exec<R> {
+    type Result = Result<R, StorageError>;
+}
+
 /// Counters and health of the writer, kept across writer restarts.
 #[derive(Default)]
 pub struct WriterStats {
@@ -117,6 +131,17 @@ impl WriterShared {
             Some(addr) => addr.send(Flush).await.is_ok(),
             None => false,
         }
+    }
+
+    /// Runs `job` in a write transaction on the running writer.
+    pub async fn exec<R: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut SqliteConnection) -> Result<R, StorageError> + Send + 'static,
+    ) -> Result<R, StorageError> {
+        let addr = self.current().ok_or(StorageError::WriterUnavailable)?;
+        addr.send(Exec { job: Box::new(job) })
+            .await
+            .map_err(|_| StorageError::WriterUnavailable)?
     }
 
     pub fn status(&self) -> WriterStatus {
@@ -306,6 +331,15 @@ impl Handler<Flush> for DbWriter {
 
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
         self.flush();
+    }
+}
+
+impl<R: Send + 'static> Handler<Exec<R>> for DbWriter {
+    type Result = Result<R, StorageError>;
+
+    fn handle(&mut self, msg: Exec<R>, _: &mut Context<Self>) -> Self::Result {
+        let conn = self.conn.as_mut().ok_or(StorageError::WriterUnavailable)?;
+        conn.immediate_transaction(|c| (msg.job)(c))
     }
 }
 

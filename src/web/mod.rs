@@ -5,6 +5,7 @@
 //! Only this module knows about HTTP and JSON shapes.
 
 pub mod admin;
+pub mod alerts;
 pub mod dashboard;
 pub mod error;
 pub mod health;
@@ -50,6 +51,7 @@ pub struct AppState {
     pub bus: Bus,
     pub live: Arc<live::LiveShared>,
     pub connections: Arc<live::ConnTracker>,
+    pub alerts: Arc<crate::alerts::AlertsShared>,
     pub started_ms: i64,
 }
 
@@ -96,6 +98,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/api/readings", web::get().to(readings::readings)))
         .service(get("/api/live", web::get().to(live::stats)))
         .service(get("/ws", web::get().to(live::ws)))
+        .service(get("/api/alerts", web::get().to(alerts::list)))
+        .service(get("/api/alerts/rules", web::get().to(alerts::rules)))
+        .service(
+            web::resource("/api/alerts/{id}/ack")
+                .route(web::post().to(alerts::ack))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/api/admin/reload")
+                .route(web::post().to(alerts::reload))
+                .default_service(web::to(method_not_allowed)),
+        )
         .service(
             web::resource("/api/admin/restart/{child}")
                 .route(web::post().to(status::restart))

@@ -219,6 +219,14 @@ period_ms = 5000
 name = "system"
 kind = "system"
 interval_ms = 1000
+
+[[alerts.rules]]
+name = "sim watched"
+sensor = "sim"
+condition = "above"
+threshold = -1000.0
+severity = "warning"
+message = "sim is being watched"
 "#;
 
 const VALUE_TEXT: &str = "const e = document.querySelector('article[data-sensor=\"sim\"] .metric-value'); \
@@ -290,6 +298,24 @@ async fn the_dashboard_shows_live_data_history_and_recovers_from_an_outage() {
         )
         .await;
     assert!(note.as_str().unwrap().contains("sim/value"), "{note}");
+
+    // A firing alert is shown prominently and can be acknowledged (from
+    // loopback no token is needed).
+    d.wait_js(
+        "the alert banner",
+        "const a = document.querySelector('#alerts .alert'); \
+         return a && !document.getElementById('alerts').hidden && /being watched/.test(a.textContent);",
+        Duration::from_secs(15),
+    )
+    .await;
+    d.js("document.querySelector('#alerts .alert button').click(); return true;")
+        .await;
+    d.wait_js(
+        "the acknowledgement",
+        "return /acknowledged/.test(document.querySelector('#alerts .alert').textContent);",
+        Duration::from_secs(10),
+    )
+    .await;
     d.screenshot("dashboard.png").await;
 
     // A phone-sized screen: no sideways scrolling.

@@ -339,6 +339,9 @@
       case 'status':
         scheduleRefresh();
         break;
+      case 'alert':
+        refreshAlerts();
+        break;
       case 'hello':
         state.version = msg.version;
         $('footer-text').textContent = `vigil ${msg.version} · live feed session ${msg.session}`;
@@ -537,6 +540,35 @@
     }
   }
 
+  // ---- alerts --------------------------------------------------------------
+
+  async function refreshAlerts() {
+    let body;
+    try {
+      body = await api('/api/alerts?state=firing');
+    } catch (_) {
+      return;
+    }
+    const items = body.alerts.map((a) => el('div', { class: 'alert ' + a.severity, 'data-alert': String(a.id) },
+      el('strong', {}, a.severity),
+      el('span', {}, a.message),
+      el('span', { class: 'detail' }, 'since ' + new Date(a.fired_at_ms).toLocaleTimeString()),
+      a.acknowledged ? el('span', { class: 'detail' }, 'acknowledged')
+        : el('button', { type: 'button', onclick: () => ackAlert(a.id) }, 'acknowledge')));
+    const box = $('alerts');
+    box.replaceChildren(...items);
+    box.hidden = items.length === 0;
+  }
+
+  async function ackAlert(id) {
+    try {
+      await admin(`/api/alerts/${encodeURIComponent(id)}/ack`);
+      refreshAlerts();
+    } catch (e) {
+      window.alert('Acknowledge failed: ' + e.message);
+    }
+  }
+
   // ---- start ---------------------------------------------------------------
 
   $('history-form').addEventListener('submit', (e) => {
@@ -548,8 +580,10 @@
   });
   refreshSensors();
   refreshTree();
+  refreshAlerts();
   connect();
   setInterval(refreshSensors, POLL_MS);
   setInterval(refreshTree, POLL_MS);
+  setInterval(refreshAlerts, POLL_MS);
   requestAnimationFrame(frame);
 })();

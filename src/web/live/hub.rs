@@ -15,7 +15,7 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use super::outbox::Outgoing;
-use super::protocol::{readings_body, status_text};
+use super::protocol::{alert_text, readings_body, status_text};
 use super::{Deliver, LiveShared};
 use crate::events::{self, Bus, Delivery, Event, SensorReading};
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
@@ -96,7 +96,11 @@ impl LiveHub {
     }
 
     fn on_event(&mut self, event: Event) {
-        let text: Arc<str> = status_text(&event).into();
+        let text: Arc<str> = match &event {
+            Event::Alert { event, alert } => alert_text(event, alert),
+            other => status_text(other),
+        }
+        .into();
         for s in self.shared.all() {
             s.do_send(Deliver::Send(Outgoing::Text(text.clone())));
         }

@@ -172,6 +172,11 @@ pub fn status_text(event: &impl Serialize) -> String {
     json!({"type": "status", "event": event}).to_string()
 }
 
+/// `{"type":"alert","event":"fired","alert":{...}}`
+pub fn alert_text(event: &str, alert: &impl Serialize) -> String {
+    json!({"type": "alert", "event": event, "alert": alert}).to_string()
+}
+
 /// `{"type":"subscribed","sensors":[...]}`, the answer to (un)subscribe.
 pub fn subscribed_text(sub: &Subscription) -> String {
     json!({"type": "subscribed", "sensors": sub.describe()}).to_string()

@@ -1,0 +1,243 @@
+//! Outbound webhooks: an HTTP POST of the alert as JSON to each configured
+//! URL whose severities include the alert's. Each delivery runs on a task of
+//! its own with a timeout and retries with exponential backoff, so a slow or
+//! dead receiver never blocks the alert manager; deliveries in flight are
+//! bounded, and every outcome is counted for the API and metrics.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::rules::Severity;
+use super::store::AlertView;
+use crate::config::{ConfigError, positive};
+
+/// Deliveries allowed in flight across all webhooks; more are dropped and
+/// counted.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+fn all_severities() -> Vec<Severity> {
+    vec![
+        Severity::Info,
+        Severity::Warning,
+        Severity::Critical,
+        Severity::Emergency,
+    ]
+}
+fn default_timeout() -> u64 {
+    5000
+}
+fn default_attempts() -> u32 {
+    5
+}
+fn default_backoff() -> u64 {
+    1000
+}
+
+/// One `[[alerts.webhooks]]` entry.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path` (plain HTTP; put a relay in front for TLS).
+    pub url: String,
+    /// Alerts of these severities are sent (default: all).
+    #[serde(default = "all_severities")]
+    pub severities: Vec<Severity>,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// Tries per notification before it counts as failed.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt.
+    #[serde(default = "default_backoff")]
+    pub backoff_ms: u64,
+}
+
+impl WebhookConfig {
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let rest = self.url.strip_prefix("http://").ok_or_else(|| {
+            ConfigError::invalid(
+                format!("{key}.url"),
+                format!(
+                    "`{}` is not a plain http:// URL (https is not supported: use a local relay)",
+                    self.url
+                ),
+            )
+        })?;
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(ConfigError::invalid(format!("{key}.url"), "has no host"));
+        }
+        positive(&format!("{key}.timeout_ms"), self.timeout_ms)?;
+        positive(&format!("{key}.max_attempts"), u64::from(self.max_attempts))?;
+        if self.severities.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.severities"),
+                "is empty; omit it for all",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Delivery counters of one webhook.
+#[derive(Debug, Default)]
+struct HookStats {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+    dropped: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+struct Hook {
+    config: WebhookConfig,
+    stats: HookStats,
+}
+
+/// A webhook as `/api/alerts/rules` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookView {
+    pub url: String,
+    pub severities: Vec<Severity>,
+    pub sent: u64,
+    pub failed: u64,
+    pub retries: u64,
+    pub dropped: u64,
+    pub last_error: Option<String>,
+}
+
+/// The configured webhooks and their delivery state.
+pub struct Webhooks {
+    hooks: Vec<Arc<Hook>>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Webhooks {
+    pub fn new(configs: &[WebhookConfig]) -> Webhooks {
+        Webhooks {
+            hooks: configs
+                .iter()
+                .map(|c| {
+                    Arc::new(Hook {
+                        config: c.clone(),
+                        stats: HookStats::default(),
+                    })
+                })
+                .collect(),
+            in_flight: Arc::default(),
+        }
+    }
+
+    pub fn views(&self) -> Vec<WebhookView> {
+        self.hooks
+            .iter()
+            .map(|h| WebhookView {
+                url: h.config.url.clone(),
+                severities: h.config.severities.clone(),
+                sent: h.stats.sent.load(Ordering::Relaxed),
+                failed: h.stats.failed.load(Ordering::Relaxed),
+                retries: h.stats.retries.load(Ordering::Relaxed),
+                dropped: h.stats.dropped.load(Ordering::Relaxed),
+                last_error: h
+                    .stats
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            })
+            .collect()
+    }
+
+    /// Starts delivering `event` (fired / resolved / acknowledged) of
+    /// `alert` to every webhook that wants its severity. Returns at once;
+    /// must run inside the actix runtime.
+    pub fn notify(&self, event: &str, alert: &AlertView, severity: Severity) {
+        let body = json!({ "event": event, "alert": alert }).to_string();
+        for hook in &self.hooks {
+            if !hook.config.severities.contains(&severity) {
+                continue;
+            }
+            if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                hook.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "webhook {}: too many deliveries in flight; one dropped",
+                    hook.config.url
+                );
+                continue;
+            }
+            let (hook, body, in_flight) = (hook.clone(), body.clone(), self.in_flight.clone());
+            actix_rt::spawn(async move {
+                deliver(&hook, body).await;
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+}
+
+async fn deliver(hook: &Hook, body: String) {
+    let c = &hook.config;
+    let client = awc::Client::builder()
+        .timeout(Duration::from_millis(c.timeout_ms))
+        .finish();
+    for attempt in 1..=c.max_attempts {
+        let result = client
+            .post(&c.url)
+            .insert_header(("Content-Type", "application/json"))
+            .send_body(body.clone())
+            .await;
+        let error = match result {
+            Ok(res) if res.status().is_success() => {
+                hook.stats.sent.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(res) => format!("answered {}", res.status()),
+            Err(e) => e.to_string(),
+        };
+        *hook
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+        if attempt == c.max_attempts {
+            hook.stats.failed.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "webhook {}: giving up after {attempt} attempts: {error}",
+                c.url
+            );
+            return;
+        }
+        hook.stats.retries.fetch_add(1, Ordering::Relaxed);
+        let base = c.backoff_ms.saturating_mul(1 << (attempt - 1).min(16));
+        let delay = Duration::from_millis(base).mul_f64(0.5 + 0.5 * fastrand::f64());
+        actix_rt::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(url: &str) -> WebhookConfig {
+        WebhookConfig {
+            url: url.into(),
+            severities: all_severities(),
+            timeout_ms: 1000,
+            max_attempts: 3,
+            backoff_ms: 10,
+        }
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(hook("http://relay.local:9000/hook").validate("w").is_ok());
+        let e = hook("https://x")
+            .validate("alerts.webhooks[0]")
+            .unwrap_err();
+        assert!(e.to_string().contains("alerts.webhooks[0].url"), "{e}");
+        assert!(hook("http:///x").validate("w").is_err());
+    }
+}

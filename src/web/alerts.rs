@@ -1,0 +1,90 @@
+//! Alert endpoints: list, acknowledge, the rules in force, and reloading
+//! them from the config file.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use super::AppState;
+use super::admin::Admin;
+use super::error::ApiError;
+use super::params::Params;
+use crate::alerts::{Ack, AlertFilter, AlertManager, GetAlerts, GetRules, ReloadError, Severity};
+
+fn manager(state: &AppState) -> Result<actix::Addr<AlertManager>, ApiError> {
+    state
+        .alerts
+        .current()
+        .ok_or_else(|| ApiError::Unavailable("the alert manager is not running".into()))
+}
+
+fn gone(_: actix::MailboxError) -> ApiError {
+    ApiError::Unavailable("the alert manager stopped".into())
+}
+
+/// `GET /api/alerts?state=&severity=&since=&limit=`
+pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let p = Params::parse(req.query_string(), &["state", "severity", "since", "limit"])?;
+    let filter = AlertFilter {
+        state: p
+            .str("state")
+            .map(|_| p.choice("state", &["firing", "resolved"], "firing"))
+            .transpose()?
+            .map(str::to_owned),
+        severity: p
+            .str("severity")
+            .map(|_| {
+                p.choice(
+                    "severity",
+                    &["info", "warning", "critical", "emergency"],
+                    "info",
+                )
+            })
+            .transpose()?
+            .and_then(Severity::parse),
+        since: p.time("since")?,
+        limit: p.int("limit", 100, 1, 1000)? as usize,
+    };
+    let alerts = manager(&state)?
+        .send(GetAlerts(filter))
+        .await
+        .map_err(gone)?;
+    Ok(HttpResponse::Ok().json(json!({ "alerts": alerts, "count": alerts.len() })))
+}
+
+/// `POST /api/alerts/{id}/ack` (admin)
+pub async fn ack(
+    _: Admin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad("id", format!("alert id `{id}` is not a number")))?;
+    match manager(&state)?.send(Ack(id)).await.map_err(gone)? {
+        Some(alert) => Ok(HttpResponse::Ok().json(alert)),
+        None => Err(ApiError::NotFound(format!("no alert with id {id}"))),
+    }
+}
+
+/// `GET /api/alerts/rules`
+pub async fn rules(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let view = manager(&state)?.send(GetRules).await.map_err(gone)?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+/// `POST /api/admin/reload` (admin): re-reads the config file and applies
+/// the alert rules and webhooks; an invalid file changes nothing.
+pub async fn reload(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match crate::alerts::reload(state.config.source.as_deref(), &state.config, &state.alerts).await
+    {
+        Ok(report) => Ok(HttpResponse::Ok().json(report)),
+        Err(ReloadError::NotRunning) => Err(ApiError::Unavailable(
+            "the alert manager is not running".into(),
+        )),
+        Err(e @ ReloadError::NoFile) => Err(ApiError::Conflict(e.to_string())),
+        Err(ReloadError::Config(e)) => Err(ApiError::bad(
+            "config",
+            format!("the config file is invalid and nothing was changed: {e}"),
+        )),
+    }
+}
