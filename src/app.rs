@@ -3,7 +3,8 @@
 //!
 //! Start-up: migrations and the read pool (on the blocking pool), the
 //! catalog, the root supervisor (writer first, then the sensors'
-//! supervisor), then the HTTP server on the caller's listener.
+//! supervisor, then the pacing monitors), then the HTTP server on the
+//! caller's listener.
 //! Shutdown: HTTP stops accepting and drains, the root stops its children in
 //! reverse order (sensors first, then the writer, which commits everything
 //! queued and checkpoints the WAL), and the writer's arbiter ends.
@@ -19,6 +20,8 @@ use actix_web::web;
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::events::Bus;
+use crate::pacing::load::SysinfoLoad;
+use crate::pacing::{PacingShared, load_monitor_child, thermal_watchdog_child};
 use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
 use crate::storage::catalog::SeriesCatalog;
@@ -90,12 +93,14 @@ pub async fn run(
         bus.clone(),
     ));
     let writer_arbiter = Arbiter::new();
+    let pacing = Arc::new(PacingShared::new(config.pacing.clone(), bus.clone()));
     let deps = SensorDeps {
         env: Arc::new(BuildEnv {
             database_path: st.path.clone(),
         }),
         queue: queue.clone(),
         bus: bus.clone(),
+        pace: pacing.subscribe(),
     };
     let sensors: Vec<Arc<SensorShared>> = config
         .sensors
@@ -134,11 +139,22 @@ pub async fn run(
                 .collect()
         })
     };
+    // Started after the sensors, which follow the pace whenever it changes.
+    let mut pacing_specs = Vec::new();
+    if config.pacing.enabled {
+        pacing_specs.push(thermal_watchdog_child(pacing.clone()));
+        if config.pacing.use_load {
+            pacing_specs.push(load_monitor_child(pacing.clone(), SysinfoLoad::factory()));
+        }
+    }
     let root = Supervisor::new(
         "root",
         policy,
         stop_timeout,
-        vec![writer_spec, sensors_spec],
+        vec![writer_spec, sensors_spec]
+            .into_iter()
+            .chain(pacing_specs)
+            .collect(),
         events.clone(),
         None,
     )
@@ -153,6 +169,7 @@ pub async fn run(
         supervisor: root.clone(),
         events,
         bus,
+        pacing,
         started_ms: now_ms(),
     });
     let server = serve(state, listener)?;

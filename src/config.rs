@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::pacing::PacingConfig;
 use crate::sensors::SensorConfig;
 
 /// The documented default configuration, embedded so that `vigil serve` with
@@ -62,6 +63,8 @@ pub struct Config {
     pub log: LogConfig,
     pub storage: StorageConfig,
     pub supervisor: SupervisorConfig,
+    /// Backing off under heat and load.
+    pub pacing: PacingConfig,
     /// The sensors to run. Absent: the default set (system, cpu_temp,
     /// simulated). `sensors = []` runs none.
     pub sensors: Vec<SensorConfig>,
@@ -74,6 +77,7 @@ impl Default for Config {
             log: LogConfig::default(),
             storage: StorageConfig::default(),
             supervisor: SupervisorConfig::default(),
+            pacing: PacingConfig::default(),
             sensors: SensorConfig::default_set(),
         }
     }
@@ -339,6 +343,7 @@ impl Config {
         }
         positive("supervisor.restart_window_secs", sv.restart_window_secs)?;
         positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
+        self.pacing.validate()?;
 
         let mut seen = std::collections::HashSet::new();
         for sensor in &self.sensors {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
+use crate::pacing::PacingChange;
 use crate::storage::queue::Reading;
 use crate::supervisor::SupervisorEvent;
 
@@ -50,6 +51,8 @@ pub enum Event {
     },
     /// Readings were dropped by the ingest queue's overflow policy.
     ReadingsDropped { count: u64, total: u64 },
+    /// The pacing level changed (heat or load rose or fell).
+    Pacing(PacingChange),
 }
 
 /// Cheap to clone; every clone publishes to the same channels.

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod error;
 pub mod health;
+pub mod pacing;
 pub mod params;
 pub mod readings;
 pub mod status;
@@ -24,6 +25,7 @@ use actix_web::{App, HttpRequest, HttpServer, Resource, Route, web};
 
 use crate::config::Config;
 use crate::events::Bus;
+use crate::pacing::PacingShared;
 use crate::sensors::actor::SensorShared;
 use crate::storage::ReadPool;
 use crate::storage::writer::WriterShared;
@@ -46,6 +48,8 @@ pub struct AppState {
     pub supervisor: Addr<Supervisor>,
     pub events: Arc<EventLog>,
     pub bus: Bus,
+    /// The pacing level and what the thermal and load monitors last saw.
+    pub pacing: Arc<PacingShared>,
     pub started_ms: i64,
 }
 
@@ -86,6 +90,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get("/health", web::get().to(health::health)))
         .service(get("/api/sensors", web::get().to(status::sensors)))
         .service(get("/api/supervisor", web::get().to(status::supervisor)))
+        .service(get("/api/pacing", web::get().to(pacing::pacing)))
         .service(get("/api/readings", web::get().to(readings::readings)));
 }
 
