@@ -152,7 +152,7 @@ impl PacingPolicy {
                 cause: Cause::Calm,
                 temperature_c: None,
                 cpu_percent: None,
-                summary: "no figures yet".into(),
+                summary: "the starting level; no change yet".into(),
             },
             temp_level: Level::Normal,
             cpu_level: Level::Normal,
