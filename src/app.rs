@@ -2,12 +2,13 @@
 //! shuts everything down in order when asked.
 //!
 //! Start-up: migrations and the read pool (on the blocking pool), the
-//! catalog, the root supervisor (writer, live hub, then the sensors'
-//! supervisor), then the HTTP server on the caller's listener.
+//! catalog, the root supervisor (writer, live hub, alert manager, the
+//! sensors' supervisor, then the pacing monitors), then the HTTP server on
+//! the caller's listener.
 //! Shutdown: live sessions are closed (1001), HTTP stops accepting and
-//! drains, the root stops its children in reverse order (sensors, the hub,
-//! then the writer, which commits everything queued and checkpoints the
-//! WAL), and the writer's arbiter ends.
+//! drains, the root stops its children in reverse order (pacing monitors,
+//! sensors, alerts, the hub, then the writer, which commits everything
+//! queued and checkpoints the WAL), and the writer's arbiter ends.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -21,6 +22,8 @@ use crate::alerts::{AlertsShared, manager_child};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::events::Bus;
+use crate::pacing::load::SysinfoLoad;
+use crate::pacing::{PacingShared, load_monitor_child, thermal_watchdog_child};
 use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
 use crate::storage::catalog::SeriesCatalog;
@@ -120,12 +123,14 @@ pub async fn run(
         bus.clone(),
     ));
     let writer_arbiter = Arbiter::new();
+    let pacing = Arc::new(PacingShared::new(config.pacing.clone(), bus.clone()));
     let deps = SensorDeps {
         env: Arc::new(BuildEnv {
             database_path: st.path.clone(),
         }),
         queue: queue.clone(),
         bus: bus.clone(),
+        pace: pacing.subscribe(),
     };
     let sensors: Vec<Arc<SensorShared>> = config
         .sensors
@@ -186,6 +191,14 @@ pub async fn run(
         bus.clone(),
         alerts.clone(),
     );
+    // Started after the sensors, which follow the pace whenever it changes.
+    let mut pacing_specs = Vec::new();
+    if config.pacing.enabled {
+        pacing_specs.push(thermal_watchdog_child(pacing.clone()));
+        if config.pacing.use_load {
+            pacing_specs.push(load_monitor_child(pacing.clone(), SysinfoLoad::factory()));
+        }
+    }
     let root = Supervisor::new(
         "root",
         policy,
@@ -195,7 +208,10 @@ pub async fn run(
             hub_child(live.clone(), bus.clone()),
             alerts_spec,
             sensors_spec,
-        ],
+        ]
+        .into_iter()
+        .chain(pacing_specs)
+        .collect(),
         events.clone(),
         None,
     )
@@ -213,6 +229,7 @@ pub async fn run(
         live: live.clone(),
         connections: Arc::default(),
         alerts,
+        pacing,
         started_ms: now_ms(),
     });
     let reloads = actix_web::rt::spawn(reload_on_sighup(state.clone()));

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::alerts::AlertsConfig;
+use crate::pacing::PacingConfig;
 use crate::sensors::SensorConfig;
 use crate::web::live::LiveConfig;
 
@@ -66,6 +67,8 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     pub live: LiveConfig,
     pub alerts: AlertsConfig,
+    /// Backing off under heat and load.
+    pub pacing: PacingConfig,
     /// The sensors to run. Absent: the default set (system, cpu_temp,
     /// simulated). `sensors = []` runs none.
     pub sensors: Vec<SensorConfig>,
@@ -83,6 +86,7 @@ impl Default for Config {
             supervisor: SupervisorConfig::default(),
             live: LiveConfig::default(),
             alerts: AlertsConfig::default(),
+            pacing: PacingConfig::default(),
             sensors: SensorConfig::default_set(),
             source: None,
         }
@@ -352,6 +356,7 @@ impl Config {
         positive("supervisor.restart_window_secs", sv.restart_window_secs)?;
         positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
         self.live.validate()?;
+        self.pacing.validate()?;
 
         let names: Vec<&str> = self.sensors.iter().map(|s| s.name.as_str()).collect();
         self.alerts.validate(&names)?;

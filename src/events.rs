@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::alerts::store::AlertView;
+use crate::pacing::PacingChange;
 use crate::storage::queue::Reading;
 use crate::supervisor::SupervisorEvent;
 
@@ -53,6 +54,8 @@ pub enum Event {
     ReadingsDropped { count: u64, total: u64 },
     /// An alert fired, resolved or was acknowledged.
     Alert { event: String, alert: AlertView },
+    /// The pacing level changed (heat or load rose or fell).
+    Pacing(PacingChange),
 }
 
 /// Cheap to clone; every clone publishes to the same channels.

@@ -20,6 +20,9 @@
 //! - [`events`]: the internal event bus (readings as produced, and events
 //!   such as supervision and writer health) that the live feed and alerts
 //!   subscribe to.
+//! - [`pacing`]: the thermal watchdog and load monitor, the pacing policy
+//!   that stretches sensor intervals under heat and load, and
+//!   variance-adaptive polling.
 //! - [`clock`]: wall-clock timestamps as stored and shown.
 //! - [`platform`]: host facts: is this a Raspberry Pi, `vcgencmd` and
 //!   the firmware's throttling flags.
@@ -33,6 +36,7 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod pacing;
 pub mod platform;
 pub mod sensors;
 pub mod storage;

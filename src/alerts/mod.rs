@@ -1,7 +1,7 @@
 //! Alerts: rules from the config on sensor values (threshold with duration
 //! and hysteresis, rate of change, silence) and built-in rules on internal
 //! events (a child given up, database writes failing, readings dropped,
-//! memory or disk high, and whatever else publishes on the bus), evaluated
+//! memory or disk high, pacing at critical), evaluated
 //! by the [`AlertManager`] actor.
 //!
 //! An alert fires once per key (rule and subject), stays firing while its
@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{now_ms, rfc3339};
 use crate::config::{Config, ConfigError, positive};
 use crate::events::{self, Bus, Delivery, Event, SensorReading};
+use crate::pacing::Level;
 use crate::storage::ReadPool;
 use crate::storage::writer::WriterShared;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
@@ -627,6 +628,23 @@ impl AlertManager {
                         Some(queued as f64),
                         ctx,
                     );
+                }
+            }
+            Event::Pacing(change) => {
+                if change.to == Level::Critical {
+                    self.fire(
+                        "pacing_critical",
+                        "pacing_critical",
+                        Severity::Critical,
+                        format!(
+                            "pacing is critical ({}); optional sensors are paused",
+                            change.why.summary
+                        ),
+                        change.why.temperature_c,
+                        ctx,
+                    );
+                } else {
+                    self.resolve("pacing_critical", None, ctx);
                 }
             }
             Event::ReadingsDropped { total, .. } => {

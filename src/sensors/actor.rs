@@ -6,6 +6,11 @@
 //! thread of a hung driver is left to finish on its own. Transient errors are
 //! retried at the next tick until too many come in a row; an unavailable
 //! source is probed again every `unavailable_retry_ms` without failing.
+//!
+//! Between reads the actor waits its turn under the pacing state it watches
+//! (`crate::pacing::wait_turn`): the interval is base × adaptive factor ×
+//! pacing multiplier, re-computed whenever the pace changes, and an optional
+//! sensor at the critical level does not read until the level drops.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -15,11 +20,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{BuildEnv, Priority, Sensor, SensorConfig, SensorError, Value};
 use crate::clock::{now_ms, rfc3339};
 use crate::events::{Bus, Event, SensorReading};
+use crate::pacing::{AdaptiveTracker, Pace, scale, wait_turn};
 use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
 use crate::supervisor::child::panic_message;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
@@ -49,6 +56,10 @@ pub struct SensorStatus {
     pub last_read_ms: f64,
     /// The interval the sensor is polled at now.
     pub effective_interval_ms: u64,
+    /// An optional sensor held by pacing at the critical level: no reads.
+    pub paused: bool,
+    /// The variance-adaptive stretch of the interval (1 when off).
+    pub adaptive_factor: f64,
 }
 
 /// A sensor's configuration and live status, shared by every generation of
@@ -64,6 +75,7 @@ impl SensorShared {
         let status = SensorStatus {
             available: true,
             effective_interval_ms: config.interval_ms,
+            adaptive_factor: 1.0,
             ..SensorStatus::default()
         };
         SensorShared {
@@ -115,6 +127,8 @@ pub struct SensorDeps {
     pub queue: Arc<IngestQueue>,
     /// Where readings and availability changes are announced.
     pub bus: Bus,
+    /// The pacing state: every interval is stretched by its multiplier.
+    pub pace: watch::Receiver<Pace>,
 }
 
 /// Polls one sensor. See the module docs.
@@ -126,6 +140,7 @@ pub struct SensorActor {
     sensor: Arc<str>,
     keys: HashMap<String, Arc<SeriesKey>>,
     last_start: Option<Instant>,
+    adaptive: Option<AdaptiveTracker>,
 }
 
 impl SensorActor {
@@ -135,6 +150,7 @@ impl SensorActor {
         reporter: LifecycleReporter,
     ) -> SensorActor {
         let sensor = Arc::from(shared.config.name.as_str());
+        let adaptive = shared.config.adaptive.clone().map(AdaptiveTracker::new);
         SensorActor {
             shared,
             deps,
@@ -143,6 +159,7 @@ impl SensorActor {
             sensor,
             keys: HashMap::new(),
             last_start: None,
+            adaptive,
         }
     }
 
@@ -243,7 +260,8 @@ impl SensorActor {
                                 reason: Some(reason),
                             });
                         }
-                        ctx.run_later(Duration::from_millis(retry), |act, ctx| act.tick(ctx));
+                        let retry = Duration::from_millis(retry);
+                        self.wait_then_tick(ctx, Some(Instant::now()), retry);
                     }
                 }
             }
@@ -281,6 +299,9 @@ impl SensorActor {
         }));
         self.deps.queue.push(batch);
         let mut s = self.shared.lock();
+        if let Some(a) = &mut self.adaptive {
+            s.adaptive_factor = a.observe(&values);
+        }
         if !s.available {
             log::info!("sensor {} available again", self.sensor);
             self.deps.bus.event(Event::SensorAvailability {
@@ -319,11 +340,31 @@ impl SensorActor {
     }
 
     fn schedule_next(&mut self, ctx: &mut Context<Self>) {
-        let interval = self.interval();
-        self.shared.lock().effective_interval_ms = interval.as_millis() as u64;
-        let due = self.last_start.map_or_else(Instant::now, |s| s + interval);
-        let delay = due.saturating_duration_since(Instant::now());
-        ctx.run_later(delay, |act, ctx| act.tick(ctx));
+        let factor = self.adaptive.as_ref().map_or(1.0, AdaptiveTracker::factor);
+        let from = Some(self.last_start.unwrap_or_else(Instant::now));
+        self.wait_then_tick(ctx, from, scale(self.interval(), factor));
+    }
+
+    /// Reads again `base` (stretched by the pace) after `from`, or as soon
+    /// as pacing allows when `from` is `None`; see `wait_turn`. Status shows
+    /// the cadence in force while waiting.
+    fn wait_then_tick(&mut self, ctx: &mut Context<Self>, from: Option<Instant>, base: Duration) {
+        let optional = self.shared.config.priority == Priority::Optional;
+        let shared = self.shared.clone();
+        let mut pace = self.deps.pace.clone();
+        let wait = async move {
+            wait_turn(&mut pace, from, base, optional, |cadence| {
+                let mut s = shared.lock();
+                if s.paused != cadence.paused {
+                    let what = if cadence.paused { "paused" } else { "resumed" };
+                    log::debug!("sensor {} {what} by pacing", shared.config.name);
+                }
+                s.effective_interval_ms = cadence.interval_ms();
+                s.paused = cadence.paused;
+            })
+            .await
+        };
+        ctx.spawn(wait.into_actor(self).map(|(), act, ctx| act.tick(ctx)));
     }
 
     fn fail(&mut self, reason: String, ctx: &mut Context<Self>) {
@@ -362,10 +403,13 @@ impl Actor for SensorActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.reporter.started();
-        self.tick(ctx);
+        // The first read is due at once, unless pacing pauses this sensor.
+        self.wait_then_tick(ctx, None, self.interval());
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        // Not reading because stopped, not because pacing holds it.
+        self.shared.lock().paused = false;
         self.reporter.stopped();
     }
 }

@@ -109,7 +109,7 @@ pub fn read_zone_celsius(path: &Path) -> Result<f64, SensorError> {
 }
 
 /// The hottest hwmon component that looks like the CPU, through sysinfo.
-fn hwmon_celsius() -> Option<f64> {
+pub fn hwmon_celsius() -> Option<f64> {
     let components = sysinfo::Components::new_with_refreshed_list().ok()?;
     let cpu_like = |label: &str| {
         let l = label.to_ascii_lowercase();

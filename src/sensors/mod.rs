@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, positive};
+use crate::pacing::AdaptiveConfig;
 
 /// One named value from a read, e.g. `cpu = 12.5 %`.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +153,8 @@ pub struct SensorConfig {
     pub enabled: bool,
     pub max_consecutive_errors: u32,
     pub unavailable_retry_ms: u64,
+    /// Variance-adaptive polling; `None` (the default) keeps it off.
+    pub adaptive: Option<AdaptiveConfig>,
     pub driver: DriverConfig,
 }
 
@@ -183,6 +186,8 @@ struct RawSensorConfig {
     unavailable_retry_ms: u64,
     #[serde(default)]
     options: toml::Table,
+    #[serde(default)]
+    adaptive: Option<AdaptiveConfig>,
 }
 
 fn default_interval() -> u64 {
@@ -227,6 +232,10 @@ impl TryFrom<RawSensorConfig> for SensorConfig {
         positive(&key("interval_ms"), raw.interval_ms)?;
         positive(&key("timeout_ms"), raw.timeout_ms)?;
         positive(&key("unavailable_retry_ms"), raw.unavailable_retry_ms)?;
+        if let Some(a) = &raw.adaptive {
+            a.validate()
+                .map_err(|(field, m)| ConfigError::invalid(key(&format!("adaptive.{field}")), m))?;
+        }
         let driver = DriverConfig::parse(&raw.kind, raw.options).map_err(|message| {
             let field = if message.starts_with("unknown sensor kind") {
                 "kind"
@@ -243,6 +252,7 @@ impl TryFrom<RawSensorConfig> for SensorConfig {
             enabled: raw.enabled,
             max_consecutive_errors: raw.max_consecutive_errors,
             unavailable_retry_ms: raw.unavailable_retry_ms,
+            adaptive: raw.adaptive,
             driver,
         })
     }
@@ -259,6 +269,7 @@ impl SensorConfig {
             enabled: true,
             max_consecutive_errors: DEFAULT_MAX_CONSECUTIVE_ERRORS,
             unavailable_retry_ms: DEFAULT_UNAVAILABLE_RETRY_MS,
+            adaptive: None,
             driver,
         }
     }
@@ -321,6 +332,27 @@ mod tests {
     fn names_are_restricted() {
         let e = parse("[[sensors]]\nname = \"a b\"\nkind = \"system\"\n").unwrap_err();
         assert!(e.contains("name"), "{e}");
+    }
+
+    #[test]
+    fn adaptive_polling_is_opt_in_and_validated() {
+        let c = parse("[[sensors]]\nname = \"s\"\nkind = \"system\"\n").unwrap();
+        assert_eq!(c.sensors[0].adaptive, None);
+        let c = parse(
+            "[[sensors]]\nname = \"s\"\nkind = \"system\"\n[sensors.adaptive]\ntolerance = 0.5\n",
+        )
+        .unwrap();
+        let a = c.sensors[0].adaptive.as_ref().unwrap();
+        assert_eq!(a.tolerance, 0.5);
+        assert_eq!(a.window, AdaptiveConfig::default().window);
+        let e =
+            parse("[[sensors]]\nname = \"s\"\nkind = \"system\"\n[sensors.adaptive]\nstep = 0.5\n")
+                .unwrap_err();
+        assert!(e.contains("sensors[s].adaptive.step"), "{e}");
+        let e =
+            parse("[[sensors]]\nname = \"s\"\nkind = \"system\"\n[sensors.adaptive]\nwindwo = 3\n")
+                .unwrap_err();
+        assert!(e.contains("windwo"), "{e}");
     }
 
     #[test]

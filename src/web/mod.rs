@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod live;
+pub mod pacing;
 pub mod params;
 pub mod readings;
 pub mod status;
@@ -27,6 +28,7 @@ use actix_web::{App, HttpRequest, HttpServer, Resource, Route, web};
 
 use crate::config::Config;
 use crate::events::Bus;
+use crate::pacing::PacingShared;
 use crate::sensors::actor::SensorShared;
 use crate::storage::ReadPool;
 use crate::storage::writer::WriterShared;
@@ -52,6 +54,8 @@ pub struct AppState {
     pub live: Arc<live::LiveShared>,
     pub connections: Arc<live::ConnTracker>,
     pub alerts: Arc<crate::alerts::AlertsShared>,
+    /// The pacing level and what the thermal and load monitors last saw.
+    pub pacing: Arc<PacingShared>,
     pub started_ms: i64,
 }
 
@@ -96,6 +100,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/api/sensors", web::get().to(status::sensors)))
         .service(get("/api/supervisor", web::get().to(status::supervisor)))
         .service(get("/api/readings", web::get().to(readings::readings)))
+        .service(get("/api/pacing", web::get().to(pacing::pacing)))
         .service(get("/api/live", web::get().to(live::stats)))
         .service(get("/ws", web::get().to(live::ws)))
         .service(get("/api/alerts", web::get().to(alerts::list)))

@@ -19,6 +19,7 @@ fn status_word(enabled: bool, node: Option<&TreeNode>, st: &SensorStatus) -> &'s
     }
     match node.map(|n| n.state) {
         Some(ChildState::Running | ChildState::Starting) if !st.available => "unavailable",
+        Some(ChildState::Running | ChildState::Starting) if st.paused => "paused",
         Some(ChildState::Running | ChildState::Starting) => "running",
         Some(ChildState::Restarting) => "restarting",
         Some(ChildState::Failed) => "failed",
@@ -30,12 +31,15 @@ fn status_word(enabled: bool, node: Option<&TreeNode>, st: &SensorStatus) -> &'s
 struct SensorView<'a> {
     name: &'a str,
     kind: &'static str,
-    /// running / restarting / failed / unavailable / stopped / disabled
+    /// running / paused / restarting / failed / unavailable / stopped / disabled
     status: &'static str,
     priority: Priority,
     enabled: bool,
     interval_ms: u64,
     effective_interval_ms: u64,
+    /// Held by pacing at the critical level (optional sensors only).
+    paused: bool,
+    adaptive_factor: f64,
     timeout_ms: u64,
     restarts: u32,
     next_retry_at: Option<String>,
@@ -67,6 +71,8 @@ pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
                 enabled: c.enabled,
                 interval_ms: c.interval_ms,
                 effective_interval_ms: st.effective_interval_ms,
+                paused: st.paused,
+                adaptive_factor: st.adaptive_factor,
                 timeout_ms: c.timeout_ms,
                 restarts: node.map_or(0, |n| n.restarts),
                 next_retry_at: node.and_then(|n| n.next_retry_at.clone()),

@@ -272,6 +272,12 @@ async fn the_dashboard_shows_live_data_history_and_recovers_from_an_outage() {
     )
     .await;
     d.wait_js(
+        "the pacing panel",
+        "const b = document.querySelector('#pacing .badge'); return b && b.textContent.length > 0;",
+        Duration::from_secs(10),
+    )
+    .await;
+    d.wait_js(
         "system health",
         "return /CPU/.test(document.getElementById('health').textContent);",
         Duration::from_secs(10),

@@ -11,4 +11,5 @@ mod faults;
 mod headers;
 mod lifecycle;
 mod live;
+mod pacing;
 mod util;

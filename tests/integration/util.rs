@@ -9,7 +9,9 @@ use serde_json::Value;
 use vigil::{Config, RunReport};
 
 /// Settings that make a test appliance quick: fast flushes and restarts,
-/// quiet logs, one HTTP worker. Tests append their `[[sensors]]`.
+/// quiet logs, one HTTP worker, and pacing that no host's heat or load can
+/// move (no thermal source, no load monitor). Tests append their
+/// `[[sensors]]`; pacing tests change `pacing` in the parsed config.
 pub const BASE: &str = r#"
 [server]
 bind = "127.0.0.1:0"
@@ -29,6 +31,12 @@ backoff_max_ms = 800
 max_restarts = 100
 restart_window_secs = 60
 shutdown_timeout_ms = 5000
+
+[pacing]
+use_load = false
+use_hwmon = false
+vcgencmd = ""
+thermal_root = "/nonexistent/vigil-test-thermal"
 "#;
 
 /// A config from [`BASE`] plus `extra`, with its database in `dir`.

@@ -338,6 +338,7 @@
         break;
       case 'status':
         scheduleRefresh();
+        if (msg.event && msg.event.kind === 'pacing') refreshPacing();
         break;
       case 'alert':
         refreshAlerts();
@@ -540,6 +541,27 @@
     }
   }
 
+  // ---- pacing --------------------------------------------------------------
+
+  async function refreshPacing() {
+    let p;
+    try {
+      p = await api('/api/pacing');
+    } catch (e) {
+      $('pacing').textContent = 'pacing unavailable: ' + e.message;
+      return;
+    }
+    const level = p.enabled ? p.level : 'disabled';
+    const parts = [
+      el('span', { class: 'badge s-' + (level === 'normal' ? 'running' : level === 'critical' ? 'failed' : 'restarting') }, level),
+      el('span', {}, `intervals ×${p.multiplier}`),
+      el('span', { class: 'detail' }, p.why.summary),
+    ];
+    if (p.thermal.available) parts.push(el('span', {}, `${fmt(p.thermal.temperature_c, '°C')} (${p.thermal.source})`));
+    if (p.paused_sensors.length) parts.push(el('span', { class: 'error' }, 'paused: ' + p.paused_sensors.join(', ')));
+    $('pacing').replaceChildren(el('div', { class: 'node' }, ...parts));
+  }
+
   // ---- alerts --------------------------------------------------------------
 
   async function refreshAlerts() {
@@ -581,9 +603,11 @@
   refreshSensors();
   refreshTree();
   refreshAlerts();
+  refreshPacing();
   connect();
   setInterval(refreshSensors, POLL_MS);
   setInterval(refreshTree, POLL_MS);
   setInterval(refreshAlerts, POLL_MS);
+  setInterval(refreshPacing, POLL_MS);
   requestAnimationFrame(frame);
 })();
