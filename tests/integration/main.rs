@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod faults;
+mod hardware;
 mod headers;
 mod lifecycle;
 mod util;
