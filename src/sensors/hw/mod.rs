@@ -312,6 +312,63 @@ mod tests {
         }
     }
 
+    /// The hardware examples commented out in `config/vigil.toml`, as TOML.
+    fn documented_examples() -> String {
+        let doc = crate::config::DEFAULT_TOML;
+        let start = doc.find("# Hardware sensors.").expect("hardware section");
+        doc[start..]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| {
+                l.starts_with('[')
+                    || l.split_once(" = ").is_some_and(|(k, _)| {
+                        k.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                    })
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn the_documented_examples_parse_and_show_the_defaults() {
+        use crate::sensors::DriverConfig;
+        let c = parse(&documented_examples()).unwrap();
+        assert_eq!(c.sensors.len(), 5);
+        for s in &c.sensors {
+            match &s.driver {
+                DriverConfig::Gpio(o) => assert_eq!(o, &gpio::GpioOptions::default()),
+                DriverConfig::Bme280(o) => assert_eq!(o, &bme280::Bme280Options::default()),
+                DriverConfig::Ads1115(o) => {
+                    let expected = ads1115::Ads1115Options {
+                        mq135: Some(mq135::Mq135Options::default()),
+                        ..ads1115::Ads1115Options::default()
+                    };
+                    assert_eq!(o, &expected);
+                }
+                DriverConfig::Sound(o) => assert_eq!(o, &sound::SoundOptions::default()),
+                DriverConfig::Throttled(o) => {
+                    assert_eq!(o, &throttled::ThrottledOptions::default())
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_readme_example_configuration_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let section = &readme[readme.find("### Example configuration").expect("section")..];
+        let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").expect("its end")];
+        let c = parse(block).unwrap();
+        let kinds: Vec<_> = c.sensors.iter().map(|s| s.driver.kind()).collect();
+        assert_eq!(
+            kinds,
+            ["gpio", "gpio", "bme280", "ads1115", "sound", "throttled"]
+        );
+    }
+
     #[test]
     fn a_timeout_shorter_than_the_read_can_take_is_refused() {
         let e = parse(

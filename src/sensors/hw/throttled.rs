@@ -142,7 +142,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = ThrottledOptions {
             vcgencmd: fake_vcgencmd(dir.path(), "echo throttled=0x50005"),
-            ..ThrottledOptions::default()
+            // Generous: a loaded test machine can be slow to fork.
+            command_timeout_ms: 10_000,
         };
         let mut s = ThrottledSensor::new(options, pi()).unwrap();
         let v = s.read().unwrap();
@@ -180,7 +181,7 @@ mod tests {
         let run = |script: &str| {
             let options = ThrottledOptions {
                 vcgencmd: fake_vcgencmd(dir.path(), script),
-                command_timeout_ms: 2000,
+                command_timeout_ms: 10_000,
             };
             ThrottledSensor::new(options, pi())
                 .unwrap()
