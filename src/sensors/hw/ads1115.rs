@@ -53,7 +53,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    /// MUX[2:0] of the config register.
+    /// The `MUX[2:0]` bits of the config register.
     pub fn mux(self) -> u16 {
         match self {
             Channel::A0A1 => 0b000,
@@ -101,7 +101,7 @@ impl Gain {
         }
     }
 
-    /// PGA[2:0] of the config register.
+    /// The `PGA[2:0]` bits of the config register.
     pub fn pga(self) -> u16 {
         match self {
             Gain::Fsr6_144 => 0b000,
@@ -128,7 +128,7 @@ impl Gain {
 /// Samples per second the chip can convert at.
 pub const DATA_RATES: [u16; 8] = [8, 16, 32, 64, 128, 250, 475, 860];
 
-/// DR[2:0] of the config register for a data rate.
+/// The `DR[2:0]` bits of the config register for a data rate.
 pub fn data_rate_code(sps: u16) -> Option<u16> {
     DATA_RATES
         .iter()

@@ -5,7 +5,7 @@
 //! The drivers are written against the `embedded-hal` 1.0 traits (`I2c`,
 //! digital `InputPin`, `DelayNs`), generic over the bus, so their register
 //! traffic is tested with `embedded-hal-mock` on any machine. The only code
-//! that knows the Pi's actual peripherals is [`backend`] (rppal, feature
+//! that knows the Pi's actual peripherals is `backend.rs` (rppal, feature
 //! `pi`); the microphone goes through cpal (feature `audio`). Built without
 //! a feature, or run off a Pi, a configured hardware sensor is
 //! `unavailable` with the reason, and the rest of the appliance runs on.

@@ -13,7 +13,7 @@
 //! happens to hold the lock, the window waits in a preallocated local
 //! queue until the next callback). Every read drains the windows completed
 //! since the previous read, each stamped with its end time, so nothing
-//! between reads goes unmeasured. The cpal wiring is in [`super::audio`]
+//! between reads goes unmeasured. The cpal wiring is in `audio.rs`
 //! (feature `audio`); everything here is plain and tested on synthetic
 //! buffers.
 
