@@ -8,6 +8,7 @@
 
 pub mod actor;
 pub mod cpu_temp;
+pub mod hw;
 pub mod simulated;
 pub mod system;
 
@@ -90,6 +91,11 @@ pub enum DriverConfig {
     System(system::SystemOptions),
     CpuTemp(cpu_temp::CpuTempOptions),
     Simulated(simulated::SimulatedOptions),
+    Gpio(hw::gpio::GpioOptions),
+    Bme280(hw::bme280::Bme280Options),
+    Ads1115(hw::ads1115::Ads1115Options),
+    Sound(hw::sound::SoundOptions),
+    Throttled(hw::throttled::ThrottledOptions),
 }
 
 impl DriverConfig {
@@ -99,14 +105,26 @@ impl DriverConfig {
             DriverConfig::System(_) => "system",
             DriverConfig::CpuTemp(_) => "cpu_temp",
             DriverConfig::Simulated(_) => "simulated",
+            DriverConfig::Gpio(_) => "gpio",
+            DriverConfig::Bme280(_) => "bme280",
+            DriverConfig::Ads1115(_) => "ads1115",
+            DriverConfig::Sound(_) => "sound",
+            DriverConfig::Throttled(_) => "throttled",
         }
     }
 
     fn parse(kind: &str, options: toml::Table) -> Result<DriverConfig, String> {
+        /// Deserialises options; an error names the option it is about.
         fn opts<T: serde::de::DeserializeOwned>(options: toml::Table) -> Result<T, String> {
-            toml::Value::Table(options)
-                .try_into::<T>()
-                .map_err(|e| e.message().trim().to_owned())
+            serde_path_to_error::deserialize(toml::Value::Table(options)).map_err(|e| {
+                let path = e.path().to_string();
+                let message = e.inner().message().trim().to_owned();
+                if path.is_empty() || path == "." {
+                    message
+                } else {
+                    format!("{path}: {message}")
+                }
+            })
         }
         Ok(match kind {
             "system" => DriverConfig::System(opts(options)?),
@@ -116,9 +134,15 @@ impl DriverConfig {
                 o.validate()?;
                 DriverConfig::Simulated(o)
             }
+            "gpio" => DriverConfig::Gpio(hw::checked(opts(options)?)?),
+            "bme280" => DriverConfig::Bme280(hw::checked(opts(options)?)?),
+            "ads1115" => DriverConfig::Ads1115(hw::checked(opts(options)?)?),
+            "sound" => DriverConfig::Sound(hw::checked(opts(options)?)?),
+            "throttled" => DriverConfig::Throttled(hw::checked(opts(options)?)?),
             other => {
                 return Err(format!(
-                    "unknown sensor kind `{other}`, expected one of `system`, `cpu_temp`, `simulated`"
+                    "unknown sensor kind `{other}`, expected one of `system`, `cpu_temp`, \
+                     `simulated`, `gpio`, `bme280`, `ads1115`, `sound`, `throttled`"
                 ));
             }
         })
@@ -131,7 +155,23 @@ impl DriverConfig {
             DriverConfig::System(o) => Box::new(system::SystemSensor::new(o, env)?),
             DriverConfig::CpuTemp(o) => Box::new(cpu_temp::CpuTempSensor::new(o)),
             DriverConfig::Simulated(o) => Box::new(simulated::SimulatedSensor::new(o.clone())),
+            DriverConfig::Gpio(o) => hw::gpio::build(o)?,
+            DriverConfig::Bme280(o) => hw::bme280::build(o)?,
+            DriverConfig::Ads1115(o) => hw::ads1115::build(o)?,
+            DriverConfig::Sound(o) => hw::sound::build(o)?,
+            DriverConfig::Throttled(o) => hw::throttled::build(o)?,
         })
+    }
+
+    /// The shortest `timeout_ms` a read of this driver can live with, for
+    /// drivers whose read waits on something configured (a sound window, a
+    /// command's own timeout).
+    pub fn min_timeout_ms(&self) -> Option<u64> {
+        match self {
+            DriverConfig::Sound(o) => Some(o.min_timeout_ms()),
+            DriverConfig::Throttled(o) => Some(o.min_timeout_ms()),
+            _ => None,
+        }
     }
 }
 
@@ -244,6 +284,15 @@ impl TryFrom<RawSensorConfig> for SensorConfig {
             };
             ConfigError::invalid(key(field), message)
         })?;
+        if let Some(min) = driver.min_timeout_ms().filter(|m| raw.timeout_ms <= *m) {
+            return Err(ConfigError::invalid(
+                key("timeout_ms"),
+                format!(
+                    "{} is too short for this sensor's options: it must exceed {min}",
+                    raw.timeout_ms
+                ),
+            ));
+        }
         Ok(SensorConfig {
             name: raw.name,
             interval_ms: raw.interval_ms,

@@ -651,21 +651,44 @@ mod tests {
         .start();
         until(async || tree(&sup).await.children[0].state == ChildState::Running).await;
 
-        let mut delays = Vec::new();
+        // The delay each restart was scheduled with, from the event log.
+        let scheduled = |log: &EventLog| -> Vec<u64> {
+            log.snapshot()
+                .iter()
+                .filter(|e| e.event == "restart_scheduled")
+                .filter_map(|e| {
+                    e.detail
+                        .as_deref()?
+                        .strip_prefix("in ")?
+                        .split(' ')
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        };
         for round in 1..=3 {
             poke(&current, if round == 2 { Poke::Fail } else { Poke::Panic });
             until(async || tree(&sup).await.children[0].state == ChildState::Restarting).await;
-            let node = tree(&sup).await;
-            let c = &node.children[0];
-            delays.push(c.next_retry_in_ms.unwrap());
             let t0 = Instant::now();
+            let remaining = tree(&sup).await.children[0].next_retry_in_ms.unwrap();
             until(async || starts.load(Ordering::SeqCst) == round + 1).await;
             // Paused time: the restart happened no earlier than the backoff.
-            assert!(t0.elapsed() >= Duration::from_millis(c.next_retry_in_ms.unwrap()));
+            assert!(t0.elapsed() >= Duration::from_millis(remaining));
             until(async || tree(&sup).await.children[0].state == ChildState::Running).await;
         }
+        // Equal jitter: the n-th delay lies in [base·2ⁿ⁻¹ / 2, base·2ⁿ⁻¹].
+        let delays = scheduled(&log);
+        assert_eq!(delays.len(), 3, "{delays:?}");
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
-        assert!(delays[0] <= 100 && delays[2] >= 200, "{delays:?}");
+        for (n, d) in delays.iter().enumerate() {
+            let full = 100u64 << n;
+            assert!(
+                (full / 2..=full).contains(d),
+                "delay {n}: {d} ms not in [{}, {full}]",
+                full / 2
+            );
+        }
 
         let node = tree(&sup).await;
         assert_eq!(node.children[0].restarts, 3);

@@ -8,6 +8,7 @@ mod bench;
 mod browser;
 mod cli;
 mod faults;
+mod hardware;
 mod headers;
 mod lifecycle;
 mod live;
