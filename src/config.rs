@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::alerts::AlertsConfig;
+use crate::guard::GuardConfig;
 use crate::pacing::PacingConfig;
 use crate::sensors::SensorConfig;
 use crate::web::live::LiveConfig;
@@ -69,6 +70,8 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Backing off under heat and load.
     pub pacing: PacingConfig,
+    /// Circuit breakers, rate limits, the memory guard, the watchdog.
+    pub guard: GuardConfig,
     /// The sensors to run. Absent: the default set (system, cpu_temp,
     /// simulated). `sensors = []` runs none.
     pub sensors: Vec<SensorConfig>,
@@ -87,6 +90,7 @@ impl Default for Config {
             live: LiveConfig::default(),
             alerts: AlertsConfig::default(),
             pacing: PacingConfig::default(),
+            guard: GuardConfig::default(),
             sensors: SensorConfig::default_set(),
             source: None,
         }
@@ -357,6 +361,7 @@ impl Config {
         positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
         self.live.validate()?;
         self.pacing.validate()?;
+        self.guard.validate()?;
 
         let names: Vec<&str> = self.sensors.iter().map(|s| s.name.as_str()).collect();
         self.alerts.validate(&names)?;

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use vigil::config::OverflowPolicy;
 use vigil::events::Bus;
+use vigil::guard::{GuardConfig, GuardShared};
 use vigil::pacing::load::{LoadError, LoadSample, LoadSource, LoadSourceFactory, ManualLoad};
 use vigil::pacing::{
     AdaptiveConfig, Level, PacingConfig, PacingShared, load_monitor_child, thermal_watchdog_child,
@@ -98,6 +99,7 @@ impl Rig {
             queue: Arc::new(IngestQueue::new(100_000, OverflowPolicy::DropOldest, 1000)),
             bus: bus.clone(),
             pace: pacing.subscribe(),
+            guard: Arc::new(GuardShared::new(GuardConfig::default(), bus.clone())),
         };
         let sensors: Vec<_> = sensors
             .into_iter()
