@@ -264,6 +264,9 @@ impl DbWriter {
     fn flush(&mut self, force: bool) {
         let queue = &self.shared.queue;
         if !force && self.shared.suspended_for().is_some() {
+            // Sensors keep pushing meanwhile: the overflow policy's drops
+            // are announced now, not at the next trial.
+            self.report_drops();
             return;
         }
         queue.clear_wake();
