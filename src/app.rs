@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::events::Bus;
 use crate::pacing::load::SysinfoLoad;
 use crate::pacing::{PacingShared, load_monitor_child, thermal_watchdog_child};
+use crate::perf::Perf;
 use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
 use crate::storage::catalog::SeriesCatalog;
@@ -117,10 +118,12 @@ pub async fn run(
         st.overflow,
         st.batch_size,
     ));
+    let perf = Arc::new(Perf::new(config.performance.slow_query_ms));
     let writer = Arc::new(WriterShared::new(
         queue.clone(),
         Arc::new(catalog),
         bus.clone(),
+        &perf,
     ));
     let writer_arbiter = Arbiter::new();
     let pacing = Arc::new(PacingShared::new(config.pacing.clone(), bus.clone()));
@@ -131,6 +134,7 @@ pub async fn run(
         queue: queue.clone(),
         bus: bus.clone(),
         pace: pacing.subscribe(),
+        perf: perf.clone(),
     };
     let sensors: Vec<Arc<SensorShared>> = config
         .sensors
@@ -146,6 +150,7 @@ pub async fn run(
             .filter(|s| s.config.enabled)
             .map(|s| s.config.name.clone())
             .collect(),
+        &perf,
     ));
     let policy = RestartPolicy::from_config(&config.supervisor);
     let stop_timeout = Duration::from_millis(config.supervisor.shutdown_timeout_ms);
@@ -229,6 +234,7 @@ pub async fn run(
         live: live.clone(),
         connections: Arc::default(),
         alerts,
+        perf,
         pacing,
         started_ms: now_ms(),
     });

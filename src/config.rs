@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::alerts::AlertsConfig;
 use crate::pacing::PacingConfig;
+use crate::perf::PerformanceConfig;
 use crate::sensors::SensorConfig;
 use crate::web::live::LiveConfig;
 
@@ -67,6 +68,7 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     pub live: LiveConfig,
     pub alerts: AlertsConfig,
+    pub performance: PerformanceConfig,
     /// Backing off under heat and load.
     pub pacing: PacingConfig,
     /// The sensors to run. Absent: the default set (system, cpu_temp,
@@ -86,6 +88,7 @@ impl Default for Config {
             supervisor: SupervisorConfig::default(),
             live: LiveConfig::default(),
             alerts: AlertsConfig::default(),
+            performance: PerformanceConfig::default(),
             pacing: PacingConfig::default(),
             sensors: SensorConfig::default_set(),
             source: None,
@@ -356,6 +359,7 @@ impl Config {
         positive("supervisor.restart_window_secs", sv.restart_window_secs)?;
         positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
         self.live.validate()?;
+        self.performance.validate()?;
         self.pacing.validate()?;
 
         let names: Vec<&str> = self.sensors.iter().map(|s| s.name.as_str()).collect();

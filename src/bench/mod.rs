@@ -5,7 +5,6 @@
 
 pub mod appliance;
 pub mod fanout;
-pub mod proc;
 pub mod schema;
 pub mod wsclient;
 

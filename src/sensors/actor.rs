@@ -27,6 +27,7 @@ use super::{BuildEnv, Priority, Sensor, SensorConfig, SensorError, Value};
 use crate::clock::{now_ms, rfc3339};
 use crate::events::{Bus, Event, SensorReading};
 use crate::pacing::{AdaptiveTracker, Pace, scale, wait_turn};
+use crate::perf::{Op, Perf};
 use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
 use crate::supervisor::child::panic_message;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
@@ -127,6 +128,8 @@ pub struct SensorDeps {
     pub queue: Arc<IngestQueue>,
     /// Where readings and availability changes are announced.
     pub bus: Bus,
+    /// Where read durations are recorded.
+    pub perf: Arc<Perf>,
     /// The pacing state: every interval is stretched by its multiplier.
     pub pace: watch::Receiver<Pace>,
 }
@@ -141,6 +144,8 @@ pub struct SensorActor {
     keys: HashMap<String, Arc<SeriesKey>>,
     last_start: Option<Instant>,
     adaptive: Option<AdaptiveTracker>,
+    /// `sensor.read.<name>` in the performance monitor.
+    read_op: Arc<Op>,
 }
 
 impl SensorActor {
@@ -151,7 +156,9 @@ impl SensorActor {
     ) -> SensorActor {
         let sensor = Arc::from(shared.config.name.as_str());
         let adaptive = shared.config.adaptive.clone().map(AdaptiveTracker::new);
+        let read_op = deps.perf.op(&format!("sensor.read.{}", shared.config.name));
         SensorActor {
+            read_op,
             shared,
             deps,
             reporter,
@@ -209,6 +216,13 @@ impl SensorActor {
 
     fn on_outcome(&mut self, outcome: ReadOutcome, ctx: &mut Context<Self>) {
         let cfg = &self.shared.config;
+        match &outcome {
+            ReadOutcome::TimedOut => self
+                .read_op
+                .record(Duration::from_millis(cfg.timeout_ms), false),
+            ReadOutcome::Panicked(_) => self.read_op.record(Duration::ZERO, false),
+            ReadOutcome::Done { result, took, .. } => self.read_op.record(*took, result.is_ok()),
+        }
         match outcome {
             ReadOutcome::TimedOut => {
                 self.fail(format!("read timed out after {} ms", cfg.timeout_ms), ctx)

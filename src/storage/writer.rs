@@ -24,6 +24,7 @@ use super::{StorageError, open_writer};
 use crate::clock::{now_ms, rfc3339};
 use crate::config::StorageConfig;
 use crate::events::{Bus, Event};
+use crate::perf::{Op, Perf};
 use crate::supervisor::{LifecycleReporter, Stop};
 
 /// SQLite's limit on bound variables per statement, and so the rows per
@@ -102,16 +103,24 @@ pub struct WriterShared {
     pub catalog: Arc<SeriesCatalog>,
     pub stats: WriterStats,
     pub bus: Bus,
+    /// `db.commit` in the performance monitor: one sample per batch.
+    pub commit_op: Arc<Op>,
     current: Mutex<Option<Addr<DbWriter>>>,
 }
 
 impl WriterShared {
-    pub fn new(queue: Arc<IngestQueue>, catalog: Arc<SeriesCatalog>, bus: Bus) -> WriterShared {
+    pub fn new(
+        queue: Arc<IngestQueue>,
+        catalog: Arc<SeriesCatalog>,
+        bus: Bus,
+        perf: &Perf,
+    ) -> WriterShared {
         WriterShared {
             queue,
             catalog,
             stats: WriterStats::default(),
             bus,
+            commit_op: perf.op("db.commit"),
             current: Mutex::new(None),
         }
     }
@@ -226,8 +235,13 @@ impl DbWriter {
                 break;
             }
             let started = Instant::now();
-            match commit_batch(conn, &self.shared.catalog, &batch) {
+            let result = commit_batch(conn, &self.shared.catalog, &batch);
+            self.shared
+                .commit_op
+                .record(started.elapsed(), result.is_ok());
+            match result {
                 Ok(nudged) => {
+                    self.shared.commit_op.add_units(batch.len() as u64);
                     if self
                         .shared
                         .record_commit(batch.len(), started.elapsed(), nudged)

@@ -13,4 +13,5 @@ mod headers;
 mod lifecycle;
 mod live;
 mod pacing;
+mod performance;
 mod util;
