@@ -51,6 +51,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Ingest through the DbWriter against raw SQLite inserts of the same
+    /// rows, in the same run.
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Live-feed delivery latency with many WebSocket clients on loopback,
     /// plus the server's CPU and memory.
     Fanout {
@@ -189,6 +197,28 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
 
 fn bench(what: Bench) -> anyhow::Result<()> {
     match what {
+        Bench::Ingest { rows, runs } => {
+            let o = vigil::bench::ingest::IngestOptions {
+                rows,
+                runs,
+                ..Default::default()
+            };
+            let f = vigil::bench::ingest::run(&o)?;
+            for (i, r) in f.runs.iter().enumerate() {
+                println!(
+                    "  run {}: writer {:.0} rows/s, raw SQLite {:.0} rows/s, ratio {:.2}",
+                    i + 1,
+                    r.writer_rows_per_s,
+                    r.raw_rows_per_s,
+                    r.ratio
+                );
+            }
+            println!(
+                "median: writer {:.0} rows/s, raw {:.0} rows/s, ratio {:.2} ({} rows, batches of {})",
+                f.writer_rows_per_s, f.raw_rows_per_s, f.ratio, f.rows, f.batch_size
+            );
+            println!("{}", serde_json::to_string(&f)?);
+        }
         Bench::Fanout {
             clients,
             rate,

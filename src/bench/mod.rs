@@ -5,6 +5,8 @@
 
 pub mod appliance;
 pub mod fanout;
+pub mod ingest;
+pub mod rawsqlite;
 pub mod schema;
 pub mod wsclient;
 

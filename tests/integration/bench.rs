@@ -24,3 +24,17 @@ fn fanout_runs_at_a_tiny_size() {
     );
     assert!(r.server_rss_mib > 0.0, "{f:?}");
 }
+
+#[test]
+fn ingest_runs_at_a_tiny_size() {
+    let o = vigil::bench::ingest::IngestOptions {
+        rows: 5000,
+        series: 5,
+        per_push: 7,
+        batch_size: 300,
+        runs: 1,
+    };
+    let f = vigil::bench::ingest::run(&o).unwrap();
+    assert!(f.writer_rows_per_s > 0.0 && f.raw_rows_per_s > 0.0, "{f:?}");
+    assert!((f.ratio - f.writer_rows_per_s / f.raw_rows_per_s).abs() < 1e-9);
+}
