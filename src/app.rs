@@ -27,6 +27,7 @@ use crate::events::Bus;
 use crate::guard::{GuardDeps, GuardShared, guard_child};
 use crate::pacing::load::SysinfoLoad;
 use crate::pacing::{PacingShared, load_monitor_child, thermal_watchdog_child};
+use crate::perf::Perf;
 use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
 use crate::storage::catalog::SeriesCatalog;
@@ -122,8 +123,9 @@ pub async fn run(
         st.overflow,
         st.batch_size,
     ));
+    let perf = Arc::new(Perf::new(config.performance.slow_query_ms));
     let writer = Arc::new(
-        WriterShared::new(queue.clone(), Arc::new(catalog), bus.clone())
+        WriterShared::new(queue.clone(), Arc::new(catalog), bus.clone(), &perf)
             .with_breaker(guard.database(Duration::from_millis(st.busy_timeout_ms))),
     );
     let writer_arbiter = Arbiter::new();
@@ -135,6 +137,7 @@ pub async fn run(
         queue: queue.clone(),
         bus: bus.clone(),
         pace: pacing.subscribe(),
+        perf: perf.clone(),
         guard: guard.clone(),
     };
     let sensors: Vec<Arc<SensorShared>> = config
@@ -151,6 +154,7 @@ pub async fn run(
             .filter(|s| s.config.enabled)
             .map(|s| s.config.name.clone())
             .collect(),
+        &perf,
     ));
     let policy = RestartPolicy::from_config(&config.supervisor);
     let stop_timeout = Duration::from_millis(config.supervisor.shutdown_timeout_ms);
@@ -246,6 +250,7 @@ pub async fn run(
         live: live.clone(),
         connections: Arc::default(),
         alerts,
+        perf,
         pacing,
         guard,
         started_ms: now_ms(),

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::alerts::AlertsConfig;
 use crate::guard::GuardConfig;
 use crate::pacing::PacingConfig;
+use crate::perf::PerformanceConfig;
 use crate::sensors::SensorConfig;
 use crate::web::live::LiveConfig;
 
@@ -68,6 +69,7 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     pub live: LiveConfig,
     pub alerts: AlertsConfig,
+    pub performance: PerformanceConfig,
     /// Backing off under heat and load.
     pub pacing: PacingConfig,
     /// Circuit breakers, rate limits, the memory guard, the watchdog.
@@ -89,6 +91,7 @@ impl Default for Config {
             supervisor: SupervisorConfig::default(),
             live: LiveConfig::default(),
             alerts: AlertsConfig::default(),
+            performance: PerformanceConfig::default(),
             pacing: PacingConfig::default(),
             guard: GuardConfig::default(),
             sensors: SensorConfig::default_set(),
@@ -360,6 +363,7 @@ impl Config {
         positive("supervisor.restart_window_secs", sv.restart_window_secs)?;
         positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
         self.live.validate()?;
+        self.performance.validate()?;
         self.pacing.validate()?;
         self.guard.validate()?;
 

@@ -17,6 +17,8 @@
 //!   errors, middleware.
 //! - [`alerts`]: alert rules, the `AlertManager` actor, persistence and
 //!   webhooks.
+//! - [`perf`]: the performance monitor (latency histograms of every
+//!   operation, slow queries) and evidence-based recommendations.
 //! - [`events`]: the internal event bus (readings as produced, and events
 //!   such as supervision and writer health) that the live feed and alerts
 //!   subscribe to.
@@ -42,6 +44,7 @@ pub mod config;
 pub mod events;
 pub mod guard;
 pub mod pacing;
+pub mod perf;
 pub mod platform;
 pub mod sensors;
 pub mod storage;

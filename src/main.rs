@@ -51,6 +51,29 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Spawn to ready (/health 200), on a fresh and on an existing database.
+    Startup {
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// The idle appliance with default sensors: memory, CPU, and bytes
+    /// written per stored reading.
+    Footprint {
+        /// Length of the measured window.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Run with this flush window instead of the default.
+        #[arg(long)]
+        flush_ms: Option<u64>,
+    },
+    /// Ingest through the DbWriter against raw SQLite inserts of the same
+    /// rows, in the same run.
+    Ingest {
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Live-feed delivery latency with many WebSocket clients on loopback,
     /// plus the server's CPU and memory.
     Fanout {
@@ -188,7 +211,63 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 fn bench(what: Bench) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
     match what {
+        Bench::Startup { runs } => {
+            let f = vigil::bench::startup::run(&exe, runs)?;
+            println!(
+                "start to ready over {} runs: fresh database p50 {:.1} ms (max {:.1}), existing p50 {:.1} ms (max {:.1})",
+                f.runs, f.fresh_p50_ms, f.fresh_max_ms, f.existing_p50_ms, f.existing_max_ms
+            );
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        Bench::Footprint { seconds, flush_ms } => {
+            let o = vigil::bench::footprint::FootprintOptions {
+                seconds,
+                flush_interval_ms: flush_ms,
+                ..Default::default()
+            };
+            let f = vigil::bench::footprint::run(&exe, &o)?;
+            println!(
+                "{:.0} s idle, flush every {} ms: RSS median {:.1} MiB (max {:.1}), CPU {:.2} % of one core,                  {} readings ({:.2}/s), {} bytes written = {:.0} bytes per reading ({:.0} handed to write); \
+                 pacing {} (x{})",
+                f.seconds,
+                f.flush_interval_ms,
+                f.rss_median_mib,
+                f.rss_max_mib,
+                f.cpu_percent,
+                f.readings_committed,
+                f.readings_per_second,
+                f.bytes_written,
+                f.bytes_per_reading,
+                f.wchar_per_reading,
+                f.pacing_level,
+                f.pacing_multiplier
+            );
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        Bench::Ingest { rows, runs } => {
+            let o = vigil::bench::ingest::IngestOptions {
+                rows,
+                runs,
+                ..Default::default()
+            };
+            let f = vigil::bench::ingest::run(&o)?;
+            for (i, r) in f.runs.iter().enumerate() {
+                println!(
+                    "  run {}: writer {:.0} rows/s, raw SQLite {:.0} rows/s, ratio {:.2}",
+                    i + 1,
+                    r.writer_rows_per_s,
+                    r.raw_rows_per_s,
+                    r.ratio
+                );
+            }
+            println!(
+                "median: writer {:.0} rows/s, raw {:.0} rows/s, ratio {:.2} ({} rows, batches of {})",
+                f.writer_rows_per_s, f.raw_rows_per_s, f.ratio, f.rows, f.batch_size
+            );
+            println!("{}", serde_json::to_string(&f)?);
+        }
         Bench::Fanout {
             clients,
             rate,
@@ -202,7 +281,7 @@ fn bench(what: Bench) -> anyhow::Result<()> {
                 runs,
                 ..Default::default()
             };
-            let f = vigil::bench::fanout::run(&o, &std::env::current_exe()?)?;
+            let f = vigil::bench::fanout::run(&o, &exe)?;
             println!(
                 "fan-out: {} of {} clients connected, {} updates/s",
                 f.connected, f.clients, f.rate

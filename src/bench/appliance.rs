@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::BenchError;
-use super::proc::ProcStats;
+use crate::platform::proc::ProcStats;
 
 /// A running `vigil serve`.
 pub struct Appliance {

@@ -17,9 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::appliance::Appliance;
-use super::proc::ProcStats;
 use super::wsclient::WsClient;
 use super::{BenchError, median_f64};
+use crate::platform::proc::ProcStats;
 
 /// Sizes of the fan-out run.
 #[derive(Debug, Clone, Copy)]

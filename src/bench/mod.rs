@@ -5,8 +5,12 @@
 
 pub mod appliance;
 pub mod fanout;
-pub mod proc;
+pub mod footprint;
+pub mod http;
+pub mod ingest;
+pub mod rawsqlite;
 pub mod schema;
+pub mod startup;
 pub mod wsclient;
 
 use std::time::Duration;

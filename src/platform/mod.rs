@@ -3,6 +3,7 @@
 //! (SoC temperature, throttling flags). Off a Pi every function here
 //! answers "absent" rather than failing.
 
+pub mod proc;
 pub mod throttled;
 
 use std::io::Read;

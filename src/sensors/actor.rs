@@ -36,6 +36,7 @@ use crate::clock::{now_ms, rfc3339};
 use crate::events::{Bus, Event, SensorReading};
 use crate::guard::{Call, CircuitBreaker, GuardShared};
 use crate::pacing::{AdaptiveTracker, Pace, scale, wait_turn};
+use crate::perf::{Op, Perf};
 use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
 use crate::supervisor::child::panic_message;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
@@ -136,6 +137,8 @@ pub struct SensorDeps {
     pub queue: Arc<IngestQueue>,
     /// Where readings and availability changes are announced.
     pub bus: Bus,
+    /// Where read durations are recorded.
+    pub perf: Arc<Perf>,
     /// The pacing state: every interval is stretched by its multiplier.
     pub pace: watch::Receiver<Pace>,
     /// Where each sensor's circuit breaker lives.
@@ -152,6 +155,8 @@ pub struct SensorActor {
     keys: HashMap<String, Arc<SeriesKey>>,
     last_start: Option<Instant>,
     adaptive: Option<AdaptiveTracker>,
+    /// `sensor.read.<name>` in the performance monitor.
+    read_op: Arc<Op>,
     breaker: Arc<CircuitBreaker>,
 }
 
@@ -163,9 +168,11 @@ impl SensorActor {
     ) -> SensorActor {
         let sensor = Arc::from(shared.config.name.as_str());
         let adaptive = shared.config.adaptive.clone().map(AdaptiveTracker::new);
+        let read_op = deps.perf.op(&format!("sensor.read.{}", shared.config.name));
         let timeout = Duration::from_millis(shared.config.timeout_ms);
         let breaker = deps.guard.sensor(&shared.config.name, timeout);
         SensorActor {
+            read_op,
             breaker,
             shared,
             deps,
@@ -238,6 +245,13 @@ impl SensorActor {
 
     fn on_outcome(&mut self, outcome: ReadOutcome, call: Call, ctx: &mut Context<Self>) {
         let cfg = &self.shared.config;
+        match &outcome {
+            ReadOutcome::TimedOut => self
+                .read_op
+                .record(Duration::from_millis(cfg.timeout_ms), false),
+            ReadOutcome::Panicked(_) => self.read_op.record(Duration::ZERO, false),
+            ReadOutcome::Done { result, took, .. } => self.read_op.record(*took, result.is_ok()),
+        }
         match outcome {
             ReadOutcome::TimedOut => {
                 call.finish_after(Duration::from_millis(cfg.timeout_ms), false);

@@ -8,6 +8,7 @@
 //! the switch would race); migrations last.
 
 pub mod catalog;
+pub mod inspect;
 pub mod queue;
 pub mod read;
 pub mod schema;

@@ -78,35 +78,62 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+type SeriesQuery<'a> = readings::BoxedQuery<
+    'a,
+    diesel::sqlite::Sqlite,
+    (diesel::sql_types::BigInt, diesel::sql_types::Double),
+>;
+
+/// The query one series of a page runs.
+fn series_query(q: &PageQuery, s: &SeriesInfo) -> SeriesQuery<'static> {
+    let fetch = q.limit.saturating_add(1) as i64;
+    let mut query = readings::table
+        .filter(readings::series_id.eq(s.id))
+        .select((readings::ts, readings::value))
+        .into_boxed();
+    if let Some(from) = q.from {
+        query = query.filter(readings::ts.ge(from));
+    }
+    if let Some(to) = q.to {
+        query = query.filter(readings::ts.lt(to));
+    }
+    if let Some(c) = q.cursor {
+        // Rows strictly after (c.ts, c.series_id) in page order.
+        query = match q.order {
+            Order::Desc if s.id < c.series_id => query.filter(readings::ts.le(c.ts)),
+            Order::Desc => query.filter(readings::ts.lt(c.ts)),
+            Order::Asc if s.id > c.series_id => query.filter(readings::ts.ge(c.ts)),
+            Order::Asc => query.filter(readings::ts.gt(c.ts)),
+        };
+    }
+    query = match q.order {
+        Order::Desc => query.order(readings::ts.desc()),
+        Order::Asc => query.order(readings::ts.asc()),
+    };
+    query.limit(fetch)
+}
+
+/// The SQL of a page's per-series query (for the slow-query log).
+pub fn readings_page_sql(q: &PageQuery) -> String {
+    q.series
+        .first()
+        .map(|s| {
+            let text =
+                diesel::debug_query::<diesel::sqlite::Sqlite, _>(&series_query(q, s)).to_string();
+            // Keep the statement, not its bound values.
+            text.split(" -- binds:")
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads one page. See the module docs for the order and cursor rules.
 pub fn readings_page(conn: &mut SqliteConnection, q: &PageQuery) -> QueryResult<Page> {
-    let fetch = q.limit.saturating_add(1) as i64;
     let mut rows = Vec::new();
     for s in &q.series {
-        let mut query = readings::table
-            .filter(readings::series_id.eq(s.id))
-            .select((readings::ts, readings::value))
-            .into_boxed();
-        if let Some(from) = q.from {
-            query = query.filter(readings::ts.ge(from));
-        }
-        if let Some(to) = q.to {
-            query = query.filter(readings::ts.lt(to));
-        }
-        if let Some(c) = q.cursor {
-            // Rows strictly after (c.ts, c.series_id) in page order.
-            query = match q.order {
-                Order::Desc if s.id < c.series_id => query.filter(readings::ts.le(c.ts)),
-                Order::Desc => query.filter(readings::ts.lt(c.ts)),
-                Order::Asc if s.id > c.series_id => query.filter(readings::ts.ge(c.ts)),
-                Order::Asc => query.filter(readings::ts.gt(c.ts)),
-            };
-        }
-        query = match q.order {
-            Order::Desc => query.order(readings::ts.desc()),
-            Order::Asc => query.order(readings::ts.asc()),
-        };
-        let found: Vec<(i64, f64)> = query.limit(fetch).load(conn)?;
+        let found: Vec<(i64, f64)> = series_query(q, s).load(conn)?;
         rows.extend(found.into_iter().map(|(ts, value)| Row {
             series: s.clone(),
             ts,

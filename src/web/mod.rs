@@ -11,8 +11,10 @@ pub mod error;
 pub mod guards;
 pub mod health;
 pub mod live;
+pub mod metrics;
 pub mod pacing;
 pub mod params;
+pub mod performance;
 pub mod readings;
 pub mod status;
 
@@ -55,6 +57,7 @@ pub struct AppState {
     pub live: Arc<live::LiveShared>,
     pub connections: Arc<live::ConnTracker>,
     pub alerts: Arc<crate::alerts::AlertsShared>,
+    pub perf: Arc<crate::perf::Perf>,
     /// The pacing level and what the thermal and load monitors last saw.
     pub pacing: Arc<PacingShared>,
     /// Circuit breakers, rate limiters, the memory guard.
@@ -107,6 +110,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/api/live", web::get().to(live::stats)))
         .service(get("/api/guards", web::get().to(guards::guards)))
         .service(get("/ws", web::get().to(live::ws)))
+        .service(get("/metrics", web::get().to(metrics::metrics)))
+        .service(get(
+            "/api/performance/stats",
+            web::get().to(performance::stats),
+        ))
+        .service(get(
+            "/api/performance/recommendations",
+            web::get().to(performance::recommendations),
+        ))
         .service(get("/api/alerts", web::get().to(alerts::list)))
         .service(get("/api/alerts/rules", web::get().to(alerts::rules)))
         .service(
@@ -140,13 +152,22 @@ async fn timing(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let slow_ms = req
-        .app_data::<web::Data<AppState>>()
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let slow_ms = state
+        .as_ref()
         .map_or(u64::MAX, |s| s.config.server.slow_request_ms);
     let method = req.method().clone();
     let path = req.path().to_owned();
     let mut res = next.call(req).await?;
     let took = started.elapsed();
+    if let Some(state) = &state {
+        let route = res.request().match_pattern();
+        let name = format!("http {method} {}", route.as_deref().unwrap_or("(no route)"));
+        state
+            .perf
+            .op(&name)
+            .record(took, !res.status().is_server_error());
+    }
     let ms = took.as_secs_f64() * 1000.0;
     if let Ok(v) = HeaderValue::from_str(&format!("{ms:.3}")) {
         res.headers_mut()

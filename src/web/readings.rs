@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
 use crate::clock::rfc3339;
-use crate::storage::read::{Cursor, Order, PageQuery, Row, readings_page};
+use crate::storage::read::{Cursor, Order, PageQuery, Row, readings_page, readings_page_sql};
 
 /// Rows per page when `limit` is not given.
 pub const DEFAULT_LIMIT: u64 = 100;
@@ -144,11 +144,17 @@ pub async fn readings(
             cursor,
         };
         let pool = state.pool.clone();
+        let perf = state.perf.clone();
         let page = web::block(move || {
             let mut conn = pool
                 .get()
                 .map_err(|e| crate::storage::StorageError::Pool(e.to_string()))?;
-            readings_page(&mut conn, &q).map_err(crate::storage::StorageError::from)
+            let started = std::time::Instant::now();
+            let page = readings_page(&mut conn, &q);
+            perf.record_query("readings_page", started.elapsed(), page.is_ok(), || {
+                readings_page_sql(&q)
+            });
+            page.map_err(crate::storage::StorageError::from)
         })
         .await??;
         Some(page)

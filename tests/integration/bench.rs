@@ -24,3 +24,39 @@ fn fanout_runs_at_a_tiny_size() {
     );
     assert!(r.server_rss_mib > 0.0, "{f:?}");
 }
+
+#[test]
+fn ingest_runs_at_a_tiny_size() {
+    let o = vigil::bench::ingest::IngestOptions {
+        rows: 5000,
+        series: 5,
+        per_push: 7,
+        batch_size: 300,
+        runs: 1,
+    };
+    let f = vigil::bench::ingest::run(&o).unwrap();
+    assert!(f.writer_rows_per_s > 0.0 && f.raw_rows_per_s > 0.0, "{f:?}");
+    assert!((f.ratio - f.writer_rows_per_s / f.raw_rows_per_s).abs() < 1e-9);
+}
+
+#[test]
+fn startup_runs_at_a_tiny_size() {
+    let f = vigil::bench::startup::run(Path::new(env!("CARGO_BIN_EXE_vigil")), 1).unwrap();
+    assert!(f.fresh_p50_ms > 0.0 && f.existing_p50_ms > 0.0, "{f:?}");
+}
+
+#[test]
+fn footprint_runs_at_a_tiny_size() {
+    let o = vigil::bench::footprint::FootprintOptions {
+        seconds: 3,
+        warmup_secs: 2,
+        flush_interval_ms: Some(500),
+    };
+    let f = vigil::bench::footprint::run(Path::new(env!("CARGO_BIN_EXE_vigil")), &o).unwrap();
+    assert!(f.readings_committed > 0, "{f:?}");
+    assert!(
+        f.rss_median_mib > 0.0 && f.rss_max_mib >= f.rss_median_mib,
+        "{f:?}"
+    );
+    assert!(f.bytes_per_reading.is_finite(), "{f:?}");
+}

@@ -348,19 +348,17 @@ async fn a_database_made_read_only_then_writable_again_loses_nothing_below_the_b
     assert_eq!(stored as u64, produced, "every produced reading is stored");
 }
 
-#[actix_rt::test]
-async fn a_full_disk_beyond_the_queue_bound_loses_exactly_the_counted_readings() {
-    if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
+/// Fills the database's filesystem under a running appliance, waits for the
+/// fault to show (and, with `overflow`, for the bounded queue to drop), frees
+/// the space and waits for the drain. Stored, produced and dropped counts.
+async fn full_disk(queue_capacity: usize, overflow: bool) -> (i64, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount("8m");
     let mut cfg = config(&dir, FAST);
     cfg.storage.path = disk.path().join("vigil.db");
     cfg.storage.flush_interval_ms = 50;
     cfg.storage.batch_size = 50;
-    cfg.storage.queue_capacity = 300;
+    cfg.storage.queue_capacity = queue_capacity;
     cfg.guard.database = quick_breaker();
     let s = TestServer::start_with(dir, cfg).await;
     s.wait_for("commits", Duration::from_secs(10), async |s| {
@@ -372,24 +370,52 @@ async fn a_full_disk_beyond_the_queue_bound_loses_exactly_the_counted_readings()
     fill(&filler);
     let error = expect_degraded(&s).await;
     assert!(error.contains("full"), "{error}");
-    // Beyond the queue's bound the oldest are dropped, counted and alerted.
-    s.wait_for("drops", Duration::from_secs(30), async |s| {
-        s.get("/health").await.1["writer"]["queue"]["dropped"].as_u64() > Some(100)
-    })
-    .await;
-    s.wait_for("the drops alert", Duration::from_secs(10), async |s| {
-        firing(s).await.iter().any(|k| k == "readings_dropped")
-    })
-    .await;
+    if overflow {
+        // Beyond the queue's bound the oldest are dropped, counted and alerted.
+        s.wait_for("drops", Duration::from_secs(30), async |s| {
+            s.get("/health").await.1["writer"]["queue"]["dropped"].as_u64() > Some(100)
+        })
+        .await;
+        s.wait_for("the drops alert", Duration::from_secs(10), async |s| {
+            firing(s).await.iter().any(|k| k == "readings_dropped")
+        })
+        .await;
+    } else {
+        s.wait_for("a backlog", Duration::from_secs(10), async |s| {
+            s.get("/health").await.1["writer"]["queue"]["len"].as_u64() > Some(300)
+        })
+        .await;
+    }
 
     std::fs::remove_file(&filler).unwrap();
     expect_recovered(&s).await;
-    let (stored, produced, dropped) = finish(s).await;
+    let counts = finish(s).await;
+    drop(disk);
+    counts
+}
+
+#[actix_rt::test]
+async fn a_full_disk_then_freed_loses_nothing_below_the_bound() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let (stored, produced, dropped) = full_disk(100_000, false).await;
+    assert_eq!(dropped, 0);
+    assert_eq!(stored as u64, produced, "every produced reading is stored");
+}
+
+#[actix_rt::test]
+async fn a_full_disk_beyond_the_queue_bound_loses_exactly_the_counted_readings() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let (stored, produced, dropped) = full_disk(300, true).await;
     assert!(dropped > 100, "{dropped}");
     assert_eq!(
         stored as u64,
         produced - dropped,
         "exactly the dropped readings are missing"
     );
-    drop(disk);
 }

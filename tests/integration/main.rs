@@ -16,5 +16,6 @@ mod headers;
 mod lifecycle;
 mod live;
 mod pacing;
+mod performance;
 mod systemd;
 mod util;

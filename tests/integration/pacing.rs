@@ -99,6 +99,7 @@ impl Rig {
             queue: Arc::new(IngestQueue::new(100_000, OverflowPolicy::DropOldest, 1000)),
             bus: bus.clone(),
             pace: pacing.subscribe(),
+            perf: Arc::new(vigil::perf::Perf::new(100)),
             guard: Arc::new(GuardShared::new(GuardConfig::default(), bus.clone())),
         };
         let sensors: Vec<_> = sensors

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use crate::config::{ConfigError, positive};
+use crate::perf::{Op, Perf};
 pub use hub::LiveHub;
 use outbox::Outgoing;
 use protocol::Subscription;
@@ -143,6 +144,8 @@ pub struct LiveShared {
     /// Enabled sensor names, for `hello` and subscription checks.
     pub sensors: Vec<String>,
     sessions: Mutex<HashMap<u64, SessionEntry>>,
+    /// `ws.send` in the performance monitor.
+    pub send_op: Arc<Op>,
     next_id: AtomicU64,
     active: AtomicUsize,
     pub stats: LiveStats,
@@ -158,11 +161,12 @@ impl Drop for Permit {
 }
 
 impl LiveShared {
-    pub fn new(config: LiveConfig, sensors: Vec<String>) -> LiveShared {
+    pub fn new(config: LiveConfig, sensors: Vec<String>, perf: &Perf) -> LiveShared {
         LiveShared {
             config,
             sensors,
             sessions: Mutex::default(),
+            send_op: perf.op("ws.send"),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             stats: LiveStats::default(),
@@ -441,6 +445,7 @@ mod tests {
                 ..LiveConfig::default()
             },
             vec![],
+            &Perf::new(100),
         ));
         let a = shared.try_admit().unwrap();
         let _b = shared.try_admit().unwrap();

@@ -100,25 +100,25 @@ impl WsSession {
         let Some(text) = self.outbox.pop_text() else {
             return;
         };
-        self.sending_since = Some(Instant::now());
+        let started = Instant::now();
+        self.sending_since = Some(started);
         let mut ws = self.ws.clone();
-        ctx.spawn(
-            async move { ws.text(text).await }
-                .into_actor(self)
-                .map(|sent, act, ctx| {
-                    act.sending_since = None;
-                    match sent {
-                        Ok(()) => {
-                            act.shared
-                                .stats
-                                .messages_sent
-                                .fetch_add(1, Ordering::Relaxed);
-                            act.pump(ctx);
-                        }
-                        Err(_) => ctx.stop(),
+        ctx.spawn(async move { ws.text(text).await }.into_actor(self).map(
+            move |sent, act, ctx| {
+                act.sending_since = None;
+                act.shared.send_op.record(started.elapsed(), sent.is_ok());
+                match sent {
+                    Ok(()) => {
+                        act.shared
+                            .stats
+                            .messages_sent
+                            .fetch_add(1, Ordering::Relaxed);
+                        act.pump(ctx);
                     }
-                }),
-        );
+                    Err(_) => ctx.stop(),
+                }
+            },
+        ));
     }
 
     /// Sends a close frame (without waiting on a jammed socket) and stops.

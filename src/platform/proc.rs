@@ -1,5 +1,6 @@
-//! What a benchmark observes of a process from `/proc`: CPU time, resident
-//! memory and bytes written to storage.
+//! What can be read of a process from `/proc`: CPU time, resident memory
+//! and bytes written to storage; for the appliance's own figures and for
+//! benchmarks observing it.
 
 use std::io;
 
