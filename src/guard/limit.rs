@@ -23,10 +23,11 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, MonotonicClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use serde::Serialize;
 
 use super::config::{AdminLimitConfig, HttpLimitConfig};
@@ -179,7 +180,10 @@ pub fn retry_after_secs(d: Duration) -> u64 {
 }
 
 /// The per-client HTTP limit. See the module docs.
-pub struct ClientLimiter<C: Clock = DefaultClock> {
+///
+/// Its clock is `std::time::Instant` (governor's `MonotonicClock`), not the
+/// TSC-based default, whose calibration could add up to 200 ms to start-up.
+pub struct ClientLimiter<C: Clock = MonotonicClock> {
     enabled: bool,
     limiter: RateLimiter<ClientKey, DashMapStateStore<ClientKey>, C, NoOpMiddleware<C::Instant>>,
     clock: C,
@@ -216,7 +220,7 @@ pub struct ClientLimiterView {
 
 impl ClientLimiter {
     pub fn new(cfg: &HttpLimitConfig, trusted: Vec<Cidr>) -> ClientLimiter {
-        ClientLimiter::with_clock(cfg, trusted, DefaultClock::default())
+        ClientLimiter::with_clock(cfg, trusted, MonotonicClock)
     }
 }
 
@@ -339,8 +343,9 @@ impl<C: Clock + Clone> ClientLimiter<C> {
 
 /// One bucket for expensive admin operations, whoever asks.
 pub struct OpLimiter {
-    limiter: DefaultDirectRateLimiter,
-    clock: DefaultClock,
+    limiter:
+        RateLimiter<NotKeyed, InMemoryState, MonotonicClock, NoOpMiddleware<std::time::Instant>>,
+    clock: MonotonicClock,
     per_minute: u32,
     burst: u32,
     admitted: AtomicU64,
@@ -361,8 +366,11 @@ impl OpLimiter {
         let per_minute = NonZeroU32::new(cfg.ops_per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(cfg.burst).unwrap_or(NonZeroU32::MIN);
         OpLimiter {
-            limiter: RateLimiter::direct(Quota::per_minute(per_minute).allow_burst(burst)),
-            clock: DefaultClock::default(),
+            limiter: RateLimiter::direct_with_clock(
+                Quota::per_minute(per_minute).allow_burst(burst),
+                MonotonicClock,
+            ),
+            clock: MonotonicClock,
             per_minute: cfg.ops_per_minute,
             burst: cfg.burst,
             admitted: AtomicU64::new(0),
