@@ -29,6 +29,7 @@ use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
 use crate::storage::catalog::SeriesCatalog;
 use crate::storage::queue::{IngestQueue, QueueStats};
+use crate::storage::recent::RecentCache;
 use crate::storage::writer::{DbWriter, WriterShared};
 use crate::storage::{self, StorageError};
 use crate::supervisor::{
@@ -124,6 +125,7 @@ pub async fn run(
         Arc::new(catalog),
         bus.clone(),
         &perf,
+        Arc::new(RecentCache::new(config.server.max_page_size as usize + 1)),
     ));
     let writer_arbiter = Arbiter::new();
     let pacing = Arc::new(PacingShared::new(config.pacing.clone(), bus.clone()));
