@@ -138,6 +138,9 @@ pub fn readings_page(conn: &mut SqliteConnection, q: &PageQuery) -> QueryResult<
     Ok(merge_page(q, per_series))
 }
 
+/// One series' (timestamp, value) pairs, in page order.
+pub type Points = Vec<(i64, f64)>;
+
 /// The latest `depth` readings of a series, oldest first (to warm the
 /// recent-readings cache).
 pub fn latest(
@@ -158,7 +161,7 @@ pub fn latest(
 /// Builds a page from each series' rows (each already bounded and at most
 /// `limit + 1` long, in page order): merges them in page order and cuts at
 /// `limit`, with the cursor of the next page.
-pub fn merge_page(q: &PageQuery, per_series: Vec<(Arc<SeriesInfo>, Vec<(i64, f64)>)>) -> Page {
+pub fn merge_page(q: &PageQuery, per_series: Vec<(Arc<SeriesInfo>, Points)>) -> Page {
     let mut rows = Vec::new();
     for (s, found) in per_series {
         rows.extend(found.into_iter().map(|(ts, value)| Row {

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 
-use super::read::{Cursor, Order, PageQuery};
+use super::read::{Cursor, Order, PageQuery, Points};
 
 /// One series' cached readings, oldest first.
 #[derive(Debug)]
@@ -81,9 +81,6 @@ impl Drop for Guard<'_> {
         self.tracked.store(self.map.len(), Ordering::Release);
     }
 }
-
-/// The rows of one series for a page, newest or oldest first as asked.
-pub type SeriesRows = Vec<(i64, f64)>;
 
 /// Recent readings by series id.
 pub struct RecentCache {
@@ -216,7 +213,7 @@ impl RecentCache {
     /// The rows of one series that a page needs (up to `limit + 1`, in page
     /// order), if the cache provably holds all of them; `None` means ask
     /// the database. `Err(id)` names a series that is not warm yet.
-    pub fn page_rows(&self, q: &PageQuery, id: i64) -> Result<Option<SeriesRows>, i64> {
+    pub fn page_rows(&self, q: &PageQuery, id: i64) -> Result<Option<Points>, i64> {
         let series = self.series.read().unwrap_or_else(|p| p.into_inner());
         let Some(Slot::Warm(ring)) = series.get(&id) else {
             return Err(id);
