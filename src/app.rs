@@ -32,6 +32,7 @@ use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
 use crate::storage::catalog::SeriesCatalog;
 use crate::storage::queue::{IngestQueue, QueueStats};
+use crate::storage::recent::RecentCache;
 use crate::storage::writer::{DbWriter, WriterShared};
 use crate::storage::{self, StorageError};
 use crate::supervisor::{
@@ -125,8 +126,14 @@ pub async fn run(
     ));
     let perf = Arc::new(Perf::new(config.performance.slow_query_ms));
     let writer = Arc::new(
-        WriterShared::new(queue.clone(), Arc::new(catalog), bus.clone(), &perf)
-            .with_breaker(guard.database(Duration::from_millis(st.busy_timeout_ms))),
+        WriterShared::new(
+            queue.clone(),
+            Arc::new(catalog),
+            bus.clone(),
+            &perf,
+            Arc::new(RecentCache::new(config.server.max_page_size as usize + 1)),
+        )
+        .with_breaker(guard.database(Duration::from_millis(st.busy_timeout_ms))),
     );
     let writer_arbiter = Arbiter::new();
     let pacing = Arc::new(PacingShared::new(config.pacing.clone(), bus.clone()));

@@ -51,6 +51,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// GET /api/readings?sensor=…&limit=100 on a large database under
+    /// concurrent keep-alive load.
+    Query {
+        #[arg(long, default_value_t = 10_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Load-generator threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Spawn to ready (/health 200), on a fresh and on an existing database.
     Startup {
         #[arg(long, default_value_t = 10)]
@@ -213,6 +228,44 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
 fn bench(what: Bench) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     match what {
+        Bench::Query {
+            rows,
+            connections,
+            seconds,
+            runs,
+            threads,
+        } => {
+            let o = vigil::bench::query::QueryOptions {
+                rows,
+                connections,
+                seconds,
+                runs,
+                threads,
+                ..Default::default()
+            };
+            let f = vigil::bench::query::run(&exe, &o)?;
+            println!(
+                "database of {} rows built in {:.1} s",
+                f.rows, f.build_seconds
+            );
+            for (i, r) in f.runs.iter().enumerate() {
+                println!(
+                    "  run {}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors, server CPU {:.0} %",
+                    i + 1,
+                    r.requests_per_s,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.max_ms,
+                    r.errors,
+                    r.server_cpu_percent
+                );
+            }
+            println!(
+                "median over runs: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms ({} connections)",
+                f.requests_per_s, f.p50_ms, f.p99_ms, f.connections
+            );
+            println!("{}", serde_json::to_string(&f)?);
+        }
         Bench::Startup { runs } => {
             let f = vigil::bench::startup::run(&exe, runs)?;
             println!(

@@ -132,6 +132,7 @@ fn writer_run(dir: &std::path::Path, o: &IngestOptions, run: usize) -> Result<f6
             Arc::new(SeriesCatalog::default()),
             Bus::new(),
             &perf,
+            Arc::new(crate::storage::recent::RecentCache::new(1001)),
         ));
         let arbiter = Arbiter::new();
         let spec = {

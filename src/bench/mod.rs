@@ -8,6 +8,8 @@ pub mod fanout;
 pub mod footprint;
 pub mod http;
 pub mod ingest;
+pub mod load;
+pub mod query;
 pub mod rawsqlite;
 pub mod schema;
 pub mod startup;

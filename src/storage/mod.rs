@@ -11,6 +11,7 @@ pub mod catalog;
 pub mod inspect;
 pub mod queue;
 pub mod read;
+pub mod recent;
 pub mod schema;
 pub mod writer;
 

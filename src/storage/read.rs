@@ -131,9 +131,39 @@ pub fn readings_page_sql(q: &PageQuery) -> String {
 
 /// Reads one page. See the module docs for the order and cursor rules.
 pub fn readings_page(conn: &mut SqliteConnection, q: &PageQuery) -> QueryResult<Page> {
-    let mut rows = Vec::new();
+    let mut per_series = Vec::with_capacity(q.series.len());
     for s in &q.series {
-        let found: Vec<(i64, f64)> = series_query(q, s).load(conn)?;
+        per_series.push((s.clone(), series_query(q, s).load(conn)?));
+    }
+    Ok(merge_page(q, per_series))
+}
+
+/// One series' (timestamp, value) pairs, in page order.
+pub type Points = Vec<(i64, f64)>;
+
+/// The latest `depth` readings of a series, oldest first (to warm the
+/// recent-readings cache).
+pub fn latest(
+    conn: &mut SqliteConnection,
+    series_id: i64,
+    depth: usize,
+) -> QueryResult<Vec<(i64, f64)>> {
+    let mut rows: Vec<(i64, f64)> = readings::table
+        .filter(readings::series_id.eq(series_id))
+        .select((readings::ts, readings::value))
+        .order(readings::ts.desc())
+        .limit(depth as i64)
+        .load(conn)?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// Builds a page from each series' rows (each already bounded and at most
+/// `limit + 1` long, in page order): merges them in page order and cuts at
+/// `limit`, with the cursor of the next page.
+pub fn merge_page(q: &PageQuery, per_series: Vec<(Arc<SeriesInfo>, Points)>) -> Page {
+    let mut rows = Vec::new();
+    for (s, found) in per_series {
         rows.extend(found.into_iter().map(|(ts, value)| Row {
             series: s.clone(),
             ts,
@@ -156,7 +186,7 @@ pub fn readings_page(conn: &mut SqliteConnection, q: &PageQuery) -> QueryResult<
     } else {
         None
     };
-    Ok(Page { rows, next })
+    Page { rows, next }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use super::catalog::{SeriesCatalog, SeriesInfo};
 use super::queue::{IngestQueue, QueueStats, Reading, SeriesKey};
+use super::recent::RecentCache;
 use super::schema::{readings, series};
 use super::{StorageError, open_writer};
 use crate::clock::{now_ms, rfc3339};
@@ -117,6 +118,8 @@ pub struct WriterShared {
     pub bus: Bus,
     /// `db.commit` in the performance monitor: one sample per batch.
     pub commit_op: Arc<Op>,
+    /// Recent committed readings in memory, kept up to date by every commit.
+    pub recent: Arc<RecentCache>,
     current: Mutex<Option<Addr<DbWriter>>>,
     /// The circuit breaker around commits, if any.
     breaker: Option<Arc<CircuitBreaker>>,
@@ -128,6 +131,7 @@ impl WriterShared {
         catalog: Arc<SeriesCatalog>,
         bus: Bus,
         perf: &Perf,
+        recent: Arc<RecentCache>,
     ) -> WriterShared {
         WriterShared {
             queue,
@@ -135,6 +139,7 @@ impl WriterShared {
             stats: WriterStats::default(),
             bus,
             commit_op: perf.op("db.commit"),
+            recent,
             current: Mutex::new(None),
             breaker: None,
         }
@@ -299,6 +304,7 @@ impl DbWriter {
             match result {
                 Ok(nudged) => {
                     self.shared.commit_op.add_units(batch.len() as u64);
+                    remember(&self.shared, &batch, nudged > 0);
                     if self
                         .shared
                         .record_commit(batch.len(), started.elapsed(), nudged)
@@ -449,6 +455,34 @@ impl Handler<Stop> for DbWriter {
         }
         self.conn = None;
         ctx.stop();
+    }
+}
+
+/// Tells the recent-readings cache what a commit stored. A batch with moved
+/// timestamps invalidates its series instead (the cache would hold the
+/// times as read, not as stored).
+fn remember(shared: &WriterShared, batch: &[Reading], nudged: bool) {
+    if !shared.recent.tracks_any() {
+        return;
+    }
+    let mut ids: Vec<(*const SeriesKey, i64)> = Vec::new();
+    let mut id_of = |key: &Arc<SeriesKey>| {
+        let ptr = Arc::as_ptr(key);
+        if let Some(&(_, id)) = ids.iter().find(|(p, _)| *p == ptr) {
+            return Some(id);
+        }
+        let id = shared.catalog.lookup(&key.sensor, &key.metric)?.id;
+        ids.push((ptr, id));
+        Some(id)
+    };
+    let rows: Vec<(i64, i64, f64)> = batch
+        .iter()
+        .filter_map(|r| Some((id_of(&r.series)?, r.ts_ms, r.value)))
+        .collect();
+    if nudged {
+        shared.recent.invalidate(rows.iter().map(|r| r.0));
+    } else {
+        shared.recent.record(rows);
     }
 }
 

@@ -10,7 +10,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
 use crate::clock::rfc3339;
-use crate::storage::read::{Cursor, Order, PageQuery, Row, readings_page, readings_page_sql};
+use crate::storage::read::{
+    Cursor, Order, Page, PageQuery, Row, latest, merge_page, readings_page, readings_page_sql,
+};
 
 /// Rows per page when `limit` is not given.
 pub const DEFAULT_LIMIT: u64 = 100;
@@ -83,6 +85,62 @@ struct PageView<'a> {
     next_cursor: Option<String>,
 }
 
+/// The page from the recent-readings cache, if it holds every row the page
+/// needs. Series not cached yet start warming for the next request.
+fn from_memory(state: &AppState, q: &PageQuery) -> Option<Page> {
+    let started = std::time::Instant::now();
+    let recent = &state.writer.recent;
+    let mut per_series = Vec::with_capacity(q.series.len());
+    let mut cold = Vec::new();
+    let mut complete = true;
+    for s in &q.series {
+        match recent.page_rows(q, s.id) {
+            Ok(Some(rows)) => per_series.push((s.clone(), rows)),
+            Ok(None) => complete = false,
+            Err(id) => cold.push(id),
+        }
+    }
+    if !cold.is_empty() {
+        warm(state, cold);
+        return None;
+    }
+    if !complete {
+        return None;
+    }
+    let page = merge_page(q, per_series);
+    state
+        .perf
+        .op("memory.readings_page")
+        .record(started.elapsed(), true);
+    Some(page)
+}
+
+/// Loads the latest readings of `ids` into the cache, in the background.
+fn warm(state: &AppState, ids: Vec<i64>) {
+    let recent = state.writer.recent.clone();
+    for id in ids {
+        if !recent.begin_warm(id) {
+            continue;
+        }
+        let (pool, recent) = (state.pool.clone(), recent.clone());
+        actix_web::rt::spawn(async move {
+            let depth = recent.depth();
+            let loaded = web::block(move || {
+                let mut conn = pool.get().map_err(|e| e.to_string())?;
+                latest(&mut conn, id, depth).map_err(|e| e.to_string())
+            })
+            .await;
+            match loaded {
+                Ok(Ok(rows)) => {
+                    let complete = rows.len() < depth;
+                    recent.finish_warm(id, rows, complete);
+                }
+                _ => recent.abort_warm(id),
+            }
+        });
+    }
+}
+
 pub async fn readings(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -143,21 +201,25 @@ pub async fn readings(
             order,
             cursor,
         };
-        let pool = state.pool.clone();
-        let perf = state.perf.clone();
-        let page = web::block(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| crate::storage::StorageError::Pool(e.to_string()))?;
-            let started = std::time::Instant::now();
-            let page = readings_page(&mut conn, &q);
-            perf.record_query("readings_page", started.elapsed(), page.is_ok(), || {
-                readings_page_sql(&q)
-            });
-            page.map_err(crate::storage::StorageError::from)
-        })
-        .await??;
-        Some(page)
+        if let Some(page) = from_memory(&state, &q) {
+            Some(page)
+        } else {
+            let pool = state.pool.clone();
+            let perf = state.perf.clone();
+            let page = web::block(move || {
+                let mut conn = pool
+                    .get()
+                    .map_err(|e| crate::storage::StorageError::Pool(e.to_string()))?;
+                let started = std::time::Instant::now();
+                let page = readings_page(&mut conn, &q);
+                perf.record_query("readings_page", started.elapsed(), page.is_ok(), || {
+                    readings_page_sql(&q)
+                });
+                page.map_err(crate::storage::StorageError::from)
+            })
+            .await??;
+            Some(page)
+        }
     };
     let rows = page.as_ref().map_or(&[][..], |p| &p.rows[..]);
     let body = PageView {
