@@ -2,13 +2,15 @@
 //! shuts everything down in order when asked.
 //!
 //! Start-up: migrations and the read pool (on the blocking pool), the
-//! catalog, the root supervisor (writer, live hub, alert manager, the
-//! sensors' supervisor, then the pacing monitors), then the HTTP server on
-//! the caller's listener.
-//! Shutdown: live sessions are closed (1001), HTTP stops accepting and
-//! drains, the root stops its children in reverse order (pacing monitors,
-//! sensors, alerts, the hub, then the writer, which commits everything
-//! queued and checkpoints the WAL), and the writer's arbiter ends.
+//! catalog, the root supervisor (writer, guard, live hub, alert manager,
+//! the sensors' supervisor, then the pacing monitors), then the HTTP server
+//! on the caller's listener; then systemd hears READY=1 and the watchdog
+//! starts being fed (when vigil runs under systemd).
+//! Shutdown: systemd hears STOPPING=1, live sessions are closed (1001),
+//! HTTP stops accepting and drains, the root stops its children in reverse
+//! order (pacing monitors, sensors, alerts, the hub, the guard, then the
+//! writer, which commits everything queued and checkpoints the WAL), and the
+//! writer's arbiter ends.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -22,6 +24,7 @@ use crate::alerts::{AlertsShared, manager_child};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::events::Bus;
+use crate::guard::{GuardDeps, GuardShared, guard_child};
 use crate::pacing::load::SysinfoLoad;
 use crate::pacing::{PacingShared, load_monitor_child, thermal_watchdog_child};
 use crate::perf::Perf;
@@ -97,6 +100,7 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     install_panic_hook();
     let config = Arc::new(config);
+    crate::systemd::status("opening the database");
 
     let storage_cfg = config.storage.clone();
     let (applied, pool, catalog) = actix_web::rt::task::spawn_blocking(move || {
@@ -113,6 +117,7 @@ pub async fn run(
     }
 
     let bus = Bus::new();
+    let guard = Arc::new(GuardShared::new(config.guard.clone(), bus.clone()));
     let st = &config.storage;
     let queue = Arc::new(IngestQueue::new(
         st.queue_capacity,
@@ -120,13 +125,16 @@ pub async fn run(
         st.batch_size,
     ));
     let perf = Arc::new(Perf::new(config.performance.slow_query_ms));
-    let writer = Arc::new(WriterShared::new(
-        queue.clone(),
-        Arc::new(catalog),
-        bus.clone(),
-        &perf,
-        Arc::new(RecentCache::new(config.server.max_page_size as usize + 1)),
-    ));
+    let writer = Arc::new(
+        WriterShared::new(
+            queue.clone(),
+            Arc::new(catalog),
+            bus.clone(),
+            &perf,
+            Arc::new(RecentCache::new(config.server.max_page_size as usize + 1)),
+        )
+        .with_breaker(guard.database(Duration::from_millis(st.busy_timeout_ms))),
+    );
     let writer_arbiter = Arbiter::new();
     let pacing = Arc::new(PacingShared::new(config.pacing.clone(), bus.clone()));
     let deps = SensorDeps {
@@ -137,6 +145,7 @@ pub async fn run(
         bus: bus.clone(),
         pace: pacing.subscribe(),
         perf: perf.clone(),
+        guard: guard.clone(),
     };
     let sensors: Vec<Arc<SensorShared>> = config
         .sensors
@@ -197,6 +206,17 @@ pub async fn run(
         pool.clone(),
         bus.clone(),
         alerts.clone(),
+        guard.clone(),
+    );
+    let guard_spec = guard_child(
+        guard.clone(),
+        GuardDeps {
+            queue: queue.clone(),
+            pool: pool.clone(),
+            writer: writer.clone(),
+            live: live.clone(),
+            bus: bus.clone(),
+        },
     );
     // Started after the sensors, which follow the pace whenever it changes.
     let mut pacing_specs = Vec::new();
@@ -212,6 +232,7 @@ pub async fn run(
         stop_timeout,
         vec![
             writer_spec,
+            guard_spec,
             hub_child(live.clone(), bus.clone()),
             alerts_spec,
             sensors_spec,
@@ -238,24 +259,36 @@ pub async fn run(
         alerts,
         perf,
         pacing,
+        guard,
         started_ms: now_ms(),
     });
     let reloads = actix_web::rt::spawn(reload_on_sighup(state.clone()));
     let server = serve(state, listener)?;
     let handle = server.handle();
     let mut server_task = actix_web::rt::spawn(server);
+    let enabled = sensors.iter().filter(|s| s.config.enabled).count();
     log::info!(
-        "vigil {} serving http://{addr} with {} sensors; database {}",
+        "vigil {} serving http://{addr} with {enabled} sensors; database {}",
         env!("CARGO_PKG_VERSION"),
-        sensors.iter().filter(|s| s.config.enabled).count(),
         config.storage.path.display()
     );
+    crate::systemd::ready(&format!("serving http://{addr} with {enabled} sensors"));
+    let watchdog = actix_web::rt::spawn(crate::systemd::watchdog(
+        root.clone(),
+        writer.clone(),
+        Duration::from_millis(config.guard.watchdog.writer_deadline_ms),
+    ));
 
     let server_result = tokio::select! {
         () = shutdown => None,
         r = &mut server_task => Some(r),
     };
     log::info!("shutting down");
+    watchdog.abort();
+    crate::systemd::stopping(&format!(
+        "stopping: storing {} queued readings",
+        queue.len()
+    ));
     reloads.abort();
     // Live sessions first: they would otherwise hold the HTTP server's
     // graceful stop open for its whole grace period.

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::alerts::AlertsConfig;
+use crate::guard::GuardConfig;
 use crate::pacing::PacingConfig;
 use crate::perf::PerformanceConfig;
 use crate::sensors::SensorConfig;
@@ -71,6 +72,8 @@ pub struct Config {
     pub performance: PerformanceConfig,
     /// Backing off under heat and load.
     pub pacing: PacingConfig,
+    /// Circuit breakers, rate limits, the memory guard, the watchdog.
+    pub guard: GuardConfig,
     /// The sensors to run. Absent: the default set (system, cpu_temp,
     /// simulated). `sensors = []` runs none.
     pub sensors: Vec<SensorConfig>,
@@ -90,6 +93,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             performance: PerformanceConfig::default(),
             pacing: PacingConfig::default(),
+            guard: GuardConfig::default(),
             sensors: SensorConfig::default_set(),
             source: None,
         }
@@ -361,6 +365,7 @@ impl Config {
         self.live.validate()?;
         self.performance.validate()?;
         self.pacing.validate()?;
+        self.guard.validate()?;
 
         let names: Vec<&str> = self.sensors.iter().map(|s| s.name.as_str()).collect();
         self.alerts.validate(&names)?;

@@ -1,6 +1,7 @@
 //! The internal event bus: one broadcast channel for readings as sensors
 //! produce them, one for everything else that happens (supervision, sensor
-//! availability, the writer's health, and whatever later subsystems report).
+//! availability, the writer's health, circuit breakers, memory pressure, and
+//! whatever later subsystems report).
 //!
 //! Publishers never block and never fail: with no subscriber an event is
 //! simply not delivered, and a subscriber that falls behind by more than the
@@ -14,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::alerts::store::AlertView;
+use crate::guard::{BreakerChange, MemoryPressure};
 use crate::pacing::PacingChange;
 use crate::storage::queue::Reading;
 use crate::supervisor::SupervisorEvent;
@@ -56,6 +58,10 @@ pub enum Event {
     Alert { event: String, alert: AlertView },
     /// The pacing level changed (heat or load rose or fell).
     Pacing(PacingChange),
+    /// A circuit breaker opened, went half-open or closed.
+    Breaker(BreakerChange),
+    /// The process's memory crossed its soft limit, either way.
+    Memory(MemoryPressure),
 }
 
 /// Cheap to clone; every clone publishes to the same channels.

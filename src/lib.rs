@@ -25,6 +25,10 @@
 //! - [`pacing`]: the thermal watchdog and load monitor, the pacing policy
 //!   that stretches sensor intervals under heat and load, and
 //!   variance-adaptive polling.
+//! - [`guard`]: circuit breakers (database commits, sensor drivers,
+//!   webhooks), rate limits (HTTP clients, admin operations) and the memory
+//!   guard, with the `Guard` actor that trims and watches them.
+//! - [`systemd`]: readiness, status and the watchdog for `Type=notify`.
 //! - [`clock`]: wall-clock timestamps as stored and shown.
 //! - [`platform`]: host facts: is this a Raspberry Pi, `vcgencmd` and
 //!   the firmware's throttling flags.
@@ -38,12 +42,14 @@ pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod events;
+pub mod guard;
 pub mod pacing;
 pub mod perf;
 pub mod platform;
 pub mod sensors;
 pub mod storage;
 pub mod supervisor;
+pub mod systemd;
 pub mod web;
 
 pub use app::{RunError, RunReport, run};

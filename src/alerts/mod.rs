@@ -1,7 +1,8 @@
 //! Alerts: rules from the config on sensor values (threshold with duration
 //! and hysteresis, rate of change, silence) and built-in rules on internal
-//! events (a child given up, database writes failing, readings dropped,
-//! memory or disk high, pacing at critical), evaluated
+//! events (a child given up, database writes failing, readings dropped, a
+//! circuit breaker open, vigil's own memory above its soft limit, memory or
+//! disk high, pacing at critical), evaluated
 //! by the [`AlertManager`] actor.
 //!
 //! An alert fires once per key (rule and subject), stays firing while its
@@ -26,6 +27,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{now_ms, rfc3339};
 use crate::config::{Config, ConfigError, positive};
 use crate::events::{self, Bus, Delivery, Event, SensorReading};
+use crate::guard::breaker::State as BreakerState;
+use crate::guard::{GuardShared, Guarded};
 use crate::pacing::Level;
 use crate::storage::ReadPool;
 use crate::storage::writer::WriterShared;
@@ -376,6 +379,7 @@ pub struct AlertManager {
     pending: VecDeque<Change>,
     writing: bool,
     webhooks: Webhooks,
+    guard: Arc<GuardShared>,
     writer: Arc<WriterShared>,
     pool: ReadPool,
     bus: Bus,
@@ -394,11 +398,13 @@ impl AlertManager {
         pool: ReadPool,
         bus: Bus,
         shared: Arc<AlertsShared>,
+        guard: Arc<GuardShared>,
         reporter: LifecycleReporter,
     ) -> AlertManager {
         let now = now_ms();
         let mut m = AlertManager {
-            webhooks: Webhooks::new(&cfg.webhooks),
+            webhooks: Webhooks::new(&cfg.webhooks, &guard),
+            guard,
             rules: compile(&cfg, &system_sensors, now),
             cfg,
             system_sensors,
@@ -647,6 +653,48 @@ impl AlertManager {
                     self.resolve("pacing_critical", None, ctx);
                 }
             }
+            Event::Breaker(change) => {
+                let key = format!("breaker_open:{}", change.breaker);
+                match change.to {
+                    BreakerState::Open => self.fire(
+                        &key,
+                        "breaker_open",
+                        if change.guards == Guarded::Database {
+                            Severity::Critical
+                        } else {
+                            Severity::Warning
+                        },
+                        format!(
+                            "circuit breaker {} is open ({}); next trial at {}",
+                            change.breaker,
+                            change.reason,
+                            change.next_trial_at.unwrap_or_default()
+                        ),
+                        Some(change.trips as f64),
+                        ctx,
+                    ),
+                    BreakerState::Closed => self.resolve(&key, None, ctx),
+                    BreakerState::HalfOpen => {}
+                }
+            }
+            Event::Memory(m) => {
+                if m.above {
+                    self.fire(
+                        "memory_pressure",
+                        "memory_pressure",
+                        Severity::Warning,
+                        format!(
+                            "vigil's memory ({:.1} MiB) is above its soft limit ({:.1} MiB); buffers and caches were shed",
+                            m.rss_bytes as f64 / 1048576.0,
+                            m.soft_limit_bytes as f64 / 1048576.0
+                        ),
+                        Some(m.rss_bytes as f64),
+                        ctx,
+                    );
+                } else {
+                    self.resolve("memory_pressure", None, ctx);
+                }
+            }
             Event::ReadingsDropped { total, .. } => {
                 self.last_drop = now_ms();
                 self.fire(
@@ -841,7 +889,7 @@ impl Handler<Reload> for AlertManager {
             .filter(|r| !keep.contains(&r.key) && self.firing.contains_key(&r.key))
             .map(|r| r.key.clone())
             .collect();
-        self.webhooks = Webhooks::new(&cfg.webhooks);
+        self.webhooks = Webhooks::new(&cfg.webhooks, &self.guard);
         self.rules = fresh;
         self.cfg = cfg;
         self.loaded_at = now;
@@ -870,6 +918,7 @@ pub fn manager_child(
     pool: ReadPool,
     bus: Bus,
     shared: Arc<AlertsShared>,
+    guard: Arc<GuardShared>,
 ) -> ChildSpec {
     ChildSpec::new("alerts", "alert_manager", true, move |reporter| {
         let addr = AlertManager::new(
@@ -879,6 +928,7 @@ pub fn manager_child(
             pool.clone(),
             bus.clone(),
             shared.clone(),
+            guard.clone(),
             reporter,
         )
         .start();
@@ -938,6 +988,9 @@ pub async fn reload(
     }
     if new.live != running.live {
         needs_restart.push("live");
+    }
+    if new.guard != running.guard {
+        needs_restart.push("guard");
     }
     if new.sensors != running.sensors {
         needs_restart.push("sensors");

@@ -3,6 +3,12 @@
 //! its own with a timeout and retries with exponential backoff, so a slow or
 //! dead receiver never blocks the alert manager; deliveries in flight are
 //! bounded, and every outcome is counted for the API and metrics.
+//!
+//! Each URL has a circuit breaker (kept by the guard, so it outlives reloads
+//! and restarts of the alert manager). Every attempt is a call through it;
+//! while it is open, attempts are not made at all (`short_circuited`), so a
+//! dead receiver costs nothing until the breaker's trial, and a notification
+//! whose attempts all fall in that time counts as failed.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,6 +20,7 @@ use serde_json::json;
 use super::rules::Severity;
 use super::store::AlertView;
 use crate::config::{ConfigError, positive};
+use crate::guard::{CircuitBreaker, GuardShared};
 
 /// Deliveries allowed in flight across all webhooks; more are dropped and
 /// counted.
@@ -89,12 +96,14 @@ struct HookStats {
     failed: AtomicU64,
     retries: AtomicU64,
     dropped: AtomicU64,
+    short_circuited: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
 struct Hook {
     config: WebhookConfig,
     stats: HookStats,
+    breaker: Arc<CircuitBreaker>,
 }
 
 /// A webhook as `/api/alerts/rules` shows it.
@@ -106,6 +115,9 @@ pub struct WebhookView {
     pub failed: u64,
     pub retries: u64,
     pub dropped: u64,
+    /// Attempts not made because the URL's circuit breaker was open.
+    pub short_circuited: u64,
+    pub breaker: &'static str,
     pub last_error: Option<String>,
 }
 
@@ -116,7 +128,7 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    pub fn new(configs: &[WebhookConfig]) -> Webhooks {
+    pub fn new(configs: &[WebhookConfig], guard: &GuardShared) -> Webhooks {
         Webhooks {
             hooks: configs
                 .iter()
@@ -124,6 +136,7 @@ impl Webhooks {
                     Arc::new(Hook {
                         config: c.clone(),
                         stats: HookStats::default(),
+                        breaker: guard.webhook(&c.url, Duration::from_millis(c.timeout_ms)),
                     })
                 })
                 .collect(),
@@ -141,6 +154,8 @@ impl Webhooks {
                 failed: h.stats.failed.load(Ordering::Relaxed),
                 retries: h.stats.retries.load(Ordering::Relaxed),
                 dropped: h.stats.dropped.load(Ordering::Relaxed),
+                short_circuited: h.stats.short_circuited.load(Ordering::Relaxed),
+                breaker: h.breaker.state(),
                 last_error: h
                     .stats
                     .last_error
@@ -184,18 +199,31 @@ async fn deliver(hook: &Hook, body: String) {
         .timeout(Duration::from_millis(c.timeout_ms))
         .finish();
     for attempt in 1..=c.max_attempts {
-        let result = client
-            .post(&c.url)
-            .insert_header(("Content-Type", "application/json"))
-            .send_body(body.clone())
-            .await;
-        let error = match result {
-            Ok(res) if res.status().is_success() => {
-                hook.stats.sent.fetch_add(1, Ordering::Relaxed);
-                return;
+        let error = match hook.breaker.try_call() {
+            Err(rejected) => {
+                hook.stats.short_circuited.fetch_add(1, Ordering::Relaxed);
+                format!(
+                    "not attempted: circuit breaker open for another {} ms",
+                    rejected.retry_in.as_millis()
+                )
             }
-            Ok(res) => format!("answered {}", res.status()),
-            Err(e) => e.to_string(),
+            Ok(call) => {
+                let result = client
+                    .post(&c.url)
+                    .insert_header(("Content-Type", "application/json"))
+                    .send_body(body.clone())
+                    .await;
+                let ok = matches!(&result, Ok(res) if res.status().is_success());
+                call.finish(ok);
+                match result {
+                    Ok(res) if res.status().is_success() => {
+                        hook.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Ok(res) => format!("answered {}", res.status()),
+                    Err(e) => e.to_string(),
+                }
+            }
         };
         *hook
             .stats
@@ -229,6 +257,43 @@ mod tests {
             max_attempts: 3,
             backoff_ms: 10,
         }
+    }
+
+    #[actix_rt::test]
+    async fn a_dead_receiver_opens_its_breaker_and_is_then_not_attempted() {
+        use crate::guard::GuardConfig;
+        // Nothing listens on this port: every attempt fails at once.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", dead.local_addr().unwrap());
+        drop(dead);
+        let mut cfg = GuardConfig::default();
+        cfg.webhooks.window = 2;
+        cfg.webhooks.min_calls = 2;
+        let guard = GuardShared::new(cfg, crate::events::Bus::new());
+        let hooks = Webhooks::new(
+            &[WebhookConfig {
+                max_attempts: 1,
+                ..hook(&url)
+            }],
+            &guard,
+        );
+        let h = &hooks.hooks[0];
+        deliver(h, "{}".into()).await;
+        deliver(h, "{}".into()).await;
+        assert_eq!(h.breaker.state(), "open");
+        deliver(h, "{}".into()).await;
+        let v = &hooks.views()[0];
+        assert_eq!((v.failed, v.short_circuited, v.sent), (3, 1, 0));
+        assert_eq!(v.breaker, "open");
+        assert!(
+            v.last_error
+                .as_deref()
+                .unwrap()
+                .contains("circuit breaker open")
+        );
+        // The same URL after a reload finds the same breaker.
+        let again = Webhooks::new(&[hook(&url)], &guard);
+        assert_eq!(again.views()[0].breaker, "open");
     }
 
     #[test]

@@ -178,6 +178,9 @@ filter = "warn,vigil::app=info"
 path = "{db}"
 [live]
 max_sessions = {max}
+# A thousand clients connect from one address.
+[guard.http]
+enabled = false
 [[sensors]]
 name = "feed"
 kind = "simulated"

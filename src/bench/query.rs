@@ -109,7 +109,8 @@ pub fn run(exe: &Path, o: &QueryOptions) -> Result<QueryFigures, BenchError> {
     let build_seconds = built.elapsed().as_secs_f64();
     let config = format!(
         "sensors = []\n[server]\nbind = \"127.0.0.1:0\"\n[log]\nfilter = \"warn,vigil::app=info\"\n\
-         [storage]\npath = \"{}\"\n[pacing]\nenabled = false\n",
+         [storage]\npath = \"{}\"\n[pacing]\nenabled = false\n\
+         # every load connection comes from one address\n[guard.http]\nenabled = false\n",
         db.display()
     );
     let app = Appliance::start(exe, dir.path(), &config)?;

@@ -7,6 +7,14 @@
 //! retried at the next tick until too many come in a row; an unavailable
 //! source is probed again every `unavailable_retry_ms` without failing.
 //!
+//! Every read goes through the sensor's circuit breaker, which lives in the
+//! guard's registry and so outlives this actor: a read's failure (transient,
+//! permanent, timeout, panic) or slowness counts against it, an unavailable
+//! source counts nothing. While it is open the actor does not read; it waits
+//! for the trial, and never reads sooner than its interval would have it.
+//! The breaker only decides *when* to read; what a failure does to the actor
+//! (retry, restart) is unchanged.
+//!
 //! Between reads the actor waits its turn under the pacing state it watches
 //! (`crate::pacing::wait_turn`): the interval is base × adaptive factor ×
 //! pacing multiplier, re-computed whenever the pace changes, and an optional
@@ -26,6 +34,7 @@ use tokio::time::Instant;
 use super::{BuildEnv, Priority, Sensor, SensorConfig, SensorError, Value};
 use crate::clock::{now_ms, rfc3339};
 use crate::events::{Bus, Event, SensorReading};
+use crate::guard::{Call, CircuitBreaker, GuardShared};
 use crate::pacing::{AdaptiveTracker, Pace, scale, wait_turn};
 use crate::perf::{Op, Perf};
 use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
@@ -132,6 +141,8 @@ pub struct SensorDeps {
     pub perf: Arc<Perf>,
     /// The pacing state: every interval is stretched by its multiplier.
     pub pace: watch::Receiver<Pace>,
+    /// Where each sensor's circuit breaker lives.
+    pub guard: Arc<GuardShared>,
 }
 
 /// Polls one sensor. See the module docs.
@@ -146,6 +157,7 @@ pub struct SensorActor {
     adaptive: Option<AdaptiveTracker>,
     /// `sensor.read.<name>` in the performance monitor.
     read_op: Arc<Op>,
+    breaker: Arc<CircuitBreaker>,
 }
 
 impl SensorActor {
@@ -157,8 +169,11 @@ impl SensorActor {
         let sensor = Arc::from(shared.config.name.as_str());
         let adaptive = shared.config.adaptive.clone().map(AdaptiveTracker::new);
         let read_op = deps.perf.op(&format!("sensor.read.{}", shared.config.name));
+        let timeout = Duration::from_millis(shared.config.timeout_ms);
+        let breaker = deps.guard.sensor(&shared.config.name, timeout);
         SensorActor {
             read_op,
+            breaker,
             shared,
             deps,
             reporter,
@@ -175,6 +190,19 @@ impl SensorActor {
     }
 
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        let call = match self.breaker.try_call() {
+            Ok(call) => call,
+            Err(rejected) => {
+                // Open: no read until the trial, then the usual wait.
+                log::debug!(
+                    "sensor {}: circuit breaker open; next read in {} ms at the earliest",
+                    self.sensor,
+                    rejected.retry_in.as_millis()
+                );
+                ctx.run_later(rejected.retry_in, |act, ctx| act.schedule_next(ctx));
+                return;
+            }
+        };
         self.last_start = Some(Instant::now());
         let driver = self.driver.take();
         let config = self.shared.config.driver.clone();
@@ -208,13 +236,14 @@ impl SensorActor {
                 },
             }
         };
+        // Dropped with the actor (stopped mid-read), the call counts nothing.
         ctx.spawn(
             read.into_actor(self)
-                .map(|outcome, act, ctx| act.on_outcome(outcome, ctx)),
+                .map(move |outcome, act, ctx| act.on_outcome(outcome, call, ctx)),
         );
     }
 
-    fn on_outcome(&mut self, outcome: ReadOutcome, ctx: &mut Context<Self>) {
+    fn on_outcome(&mut self, outcome: ReadOutcome, call: Call, ctx: &mut Context<Self>) {
         let cfg = &self.shared.config;
         match &outcome {
             ReadOutcome::TimedOut => self
@@ -225,9 +254,13 @@ impl SensorActor {
         }
         match outcome {
             ReadOutcome::TimedOut => {
+                call.finish_after(Duration::from_millis(cfg.timeout_ms), false);
                 self.fail(format!("read timed out after {} ms", cfg.timeout_ms), ctx)
             }
-            ReadOutcome::Panicked(msg) => self.fail(format!("driver panicked: {msg}"), ctx),
+            ReadOutcome::Panicked(msg) => {
+                call.finish(false);
+                self.fail(format!("driver panicked: {msg}"), ctx)
+            }
             ReadOutcome::Done {
                 driver,
                 result,
@@ -235,7 +268,13 @@ impl SensorActor {
             } => {
                 self.driver = driver;
                 self.shared.lock().last_read_ms = took.as_secs_f64() * 1000.0;
-                match result.and_then(|(ts, values)| check(values).map(|v| (ts, v))) {
+                let result = result.and_then(|(ts, values)| check(values).map(|v| (ts, v)));
+                match &result {
+                    // An absent source says nothing about the driver.
+                    Err(SensorError::Unavailable(_)) => drop(call),
+                    r => call.finish_after(took, r.is_ok()),
+                }
+                match result {
                     Ok((ts, values)) => {
                         self.store(ts, values);
                         self.schedule_next(ctx);

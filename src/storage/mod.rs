@@ -52,6 +52,8 @@ pub enum StorageError {
     Pool(String),
     #[error("the database writer is not running")]
     WriterUnavailable,
+    #[error("database writes are suspended by the circuit breaker for another {retry_in_ms} ms")]
+    Suspended { retry_in_ms: u64 },
 }
 
 impl StorageError {
@@ -69,7 +71,9 @@ impl StorageError {
                     || m.contains("read-only")
                     || m.contains("disk i/o")
             }
-            StorageError::Pool(_) | StorageError::WriterUnavailable => true,
+            StorageError::Pool(_)
+            | StorageError::WriterUnavailable
+            | StorageError::Suspended { .. } => true,
             _ => false,
         }
     }

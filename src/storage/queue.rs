@@ -41,6 +41,10 @@ pub struct PushOutcome {
 
 type Waker = Box<dyn Fn() + Send + Sync>;
 
+/// Capacity [`IngestQueue::shrink`] keeps, so that normal traffic does not
+/// grow the queue again at once.
+pub const RETAINED_CAPACITY: usize = 4096;
+
 /// Bounded FIFO of readings with an overflow policy and counters.
 pub struct IngestQueue {
     items: Mutex<VecDeque<Reading>>,
@@ -200,6 +204,14 @@ impl IngestQueue {
         self.lock().len()
     }
 
+    /// Gives back spare capacity (grown during an outage, say), keeping
+    /// room for [`RETAINED_CAPACITY`] readings. Queued readings stay.
+    pub fn shrink(&self) {
+        let mut items = self.lock();
+        let keep = items.len().max(RETAINED_CAPACITY.min(self.capacity));
+        items.shrink_to(keep);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -305,6 +317,22 @@ mod tests {
         // 3 requeued + 5 queued = 8 > 6: the two newest go.
         assert_eq!(q.requeue_front(batch), 2);
         assert_eq!(ts(&q.take(10)), [0, 1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn shrinking_keeps_every_queued_reading() {
+        let k = key();
+        let q = IngestQueue::new(100_000, OverflowPolicy::DropOldest, 100_000);
+        q.push(readings(&k, 0..50_000));
+        q.take(49_990);
+        let before = q.lock().capacity();
+        q.shrink();
+        let after = q.lock().capacity();
+        assert!(
+            after < before && after >= RETAINED_CAPACITY,
+            "{before} -> {after}"
+        );
+        assert_eq!(ts(&q.take(100)), (49_990..50_000).collect::<Vec<_>>());
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! (thread) of its own, so a slow commit blocks nobody else. A failed commit
 //! puts its batch back at the front of the queue and is retried at the next
 //! flush; nothing is dropped except by the queue's overflow policy.
+//!
+//! Commits go through the database's circuit breaker (`crate::guard`): once
+//! it opens, the writer attempts no commit (and no `Exec` job) until its
+//! wait is over; the first flush after that commits one batch as the trial,
+//! and on success the queue drains in order. Shutdown makes one last attempt
+//! whatever the breaker says.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +31,7 @@ use super::{StorageError, open_writer};
 use crate::clock::{now_ms, rfc3339};
 use crate::config::StorageConfig;
 use crate::events::{Bus, Event};
+use crate::guard::{Call, CircuitBreaker};
 use crate::perf::{Op, Perf};
 use crate::supervisor::{LifecycleReporter, Stop};
 
@@ -47,6 +54,12 @@ struct NewReading {
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct Flush;
+
+/// Asks the writer only to answer: one that cannot (blocked inside SQLite)
+/// is wedged. The systemd watchdog asks.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Ping;
 
 /// A write another part of vigil needs (alerts, maintenance), run by the
 /// writer in an immediate transaction of its own, between batches, so the
@@ -108,6 +121,8 @@ pub struct WriterShared {
     /// Recent committed readings in memory, kept up to date by every commit.
     pub recent: Arc<RecentCache>,
     current: Mutex<Option<Addr<DbWriter>>>,
+    /// The circuit breaker around commits, if any.
+    breaker: Option<Arc<CircuitBreaker>>,
 }
 
 impl WriterShared {
@@ -126,6 +141,36 @@ impl WriterShared {
             commit_op: perf.op("db.commit"),
             recent,
             current: Mutex::new(None),
+            breaker: None,
+        }
+    }
+
+    /// Puts commits behind `breaker`.
+    pub fn with_breaker(mut self, breaker: Arc<CircuitBreaker>) -> WriterShared {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Permission to commit: `Ok(None)` without a breaker, `Err` with the
+    /// time left while it is open.
+    fn try_commit(&self) -> Result<Option<Call>, Duration> {
+        match &self.breaker {
+            None => Ok(None),
+            Some(b) => b.try_call().map(Some).map_err(|rejected| rejected.retry_in),
+        }
+    }
+
+    /// While the breaker is open: how long until its trial.
+    pub fn suspended_for(&self) -> Option<Duration> {
+        self.breaker.as_ref()?.open_for()
+    }
+
+    /// Whether the running writer answers (false if none runs). Resolves
+    /// only once the writer has handled the ping.
+    pub async fn ping(&self) -> bool {
+        match self.current() {
+            Some(addr) => addr.send(Ping).await.is_ok(),
+            None => false,
         }
     }
 
@@ -226,23 +271,36 @@ impl DbWriter {
     }
 
     /// Commits the whole queue in batches; stops at the first failure,
-    /// leaving the rest queued.
-    fn flush(&mut self) {
+    /// leaving the rest queued. While the breaker is open nothing is tried
+    /// (and the queue's wake-up stays pending, so pushes do not wake the
+    /// writer for nothing) unless `force`: shutdown's last attempt.
+    fn flush(&mut self, force: bool) {
         let queue = &self.shared.queue;
+        if !force && self.shared.suspended_for().is_some() {
+            // Sensors keep pushing meanwhile: the overflow policy's drops
+            // are announced now, not at the next trial.
+            self.report_drops();
+            return;
+        }
         queue.clear_wake();
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        loop {
+        while !queue.is_empty() {
+            let call = match self.shared.try_commit() {
+                Ok(call) => call,
+                Err(_) if force => None,
+                Err(_) => break,
+            };
             let batch = queue.take(self.cfg.batch_size);
-            if batch.is_empty() {
-                break;
-            }
             let started = Instant::now();
             let result = commit_batch(conn, &self.shared.catalog, &batch);
             self.shared
                 .commit_op
                 .record(started.elapsed(), result.is_ok());
+            if let Some(call) = call {
+                call.finish_after(started.elapsed(), result.is_ok());
+            }
             match result {
                 Ok(nudged) => {
                     self.shared.commit_op.add_units(batch.len() as u64);
@@ -269,7 +327,7 @@ impl DbWriter {
                     let dropped = queue.requeue_front(batch);
                     if self.shared.record_failure(&e) {
                         log::error!(
-                            "commit of {rows} readings failed: {e}; keeping them queued and retrying every {} ms",
+                            "commit of {rows} readings failed: {e}; keeping them queued and retrying (every {} ms, less often once the circuit breaker opens)",
                             self.cfg.flush_interval_ms
                         );
                         self.shared.bus.event(Event::Writer {
@@ -332,7 +390,7 @@ impl Actor for DbWriter {
             .set_waker(Some(Box::new(move || addr.do_send(Flush))));
         ctx.run_interval(
             Duration::from_millis(self.cfg.flush_interval_ms),
-            |act, _| act.flush(),
+            |act, _| act.flush(false),
         );
         self.reporter.started();
         if !self.shared.queue.is_empty() {
@@ -349,14 +407,25 @@ impl Handler<Flush> for DbWriter {
     type Result = ();
 
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) {
-        self.flush();
+        self.flush(false);
     }
+}
+
+impl Handler<Ping> for DbWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: Ping, _: &mut Context<Self>) {}
 }
 
 impl<R: Send + 'static> Handler<Exec<R>> for DbWriter {
     type Result = Result<R, StorageError>;
 
     fn handle(&mut self, msg: Exec<R>, _: &mut Context<Self>) -> Self::Result {
+        if let Some(wait) = self.shared.suspended_for() {
+            return Err(StorageError::Suspended {
+                retry_in_ms: wait.as_millis() as u64,
+            });
+        }
         let conn = self.conn.as_mut().ok_or(StorageError::WriterUnavailable)?;
         conn.immediate_transaction(|c| (msg.job)(c))
     }
@@ -365,10 +434,10 @@ impl<R: Send + 'static> Handler<Exec<R>> for DbWriter {
 impl Handler<Stop> for DbWriter {
     type Result = ();
 
-    /// Shutdown: commit everything queued, checkpoint the WAL into the main
-    /// file, then stop.
+    /// Shutdown: commit everything queued (one last attempt even while the
+    /// breaker is open), checkpoint the WAL into the main file, then stop.
     fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
-        self.flush();
+        self.flush(true);
         let left = self.shared.queue.len();
         if left > 0 {
             log::error!(

@@ -73,8 +73,10 @@ pub async fn rules(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 }
 
 /// `POST /api/admin/reload` (admin): re-reads the config file and applies
-/// the alert rules and webhooks; an invalid file changes nothing.
+/// the alert rules and webhooks; an invalid file changes nothing. An
+/// expensive operation (see `guard.admin`).
 pub async fn reload(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.guard.admit_expensive("reload")?;
     match crate::alerts::reload(state.config.source.as_deref(), &state.config, &state.alerts).await
     {
         Ok(report) => Ok(HttpResponse::Ok().json(report)),

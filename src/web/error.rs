@@ -1,10 +1,14 @@
 //! The API's error type: every failure a client can see is JSON with a code,
 //! a message and, for bad input, the parameter at fault.
 
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
+use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
+use crate::guard::limit::{Throttled, retry_after_secs};
 use crate::storage::StorageError;
 
 /// An error answered to an API client.
@@ -31,6 +35,12 @@ pub enum ApiError {
     /// A dependency (database, supervisor) cannot answer right now (503).
     #[error("{0}")]
     Unavailable(String),
+    /// A rate limit refused the request (429, with `Retry-After`).
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: Duration,
+    },
 }
 
 impl ApiError {
@@ -50,6 +60,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyRequests { .. } => "rate_limited",
         }
     }
 }
@@ -77,6 +88,7 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -88,6 +100,9 @@ impl ResponseError for ApiError {
         let mut res = HttpResponse::build(self.status_code());
         if let ApiError::Unauthorized(_) = self {
             res.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let ApiError::TooManyRequests { retry_after, .. } = self {
+            res.insert_header((RETRY_AFTER, retry_after_secs(*retry_after).to_string()));
         }
         res.json(Body {
             error: Detail {
@@ -103,6 +118,15 @@ impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> ApiError {
         log::warn!("API storage error: {e}");
         ApiError::Unavailable(format!("database unavailable: {e}"))
+    }
+}
+
+impl From<Throttled> for ApiError {
+    fn from(t: Throttled) -> ApiError {
+        ApiError::TooManyRequests {
+            message: t.message,
+            retry_after: t.retry_after,
+        }
     }
 }
 

@@ -1,12 +1,14 @@
 //! `GET /health`: liveness and readiness in one answer. 200 when the
-//! database is writable and the supervision tree is healthy, 503 otherwise,
-//! always with the reasons.
+//! database is writable (its circuit breaker closed) and the supervision
+//! tree is healthy, 503 otherwise, always with the reasons; other open
+//! breakers and memory pressure are warnings.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
 use crate::clock::now_ms;
+use crate::guard::Guarded;
 use crate::storage::writer::WriterStatus;
 use crate::supervisor::ChildState;
 
@@ -35,6 +37,34 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         reasons.push(format!(
             "the database is not writable: {}",
             writer.last_error.as_deref().unwrap_or("unknown error")
+        ));
+    }
+    for b in state.guard.breakers.all() {
+        let v = b.view();
+        if v.state != "open" && v.state != "half_open" {
+            continue;
+        }
+        let msg = format!(
+            "circuit breaker {} is {}: {}{}",
+            v.name,
+            v.state.replace('_', "-"),
+            v.last_reason.as_deref().unwrap_or("no reason recorded"),
+            v.next_trial_at
+                .map(|t| format!("; next trial at {t}"))
+                .unwrap_or_default()
+        );
+        if v.guards == Guarded::Database {
+            reasons.push(msg);
+        } else {
+            warnings.push(msg);
+        }
+    }
+    let memory = state.guard.memory();
+    if memory.above_soft_limit {
+        warnings.push(format!(
+            "memory: RSS {:.1} MiB is above the soft limit of {:.1} MiB",
+            memory.rss_bytes.unwrap_or(0) as f64 / 1048576.0,
+            memory.soft_limit_bytes as f64 / 1048576.0
         ));
     }
     if writer.queue.dropped > 0 {

@@ -1,7 +1,8 @@
 //! `GET /metrics`: the appliance's figures in the Prometheus text format
 //! (version 0.0.4), with HELP and TYPE lines: operation latencies as
 //! summaries, the writer and ingest queue, sensors, supervision, the live
-//! feed, alerts, pacing, the database and the process. CI checks the output
+//! feed, alerts, pacing, circuit breakers and rate limits, the database and
+//! the process. CI checks the output
 //! with `promtool check metrics`.
 
 use std::collections::BTreeMap;
@@ -350,6 +351,82 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             t,
         );
     }
+
+    let g = state.guard.view();
+    let breakers: Vec<_> = g
+        .breakers
+        .iter()
+        .filter(|b| b.state != "disabled")
+        .collect();
+    if !breakers.is_empty() {
+        m.family(
+            "vigil_breaker_state",
+            "gauge",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        );
+        for b in &breakers {
+            let v = match b.state {
+                "open" => 2.0,
+                "half_open" => 1.0,
+                _ => 0.0,
+            };
+            m.sample("vigil_breaker_state", &[("breaker", &b.name)], v);
+        }
+        m.family(
+            "vigil_breaker_trips_total",
+            "counter",
+            "Times a circuit breaker opened.",
+        );
+        for b in &breakers {
+            m.sample(
+                "vigil_breaker_trips_total",
+                &[("breaker", &b.name)],
+                b.trips as f64,
+            );
+        }
+        m.family(
+            "vigil_breaker_rejected_total",
+            "counter",
+            "Calls a circuit breaker refused.",
+        );
+        for b in &breakers {
+            m.sample(
+                "vigil_breaker_rejected_total",
+                &[("breaker", &b.name)],
+                b.rejected as f64,
+            );
+        }
+    }
+    m.single(
+        "vigil_rate_limited_requests_total",
+        "counter",
+        "HTTP requests refused with 429 by the per-client limit.",
+        g.http.rejected as f64,
+    );
+    m.single(
+        "vigil_rate_limit_clients",
+        "gauge",
+        "Clients the per-client rate limiter holds a state for.",
+        g.http.clients as f64,
+    );
+    m.single(
+        "vigil_admin_ops_limited_total",
+        "counter",
+        "Expensive admin operations refused by their shared limit.",
+        g.admin.rejected as f64,
+    );
+    m.single(
+        "vigil_memory_above_soft_limit",
+        "gauge",
+        "1 while vigil's RSS is above guard.memory.soft_limit_mib.",
+        f64::from(u8::from(g.memory.above_soft_limit)),
+    );
+    m.single(
+        "vigil_memory_sheds_total",
+        "counter",
+        "Times buffers and caches were shed under memory pressure.",
+        g.memory.sheds as f64,
+    );
 
     if let Ok(db) = db_figures(&state).await {
         m.family(

@@ -1,6 +1,6 @@
 //! The HTTP side: the one route table ([`configure`]) used by the server and
 //! the tests, shared state, and the middleware every response passes through
-//! (compression, `X-Process-Time`, slow-request log).
+//! (per-client rate limit, compression, `X-Process-Time`, slow-request log).
 //!
 //! Only this module knows about HTTP and JSON shapes.
 
@@ -8,6 +8,7 @@ pub mod admin;
 pub mod alerts;
 pub mod dashboard;
 pub mod error;
+pub mod guards;
 pub mod health;
 pub mod live;
 pub mod metrics;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub perf: Arc<crate::perf::Perf>,
     /// The pacing level and what the thermal and load monitors last saw.
     pub pacing: Arc<PacingShared>,
+    /// Circuit breakers, rate limiters, the memory guard.
+    pub guard: Arc<crate::guard::GuardShared>,
     pub started_ms: i64,
 }
 
@@ -105,6 +108,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/api/readings", web::get().to(readings::readings)))
         .service(get("/api/pacing", web::get().to(pacing::pacing)))
         .service(get("/api/live", web::get().to(live::stats)))
+        .service(get("/api/guards", web::get().to(guards::guards)))
         .service(get("/ws", web::get().to(live::ws)))
         .service(get("/metrics", web::get().to(metrics::metrics)))
         .service(get(
@@ -190,6 +194,7 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
             .app_data(state.clone())
             .configure(configure)
             .default_service(web::to(not_found))
+            .wrap(from_fn(guards::rate_limit))
             .wrap(Compress::default())
             .wrap(from_fn(timing))
     })

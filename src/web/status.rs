@@ -13,12 +13,18 @@ use crate::supervisor::{ChildState, RestartChild, SupervisorEvent, TreeNode};
 
 /// A sensor's status word, combining the supervisor's view of its actor
 /// with the sensor's own view of its data source.
-fn status_word(enabled: bool, node: Option<&TreeNode>, st: &SensorStatus) -> &'static str {
+fn status_word(
+    enabled: bool,
+    node: Option<&TreeNode>,
+    st: &SensorStatus,
+    breaker: &str,
+) -> &'static str {
     if !enabled {
         return "disabled";
     }
     match node.map(|n| n.state) {
         Some(ChildState::Running | ChildState::Starting) if !st.available => "unavailable",
+        Some(ChildState::Running | ChildState::Starting) if breaker == "open" => "suspended",
         Some(ChildState::Running | ChildState::Starting) if st.paused => "paused",
         Some(ChildState::Running | ChildState::Starting) => "running",
         Some(ChildState::Restarting) => "restarting",
@@ -31,8 +37,11 @@ fn status_word(enabled: bool, node: Option<&TreeNode>, st: &SensorStatus) -> &'s
 struct SensorView<'a> {
     name: &'a str,
     kind: &'static str,
-    /// running / paused / restarting / failed / unavailable / stopped / disabled
+    /// running / paused / suspended / restarting / failed / unavailable /
+    /// stopped / disabled
     status: &'static str,
+    /// The sensor's circuit breaker: closed / open / half_open / disabled.
+    breaker: &'static str,
     priority: Priority,
     enabled: bool,
     interval_ms: u64,
@@ -63,10 +72,16 @@ pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             let c = &s.config;
             let st = s.status();
             let node = sensors_node.and_then(|n| n.children.iter().find(|c2| c2.name == c.name));
+            let breaker = state
+                .guard
+                .breakers
+                .get(&format!("sensor:{}", c.name))
+                .map_or("closed", |b| b.state());
             SensorView {
                 name: &c.name,
                 kind: c.driver.kind(),
-                status: status_word(c.enabled, node, &st),
+                status: status_word(c.enabled, node, &st, breaker),
+                breaker,
                 priority: c.priority,
                 enabled: c.enabled,
                 interval_ms: c.interval_ms,
@@ -91,12 +106,14 @@ pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
 }
 
 /// `POST /api/admin/restart/{child}`: restart a supervised child now (a
-/// sensor, `writer`, `live`, ...). Admin only.
+/// sensor, `writer`, `live`, ...). Admin only; an expensive operation (see
+/// `guard.admin`).
 pub async fn restart(
     _: Admin,
     state: web::Data<AppState>,
     child: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state.guard.admit_expensive("restart")?;
     let name = child.into_inner();
     match state.supervisor.send(RestartChild(name.clone())).await {
         Ok(true) => Ok(HttpResponse::Accepted().json(serde_json::json!({ "restarting": name }))),

@@ -278,6 +278,13 @@ async fn the_dashboard_shows_live_data_history_and_recovers_from_an_outage() {
     )
     .await;
     d.wait_js(
+        "the guards panel with the database breaker",
+        "const b = document.querySelector('#guards [data-breaker=\"database\"] .badge'); \
+         return b && b.textContent === 'closed';",
+        Duration::from_secs(10),
+    )
+    .await;
+    d.wait_js(
         "system health",
         "return /CPU/.test(document.getElementById('health').textContent);",
         Duration::from_secs(10),

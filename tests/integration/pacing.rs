@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use vigil::config::OverflowPolicy;
 use vigil::events::Bus;
+use vigil::guard::{GuardConfig, GuardShared};
 use vigil::pacing::load::{LoadError, LoadSample, LoadSource, LoadSourceFactory, ManualLoad};
 use vigil::pacing::{
     AdaptiveConfig, Level, PacingConfig, PacingShared, load_monitor_child, thermal_watchdog_child,
@@ -99,6 +100,7 @@ impl Rig {
             bus: bus.clone(),
             pace: pacing.subscribe(),
             perf: Arc::new(vigil::perf::Perf::new(100)),
+            guard: Arc::new(GuardShared::new(GuardConfig::default(), bus.clone())),
         };
         let sensors: Vec<_> = sensors
             .into_iter()

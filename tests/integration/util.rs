@@ -9,8 +9,8 @@ use serde_json::Value;
 use vigil::{Config, RunReport};
 
 /// Settings that make a test appliance quick: fast flushes and restarts,
-/// quiet logs, one HTTP worker, and pacing that no host's heat or load can
-/// move (no thermal source, no load monitor). Tests append their
+/// quiet logs, one HTTP worker, pacing that no host's heat or load can
+/// move (no thermal source, no load monitor), and no HTTP rate limit. Tests append their
 /// `[[sensors]]`; pacing tests change `pacing` in the parsed config.
 pub const BASE: &str = r#"
 [server]
@@ -37,6 +37,15 @@ use_load = false
 use_hwmon = false
 vcgencmd = ""
 thermal_root = "/nonexistent/vigil-test-thermal"
+
+# Tests poll every 20 ms and restart things at will: rate limits are tested
+# where they are the point (guards.rs).
+[guard.http]
+enabled = false
+
+[guard.admin]
+ops_per_minute = 60000
+burst = 1000
 "#;
 
 /// A config from [`BASE`] plus `extra`, with its database in `dir`.

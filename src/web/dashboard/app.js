@@ -171,6 +171,7 @@
         : `${s.interval_ms} ms`;
       c.meta.textContent = `${s.kind} · every ${interval} · ${s.restarts} restarts · read ${ago(s.last_read_at)}`;
       const problem = s.status === 'unavailable' ? s.unavailable_reason
+        : s.status === 'suspended' ? 'circuit breaker open: ' + (s.last_error || 'too many failed or slow reads')
         : (s.status === 'failed' || s.status === 'restarting') ? s.last_error : null;
       c.error.textContent = problem || '';
       for (const v of s.last_values || []) {
@@ -339,6 +340,7 @@
       case 'status':
         scheduleRefresh();
         if (msg.event && msg.event.kind === 'pacing') refreshPacing();
+        if (msg.event && (msg.event.kind === 'breaker' || msg.event.kind === 'memory')) refreshGuards();
         break;
       case 'alert':
         refreshAlerts();
@@ -562,6 +564,48 @@
     $('pacing').replaceChildren(el('div', { class: 'node' }, ...parts));
   }
 
+  // ---- guards --------------------------------------------------------------
+
+  function pct(v) {
+    return v === null || v === undefined ? '–' : `${Math.round(v)} %`;
+  }
+
+  async function refreshGuards() {
+    let g;
+    try {
+      g = await api('/api/guards');
+    } catch (e) {
+      $('guards').textContent = 'guards unavailable: ' + e.message;
+      return;
+    }
+    const rows = g.breakers.map((b) => {
+      const detail = [`${b.calls_in_window} calls: ${pct(b.failure_rate)} failed, ${pct(b.slow_rate)} slow`];
+      if (b.trips) detail.push(`${b.trips} trips`);
+      if (b.next_trial_in_ms !== null) detail.push(`trial in ${Math.ceil(b.next_trial_in_ms / 1000)} s`);
+      if (b.state !== 'closed' && b.last_reason) detail.push(b.last_reason);
+      return el('div', { class: 'node', 'data-breaker': b.name },
+        el('span', { class: 'name' }, b.name),
+        el('span', { class: 'badge s-' + b.state }, b.state.replace('_', '-')),
+        el('span', { class: 'detail' }, detail.join(' · ')));
+    });
+    const m = g.memory;
+    const mib = (b) => `${(b / 1048576).toFixed(1)} MiB`;
+    rows.push(el('div', { class: 'node' },
+      el('span', { class: 'name' }, 'memory'),
+      el('span', { class: 'badge s-' + (!m.enabled ? 'disabled' : m.above_soft_limit ? 'open' : 'closed') },
+        !m.enabled ? 'off' : m.above_soft_limit ? 'above limit' : 'ok'),
+      el('span', { class: 'detail' },
+        (m.rss_bytes ? `RSS ${mib(m.rss_bytes)} of ${mib(m.soft_limit_bytes)}` : 'RSS not measured yet') +
+        (m.sheds ? ` · shed ${m.sheds} times` : ''))));
+    const h = g.http;
+    rows.push(el('div', { class: 'node' },
+      el('span', { class: 'name' }, 'rate limits'),
+      el('span', { class: 'detail' },
+        (h.enabled ? `${h.requests_per_sec}/s per client (${h.clients} clients, ${h.rejected} refused)` : 'HTTP: off') +
+        ` · admin ${g.admin.ops_per_minute}/min (${g.admin.rejected} refused)`)));
+    $('guards').replaceChildren(...rows);
+  }
+
   // ---- alerts --------------------------------------------------------------
 
   async function refreshAlerts() {
@@ -604,10 +648,12 @@
   refreshTree();
   refreshAlerts();
   refreshPacing();
+  refreshGuards();
   connect();
   setInterval(refreshSensors, POLL_MS);
   setInterval(refreshTree, POLL_MS);
   setInterval(refreshAlerts, POLL_MS);
   setInterval(refreshPacing, POLL_MS);
+  setInterval(refreshGuards, POLL_MS);
   requestAnimationFrame(frame);
 })();

@@ -114,6 +114,9 @@ pub enum Deliver {
     Send(Outgoing),
     /// Close with this code and reason.
     Close(u16, String),
+    /// Memory is short: drop all pending readings but the newest batch
+    /// (counted, and reported to the client as `dropped`).
+    Shed,
 }
 
 struct SessionEntry {

@@ -70,6 +70,33 @@ impl Outbox {
         })
     }
 
+    /// Drops every pending readings batch but the newest, and gives back
+    /// spare capacity (memory is short). Returns the updates dropped; the
+    /// next readings batch reports them.
+    pub fn shed(&mut self) -> u64 {
+        let newest = self
+            .items
+            .iter()
+            .rposition(|m| matches!(m, Outgoing::Readings { .. }));
+        let mut dropped = 0;
+        let mut i = 0;
+        self.items.retain(|m| {
+            let keep = match m {
+                Outgoing::Readings { updates, .. } if Some(i) != newest => {
+                    dropped += *updates as u64;
+                    false
+                }
+                _ => true,
+            };
+            i += 1;
+            keep
+        });
+        self.items.shrink_to_fit();
+        self.dropped_pending += dropped;
+        self.dropped_total += dropped;
+        dropped
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -116,6 +143,24 @@ mod tests {
         assert_eq!(v["dropped"], 0, "reported once");
         assert_eq!(o.dropped_total, 2);
         assert!(o.pop_text().is_none());
+    }
+
+    #[test]
+    fn shedding_keeps_the_newest_readings_and_every_other_message() {
+        let mut o = Outbox::new(10);
+        o.push(readings(2, "a"));
+        o.push(Outgoing::Text("{\"type\":\"status\"}".into()));
+        o.push(readings(3, "b"));
+        o.push(readings(4, "c"));
+        assert_eq!(o.shed(), 5);
+        assert_eq!(o.len(), 2);
+        assert_eq!(o.pop_text().unwrap(), "{\"type\":\"status\"}");
+        let v: serde_json::Value = serde_json::from_str(&o.pop_text().unwrap()).unwrap();
+        assert_eq!(
+            (v["tag"].as_str(), v["dropped"].as_u64()),
+            (Some("c"), Some(5))
+        );
+        assert_eq!(o.shed(), 0, "nothing left to shed");
     }
 
     #[test]

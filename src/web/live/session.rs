@@ -335,6 +335,15 @@ impl Handler<Deliver> for WsSession {
         match msg {
             Deliver::Send(out) => self.enqueue(out, ctx),
             Deliver::Close(code, reason) => self.close(code, &reason, false, ctx),
+            Deliver::Shed => {
+                let dropped = self.outbox.shed();
+                if dropped > 0 {
+                    self.shared
+                        .stats
+                        .updates_dropped
+                        .fetch_add(dropped, Ordering::Relaxed);
+                }
+            }
         }
     }
 }
