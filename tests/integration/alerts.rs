@@ -30,6 +30,24 @@ threshold = 25.0
 severity = "critical"
 "#;
 
+/// A signal always above the threshold.
+const ALWAYS_HIGH: &str = r#"
+[[sensors]]
+name = "tank"
+kind = "simulated"
+interval_ms = 50
+[sensors.options]
+waveform = "constant"
+offset = 30.0
+
+[[alerts.rules]]
+name = "tank high"
+sensor = "tank"
+condition = "above"
+threshold = 25.0
+severity = "critical"
+"#;
+
 async fn alerts(s: &TestServer, query: &str) -> Vec<Value> {
     s.get_ok(&format!("/api/alerts{query}")).await["alerts"]
         .as_array()
@@ -114,24 +132,7 @@ async fn a_threshold_alert_fires_once_resolves_and_is_acknowledged() {
 async fn firing_alerts_and_acknowledgements_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // Always above the threshold: fires once and stays firing.
-    let cfg = config(
-        &dir,
-        r#"
-[[sensors]]
-name = "tank"
-kind = "simulated"
-interval_ms = 50
-[sensors.options]
-waveform = "constant"
-offset = 30.0
-
-[[alerts.rules]]
-name = "tank high"
-sensor = "tank"
-condition = "above"
-threshold = 25.0
-"#,
-    );
+    let cfg = config(&dir, ALWAYS_HIGH);
     let s = TestServer::start_with(dir, cfg.clone()).await;
     s.wait_for("the alert to fire", Duration::from_secs(15), async |s| {
         !alerts(s, "?state=firing").await.is_empty()
@@ -301,10 +302,12 @@ async fn receiver(
 async fn webhooks_are_retried_with_backoff_and_counted() {
     let (addr, seen) = receiver(2).await;
     let dir = tempfile::tempdir().unwrap();
+    // A constant signal above the threshold: one "fired", never "resolved",
+    // so the retried delivery is the only one.
     let cfg = config(
         &dir,
         &format!(
-            "{STEP}\n[[alerts.webhooks]]\nurl = \"http://{addr}/hook\"\nseverities = [\"critical\"]\nbackoff_ms = 50\nmax_attempts = 5\n"
+            "{ALWAYS_HIGH}\n[[alerts.webhooks]]\nurl = \"http://{addr}/hook\"\nseverities = [\"critical\"]\nbackoff_ms = 50\nmax_attempts = 5\n"
         ),
     );
     let s = TestServer::start_with(dir, cfg).await;
