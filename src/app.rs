@@ -22,6 +22,7 @@ use crate::events::Bus;
 use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
 use crate::storage::catalog::SeriesCatalog;
+use crate::storage::jobs::{Jobs, scheduler_child};
 use crate::storage::queue::{IngestQueue, QueueStats};
 use crate::storage::writer::{DbWriter, WriterShared};
 use crate::storage::{self, StorageError};
@@ -134,11 +135,12 @@ pub async fn run(
                 .collect()
         })
     };
+    let jobs = Arc::new(Jobs::new(&config, writer.clone(), bus.clone()));
     let root = Supervisor::new(
         "root",
         policy,
         stop_timeout,
-        vec![writer_spec, sensors_spec],
+        vec![writer_spec, sensors_spec, scheduler_child(jobs.clone())],
         events.clone(),
         None,
     )
@@ -154,6 +156,7 @@ pub async fn run(
         events,
         bus,
         started_ms: now_ms(),
+        jobs,
     });
     let server = serve(state, listener)?;
     let handle = server.handle();

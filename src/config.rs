@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::sensors::SensorConfig;
+use crate::storage::maintenance::MaintenanceConfig;
+use crate::storage::retention::RetentionConfig;
 
 /// The documented default configuration, embedded so that `vigil serve` with
 /// no file runs exactly what `config/vigil.toml` describes.
@@ -61,6 +63,10 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub storage: StorageConfig,
+    /// How long each storage tier is kept, and the size cap.
+    pub retention: RetentionConfig,
+    /// Scheduled optimize and backups.
+    pub maintenance: MaintenanceConfig,
     pub supervisor: SupervisorConfig,
     /// The sensors to run. Absent: the default set (system, cpu_temp,
     /// simulated). `sensors = []` runs none.
@@ -73,6 +79,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             log: LogConfig::default(),
             storage: StorageConfig::default(),
+            retention: RetentionConfig::default(),
+            maintenance: MaintenanceConfig::default(),
             supervisor: SupervisorConfig::default(),
             sensors: SensorConfig::default_set(),
         }
@@ -325,6 +333,8 @@ impl Config {
             ));
         }
         positive("storage.read_pool_size", u64::from(st.read_pool_size))?;
+        self.retention.validate()?;
+        self.maintenance.validate()?;
 
         let sv = &self.supervisor;
         positive("supervisor.backoff_base_ms", sv.backoff_base_ms)?;

@@ -3,7 +3,10 @@
 //! machine in question. Each benchmark builds its own data in a temporary
 //! directory and reports medians over several runs.
 
+pub mod ingest;
+pub mod retention;
 pub mod schema;
+pub mod series;
 
 use std::time::Duration;
 

@@ -8,9 +8,15 @@
 //! the switch would race); migrations last.
 
 pub mod catalog;
+pub mod export;
+pub mod jobs;
+pub mod maintenance;
 pub mod queue;
 pub mod read;
+pub mod retention;
+pub mod rollup;
 pub mod schema;
+pub mod series;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +54,16 @@ pub enum StorageError {
     Migration(String),
     #[error("connection pool: {0}")]
     Pool(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the database writer is not running")]
+    WriterUnavailable,
+    /// Another process holds the database and the operation needs it alone.
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl StorageError {
@@ -65,7 +81,9 @@ impl StorageError {
                     || m.contains("read-only")
                     || m.contains("disk i/o")
             }
-            StorageError::Pool(_) => true,
+            StorageError::Pool(_) | StorageError::WriterUnavailable | StorageError::InUse(_) => {
+                true
+            }
             _ => false,
         }
     }
@@ -76,7 +94,7 @@ fn path_str(path: &Path) -> Result<&str, StorageError> {
         .ok_or_else(|| StorageError::BadPath(path.to_owned()))
 }
 
-fn establish(path: &Path) -> Result<SqliteConnection, StorageError> {
+pub(crate) fn establish(path: &Path) -> Result<SqliteConnection, StorageError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -183,10 +201,16 @@ mod tests {
 
     #[test]
     fn prepare_creates_a_wal_database_with_incremental_vacuum() {
+        use diesel::migration::MigrationSource;
         let dir = tempfile::tempdir().unwrap();
         let c = cfg(dir.path());
         let applied = prepare(&c).unwrap();
-        assert_eq!(applied.len(), 1);
+        assert_eq!(
+            applied.len(),
+            MigrationSource::<diesel::sqlite::Sqlite>::migrations(&MIGRATIONS)
+                .unwrap()
+                .len()
+        );
         assert!(prepare(&c).unwrap().is_empty(), "migrations run once");
 
         #[derive(QueryableByName)]

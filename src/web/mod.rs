@@ -5,10 +5,13 @@
 //! Only this module knows about HTTP and JSON shapes.
 
 pub mod admin;
+pub mod admin_storage;
 pub mod error;
+pub mod export;
 pub mod health;
 pub mod params;
 pub mod readings;
+pub mod series;
 pub mod status;
 
 use std::net::TcpListener;
@@ -26,6 +29,7 @@ use crate::config::Config;
 use crate::events::Bus;
 use crate::sensors::actor::SensorShared;
 use crate::storage::ReadPool;
+use crate::storage::jobs::Jobs;
 use crate::storage::writer::WriterShared;
 use crate::supervisor::{EventLog, GetTree, Supervisor, TreeNode};
 use error::ApiError;
@@ -47,6 +51,8 @@ pub struct AppState {
     pub events: Arc<EventLog>,
     pub bus: Bus,
     pub started_ms: i64,
+    /// Retention, optimize and backup (`storage::jobs`).
+    pub jobs: Arc<Jobs>,
 }
 
 impl AppState {
@@ -87,6 +93,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(get("/api/sensors", web::get().to(status::sensors)))
         .service(get("/api/supervisor", web::get().to(status::supervisor)))
         .service(get("/api/readings", web::get().to(readings::readings)));
+    series::configure(cfg);
+    export::configure(cfg);
+    admin_storage::configure(cfg);
 }
 
 async fn not_found(req: HttpRequest) -> Result<String, ApiError> {
