@@ -152,6 +152,7 @@ const CASES: [Case; 4] = [
 
 /// A minimal HTTP/1.1 keep-alive client for one server.
 struct Client {
+    addr: SocketAddr,
     reader: BufReader<TcpStream>,
 }
 
@@ -161,18 +162,32 @@ impl Client {
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
         Ok(Client {
+            addr,
             reader: BufReader::new(s),
         })
     }
 
-    /// GETs `path`; returns the status and body.
+    /// GETs `path`; returns the status and body. A connection the server
+    /// closed while idle (keep-alive timeout) is replaced once.
     fn get(&mut self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        match self.get_once(path) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                *self = Client::connect(self.addr)?;
+                self.get_once(path)
+            }
+        }
+    }
+
+    fn get_once(&mut self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
         write!(
             self.reader.get_mut(),
             "GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n"
         )?;
         let mut line = String::new();
-        self.reader.read_line(&mut line)?;
+        if self.reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         let status = line
             .split_whitespace()
             .nth(1)

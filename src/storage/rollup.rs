@@ -285,57 +285,6 @@ pub fn record(
     Ok(())
 }
 
-/// A rollup row as read back.
-#[derive(Debug, Clone, Copy, QueryableByName)]
-pub struct RollupRow {
-    #[diesel(sql_type = BigInt)]
-    pub bucket: i64,
-    #[diesel(sql_type = BigInt)]
-    pub count: i64,
-    #[diesel(sql_type = Double)]
-    pub min_value: f64,
-    #[diesel(sql_type = Double)]
-    pub max_value: f64,
-    #[diesel(sql_type = Double)]
-    pub sum_value: f64,
-    #[diesel(sql_type = BigInt)]
-    pub last_ts: i64,
-    #[diesel(sql_type = Double)]
-    pub last_value: f64,
-}
-
-impl RollupRow {
-    pub fn agg(&self) -> Agg {
-        Agg {
-            count: self.count,
-            min: self.min_value,
-            max: self.max_value,
-            sum: self.sum_value,
-            last_ts: self.last_ts,
-            last: self.last_value,
-        }
-    }
-}
-
-/// The rollup rows of one series with `from <= bucket < to`, in time order.
-pub fn load(
-    conn: &mut SqliteConnection,
-    tier: Tier,
-    series_id: i64,
-    from: i64,
-    to: i64,
-) -> QueryResult<Vec<RollupRow>> {
-    diesel::sql_query(format!(
-        "SELECT bucket, count, min_value, max_value, sum_value, last_ts, last_value \
-         FROM {} WHERE series_id = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
-        tier.table()
-    ))
-    .bind::<BigInt, _>(series_id)
-    .bind::<BigInt, _>(from)
-    .bind::<BigInt, _>(to)
-    .load(conn)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +359,38 @@ mod tests {
         assert_eq!((first.last_ts, first.last), (t0 + 59_999, 2.0));
         let day = r.day[0].agg;
         assert_eq!((day.count, day.sum, day.last), (3, 12.0, 4.0));
+    }
+
+    /// A rollup row as read back.
+    #[derive(Debug, Clone, Copy, QueryableByName)]
+    struct RollupRow {
+        #[diesel(sql_type = BigInt)]
+        pub bucket: i64,
+        #[diesel(sql_type = BigInt)]
+        pub count: i64,
+        #[diesel(sql_type = Double)]
+        pub min_value: f64,
+        #[diesel(sql_type = Double)]
+        pub max_value: f64,
+        #[diesel(sql_type = Double)]
+        pub sum_value: f64,
+        #[diesel(sql_type = BigInt)]
+        pub last_ts: i64,
+        #[diesel(sql_type = Double)]
+        pub last_value: f64,
+    }
+
+    impl RollupRow {
+        pub fn agg(&self) -> Agg {
+            Agg {
+                count: self.count,
+                min: self.min_value,
+                max: self.max_value,
+                sum: self.sum_value,
+                last_ts: self.last_ts,
+                last: self.last_value,
+            }
+        }
     }
 
     /// The brute-force reference: every tier computed from all raw rows.

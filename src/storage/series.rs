@@ -12,11 +12,11 @@
 //!
 //! [`choose_tier`] and [`plan`] are pure; [`query`] reads and folds.
 
+use diesel::connection::DefaultLoadingMode;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
 use serde::Serialize;
 
-use super::rollup::{self, Agg, Tier, bucket_start};
+use super::rollup::{Tier, bucket_start};
 use super::schema::readings;
 
 /// The oldest key (`ts`, or period start) of each tier for one series.
@@ -38,32 +38,23 @@ impl TierStarts {
         }
     }
 
-    /// One index seek per tier.
+    /// One index seek per tier (cached statements: this runs per query).
     pub fn read(conn: &mut SqliteConnection, series_id: i64) -> QueryResult<TierStarts> {
-        #[derive(QueryableByName)]
-        struct Starts {
-            #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
-            raw: Option<i64>,
-            #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
-            minute: Option<i64>,
-            #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
-            hour: Option<i64>,
-            #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
-            day: Option<i64>,
+        use diesel::dsl::min;
+        macro_rules! oldest {
+            ($t:ident, $col:ident) => {{
+                use super::schema::$t::dsl as t;
+                t::$t
+                    .filter(t::series_id.eq(series_id))
+                    .select(min(t::$col))
+                    .first::<Option<i64>>(conn)?
+            }};
         }
-        let s: Starts = diesel::sql_query(
-            "SELECT (SELECT min(ts) FROM readings WHERE series_id = ?1) AS raw, \
-                    (SELECT min(bucket) FROM rollup_minute WHERE series_id = ?1) AS minute, \
-                    (SELECT min(bucket) FROM rollup_hour WHERE series_id = ?1) AS hour, \
-                    (SELECT min(bucket) FROM rollup_day WHERE series_id = ?1) AS day",
-        )
-        .bind::<BigInt, _>(series_id)
-        .get_result(conn)?;
         Ok(TierStarts {
-            raw: s.raw,
-            minute: s.minute,
-            hour: s.hour,
-            day: s.day,
+            raw: oldest!(readings, ts),
+            minute: oldest!(rollup_minute, bucket),
+            hour: oldest!(rollup_hour, bucket),
+            day: oldest!(rollup_day, bucket),
         })
     }
 }
@@ -140,10 +131,41 @@ pub fn plan(from: i64, to: i64, points: u32, tier: Tier) -> Plan {
     }
 }
 
-/// Folds keyed aggregates (in any order) into the plan's buckets; returns
-/// the non-empty ones, in time order, with their start.
-pub fn fold(plan: &Plan, rows: impl IntoIterator<Item = (i64, Agg)>) -> Vec<(i64, Agg)> {
-    let mut slots: Vec<Option<Agg>> = vec![None; plan.buckets];
+/// What a chart bucket holds: count, extremes and sum (for the mean).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stats {
+    pub count: i64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+}
+
+impl Stats {
+    pub fn one(value: f64) -> Stats {
+        Stats {
+            count: 1,
+            min: value,
+            max: value,
+            sum: value,
+        }
+    }
+
+    pub fn merge(&mut self, o: &Stats) {
+        self.count += o.count;
+        self.min = self.min.min(o.min);
+        self.max = self.max.max(o.max);
+        self.sum += o.sum;
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.sum / self.count.max(1) as f64
+    }
+}
+
+/// Folds keyed stats (in any order) into the plan's buckets; returns the
+/// non-empty ones, in time order, with their start.
+pub fn fold(plan: &Plan, rows: impl IntoIterator<Item = (i64, Stats)>) -> Vec<(i64, Stats)> {
+    let mut slots: Vec<Option<Stats>> = vec![None; plan.buckets];
     for (key, agg) in rows {
         let i = (key - plan.start).div_euclid(plan.width);
         if let Some(slot) = usize::try_from(i).ok().and_then(|i| slots.get_mut(i)) {
@@ -168,9 +190,60 @@ pub struct SeriesAnswer {
     /// Start of the first bucket; before the requested `from` when the tier
     /// is a rollup whose period straddles it.
     pub start_ms: i64,
-    /// Non-empty buckets: start and aggregate.
+    /// Non-empty buckets: start and stats.
     #[serde(skip)]
-    pub buckets: Vec<(i64, Agg)>,
+    pub buckets: Vec<(i64, Stats)>,
+}
+
+/// [`fold`] over rows as the database yields them, stopping at the first
+/// error.
+fn fold_rows(
+    plan: &Plan,
+    rows: impl Iterator<Item = QueryResult<(i64, Stats)>>,
+) -> QueryResult<Vec<(i64, Stats)>> {
+    let mut err = None;
+    let out = fold(plan, rows.map_while(|r| r.map_err(|e| err = Some(e)).ok()));
+    match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// A rollup tier's rows of one series from the plan's first bucket to `to`,
+/// folded: only the columns a chart needs, by position, through the
+/// prepared-statement cache (this is the hot path of long-range charts).
+macro_rules! load_rollups {
+    ($t:ident, $conn:expr, $plan:expr, $series:expr, $to:expr) => {{
+        use super::schema::$t::dsl as t;
+        let rows = t::$t
+            .filter(t::series_id.eq($series))
+            .filter(t::bucket.ge($plan.start))
+            .filter(t::bucket.lt($to))
+            .select((
+                t::bucket,
+                t::count,
+                t::min_value,
+                t::max_value,
+                t::sum_value,
+            ))
+            .load_iter::<(i64, i64, f64, f64, f64), DefaultLoadingMode>($conn)?;
+        fold_rows(
+            $plan,
+            rows.map(|r| {
+                r.map(|(bucket, count, min, max, sum)| {
+                    (
+                        bucket,
+                        Stats {
+                            count,
+                            min,
+                            max,
+                            sum,
+                        },
+                    )
+                })
+            }),
+        )?
+    }};
 }
 
 /// Reads `[from, to)` of one series as at most `points` buckets.
@@ -203,27 +276,12 @@ pub fn query_tier(
                 .filter(readings::ts.ge(from))
                 .filter(readings::ts.lt(to))
                 .select((readings::ts, readings::value))
-                .load_iter::<(i64, f64), diesel::connection::DefaultLoadingMode>(conn)?;
-            let mut err = None;
-            let out = fold(
-                &p,
-                rows.map_while(|r| match r {
-                    Ok((ts, v)) => Some((ts, Agg::one(ts, v))),
-                    Err(e) => {
-                        err = Some(e);
-                        None
-                    }
-                }),
-            );
-            if let Some(e) = err {
-                return Err(e);
-            }
-            out
+                .load_iter::<(i64, f64), DefaultLoadingMode>(conn)?;
+            fold_rows(&p, rows.map(|r| r.map(|(ts, v)| (ts, Stats::one(v)))))?
         }
-        _ => {
-            let rows = rollup::load(conn, tier, series_id, p.start, to)?;
-            fold(&p, rows.iter().map(|r| (r.bucket, r.agg())))
-        }
+        Tier::Minute => load_rollups!(rollup_minute, conn, &p, series_id, to),
+        Tier::Hour => load_rollups!(rollup_hour, conn, &p, series_id, to),
+        Tier::Day => load_rollups!(rollup_day, conn, &p, series_id, to),
     };
     Ok(SeriesAnswer {
         tier,
@@ -341,20 +399,20 @@ mod tests {
 
     /// The direct computation: every raw reading in the range, bucketed by
     /// the same plan.
-    fn direct(rows: &[(i64, f64)], p: &Plan, lo: i64, hi: i64) -> Vec<(i64, Agg)> {
-        let mut out: Vec<(i64, Agg)> = Vec::new();
+    fn direct(rows: &[(i64, f64)], p: &Plan, lo: i64, hi: i64) -> Vec<(i64, Stats)> {
+        let mut out: Vec<(i64, Stats)> = Vec::new();
         for &(ts, v) in rows.iter().filter(|(ts, _)| *ts >= lo && *ts < hi) {
             let b = p.start + (ts - p.start).div_euclid(p.width) * p.width;
             match out.iter_mut().find(|(s, _)| *s == b) {
-                Some((_, a)) => a.merge(&Agg::one(ts, v)),
-                None => out.push((b, Agg::one(ts, v))),
+                Some((_, a)) => a.merge(&Stats::one(v)),
+                None => out.push((b, Stats::one(v))),
             }
         }
         out.sort_by_key(|(s, _)| *s);
         out
     }
 
-    fn same(got: &[(i64, Agg)], want: &[(i64, Agg)], what: &str) {
+    fn same(got: &[(i64, Stats)], want: &[(i64, Stats)], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: bucket count");
         for ((gs, g), (ws, w)) in got.iter().zip(want) {
             assert_eq!(gs, ws, "{what}");

@@ -7,4 +7,5 @@ mod cli;
 mod faults;
 mod headers;
 mod lifecycle;
+mod storage;
 mod util;
