@@ -316,11 +316,19 @@ fn bench(what: Bench) -> anyhow::Result<()> {
                 runs,
             })?;
             println!(
-                "raw inserts {:.0} rows/s, writer (readings + rollups) {:.0} rows/s: {:.0} % of raw",
+                "raw inserts {:.0} rows/s, writer (commit_batch) {:.0} rows/s: {:.0} % of raw",
                 f.raw_rows_per_s,
                 f.writer_rows_per_s,
                 f.ratio * 100.0
             );
+            if let (Some(r), Some(w), Some(q)) =
+                (f.raw_rows_per_cpu_s, f.writer_rows_per_cpu_s, f.cpu_ratio)
+            {
+                println!(
+                    "per CPU second: raw {r:.0} rows, writer {w:.0} rows: {:.0} % of raw",
+                    q * 100.0
+                );
+            }
             println!("{}", serde_json::to_string(&f)?);
         }
         Bench::Series {

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use diesel::prelude::*;
 
-use super::median_f64;
+use super::{median_f64, thread_cpu_time};
 use crate::config::StorageConfig;
 use crate::storage::catalog::SeriesCatalog;
 use crate::storage::queue::{Reading, SeriesKey};
@@ -48,6 +48,29 @@ pub struct IngestFigures {
     pub writer_rows_per_s: f64,
     /// writer / raw.
     pub ratio: f64,
+    /// The same per second of the inserting thread's CPU time (Linux), which
+    /// other load on the machine disturbs far less.
+    pub raw_rows_per_cpu_s: Option<f64>,
+    pub writer_rows_per_cpu_s: Option<f64>,
+    pub cpu_ratio: Option<f64>,
+}
+
+/// Rows per wall-clock second and per CPU second of one run.
+struct Rate {
+    wall: f64,
+    cpu: Option<f64>,
+}
+
+fn timed(rows: usize, f: impl FnOnce() -> Result<(), StorageError>) -> Result<Rate, StorageError> {
+    let cpu0 = thread_cpu_time();
+    let started = Instant::now();
+    f()?;
+    let wall = rows as f64 / started.elapsed().as_secs_f64();
+    let cpu = match (cpu0, thread_cpu_time()) {
+        (Some(a), Some(b)) if b > a => Some(rows as f64 / (b - a).as_secs_f64()),
+        _ => None,
+    };
+    Ok(Rate { wall, cpu })
 }
 
 #[derive(Insertable)]
@@ -78,7 +101,7 @@ fn reading(i: usize, series: usize) -> (usize, i64, f64) {
     (s, T0 + t * 1000 + (s as i64 * 7) % 1000, v)
 }
 
-fn run_raw(dir: &Path, o: &IngestOptions, run: usize) -> Result<f64, StorageError> {
+fn run_raw(dir: &Path, o: &IngestOptions, run: usize) -> Result<Rate, StorageError> {
     let (cfg, mut conn) = fresh(dir, &format!("raw-{run}.db"))?;
     let rows: Vec<Row> = (0..o.rows)
         .map(|i| {
@@ -90,22 +113,23 @@ fn run_raw(dir: &Path, o: &IngestOptions, run: usize) -> Result<f64, StorageErro
             }
         })
         .collect();
-    let started = Instant::now();
-    for chunk in rows.chunks(o.batch) {
-        conn.immediate_transaction(|c| {
-            diesel::insert_into(readings::table)
-                .values(chunk)
-                .execute(c)
-                .map(|_| ())
-        })?;
-    }
-    let rate = o.rows as f64 / started.elapsed().as_secs_f64();
+    let rate = timed(o.rows, || {
+        for chunk in rows.chunks(o.batch) {
+            conn.immediate_transaction(|c| {
+                diesel::insert_into(readings::table)
+                    .values(chunk)
+                    .execute(c)
+                    .map(|_| ())
+            })?;
+        }
+        Ok(())
+    })?;
     drop(conn);
     let _ = std::fs::remove_file(&cfg.path);
     Ok(rate)
 }
 
-fn run_writer(dir: &Path, o: &IngestOptions, run: usize) -> Result<f64, StorageError> {
+fn run_writer(dir: &Path, o: &IngestOptions, run: usize) -> Result<Rate, StorageError> {
     let (cfg, mut conn) = fresh(dir, &format!("writer-{run}.db"))?;
     let keys: Vec<Arc<SeriesKey>> = (0..o.series)
         .map(|s| {
@@ -127,11 +151,12 @@ fn run_writer(dir: &Path, o: &IngestOptions, run: usize) -> Result<f64, StorageE
         })
         .collect();
     let catalog = SeriesCatalog::default();
-    let started = Instant::now();
-    for chunk in rows.chunks(o.batch) {
-        commit_batch(&mut conn, &catalog, chunk)?;
-    }
-    let rate = o.rows as f64 / started.elapsed().as_secs_f64();
+    let rate = timed(o.rows, || {
+        for chunk in rows.chunks(o.batch) {
+            commit_batch(&mut conn, &catalog, chunk)?;
+        }
+        Ok(())
+    })?;
     drop(conn);
     let _ = std::fs::remove_file(&cfg.path);
     Ok(rate)
@@ -149,12 +174,20 @@ pub fn run(o: &IngestOptions) -> Result<IngestFigures, StorageError> {
         raw.push(run_raw(dir.path(), o, r)?);
         writer.push(run_writer(dir.path(), o, r)?);
     }
-    let raw_rows_per_s = median_f64(&mut raw);
-    let writer_rows_per_s = median_f64(&mut writer);
+    let raw_rows_per_s = median_f64(&mut raw.iter().map(|r| r.wall).collect::<Vec<_>>());
+    let writer_rows_per_s = median_f64(&mut writer.iter().map(|r| r.wall).collect::<Vec<_>>());
+    let cpu = |rates: &[Rate]| -> Option<f64> {
+        let mut v = rates.iter().map(|r| r.cpu).collect::<Option<Vec<f64>>>()?;
+        Some(median_f64(&mut v))
+    };
+    let (raw_cpu, writer_cpu) = (cpu(&raw), cpu(&writer));
     Ok(IngestFigures {
         raw_rows_per_s,
         writer_rows_per_s,
         ratio: writer_rows_per_s / raw_rows_per_s,
+        raw_rows_per_cpu_s: raw_cpu,
+        writer_rows_per_cpu_s: writer_cpu,
+        cpu_ratio: raw_cpu.zip(writer_cpu).map(|(r, w)| w / r),
     })
 }
 

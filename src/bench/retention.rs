@@ -250,8 +250,12 @@ pub fn print(f: &RetentionFigures) {
         );
     }
     println!(
-        "{} transactions in {:.0} ms; longest write-lock hold {:.1} ms; {} pages released",
-        f.report.transactions, f.report.took_ms, f.report.longest_lock_ms, f.report.released_pages
+        "{} transactions in {:.0} ms; longest write-lock hold {:.1} ms; {} pages released (longest release {:.1} ms)",
+        f.report.transactions,
+        f.report.took_ms,
+        f.report.longest_lock_ms,
+        f.report.released_pages,
+        f.report.longest_release_ms
     );
 }
 

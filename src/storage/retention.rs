@@ -37,7 +37,7 @@ pub const CAP_STEP_MS: i64 = HOUR_MS;
 pub const CAP_LOW_WATER: f64 = 0.9;
 /// Free pages handed back to the file system per transaction when the file
 /// is over the cap.
-pub const RELEASE_PAGES_PER_STEP: u32 = 512;
+pub const RELEASE_PAGES_PER_STEP: u32 = 128;
 
 /// `[retention]`: how long each tier is kept, and the size cap.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -186,8 +186,12 @@ pub struct RetentionReport {
     /// Write transactions run; none deleted more than `chunk_rows` rows.
     pub transactions: u64,
     /// The longest of those transactions, i.e. the longest time ingestion
-    /// could have waited for the write lock because of this run.
+    /// could have waited for the write lock because of this run (an upper
+    /// bound: a WAL checkpoint after a commit is counted, though it runs
+    /// after the lock is released).
     pub longest_lock_ms: f64,
+    /// The longest of the transactions that released free pages.
+    pub longest_release_ms: f64,
     pub took_ms: f64,
     pub db_after: Option<PageFigures>,
 }
@@ -312,13 +316,17 @@ impl RetentionJob {
         }
     }
 
-    fn timed<T>(&mut self, f: impl FnOnce() -> Result<T, StorageError>) -> Result<T, StorageError> {
+    /// Runs one write transaction and records how long it took.
+    fn timed<T>(
+        &mut self,
+        f: impl FnOnce() -> Result<T, StorageError>,
+    ) -> Result<(T, f64), StorageError> {
         let started = Instant::now();
-        let out = f();
+        let out = f()?;
         let ms = started.elapsed().as_secs_f64() * 1000.0;
         self.report.transactions += 1;
         self.report.longest_lock_ms = self.report.longest_lock_ms.max(ms);
-        out
+        Ok((out, ms))
     }
 
     /// Does the next piece of work: at most one write transaction. Returns
@@ -327,7 +335,7 @@ impl RetentionJob {
         loop {
             if let Some(t) = self.queue.front().copied() {
                 let limit = self.chunk_rows;
-                let (deleted, more) =
+                let ((deleted, more), _) =
                     self.timed(|| delete_chunk(conn, t.tier, t.series_id, t.below, limit))?;
                 if t.for_cap {
                     if let Some(cap) = self.report.cap.as_mut() {
@@ -421,12 +429,13 @@ impl RetentionJob {
             return Ok(false);
         }
         let pages = u64::from(RELEASE_PAGES_PER_STEP).min(f.freelist_count);
-        self.timed(|| {
+        let ((), ms) = self.timed(|| {
             conn.immediate_transaction(|c| {
                 c.batch_execute(&format!("PRAGMA incremental_vacuum({pages});"))
                     .map_err(StorageError::from)
             })
         })?;
+        self.report.longest_release_ms = self.report.longest_release_ms.max(ms);
         self.report.released_pages += pages;
         Ok(true)
     }
