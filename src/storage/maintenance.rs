@@ -137,6 +137,11 @@ pub fn wal_path(db: &Path) -> PathBuf {
 }
 
 impl DbFigures {
+    /// Bytes in use: pages minus free pages.
+    pub fn used_bytes(&self) -> u64 {
+        self.page_count.saturating_sub(self.freelist_count) * self.page_size
+    }
+
     pub fn read(conn: &mut SqliteConnection, db: &Path) -> Result<DbFigures, StorageError> {
         let p = page_figures(conn)?;
         Ok(DbFigures {

@@ -384,38 +384,42 @@ impl RetentionJob {
                 ..CapReport::default()
             });
         }
-        let mut oldest_raw: Option<i64> = None;
-        if used > limit {
-            for &s in &self.series {
-                if let Some(t) = oldest(conn, Tier::Raw, s)? {
-                    oldest_raw = Some(oldest_raw.map_or(t, |o| o.min(t)));
-                }
+        if used > limit
+            && let Some(cut) = cap_cut(self.oldest_raw(conn)?, self.now_ms)
+        {
+            for &series_id in &self.series {
+                self.queue.push_back(Target {
+                    tier: Tier::Raw,
+                    series_id,
+                    below: cut,
+                    for_cap: true,
+                });
             }
-            if let Some(cut) = cap_cut(oldest_raw, self.now_ms) {
-                for &series_id in &self.series {
-                    self.queue.push_back(Target {
-                        tier: Tier::Raw,
-                        series_id,
-                        below: cut,
-                        for_cap: true,
-                    });
-                }
-                return Ok(());
-            }
+            return Ok(());
         }
+        let first = if self.report.cap.is_some() {
+            self.oldest_raw(conn)?
+        } else {
+            None
+        };
         if let Some(report) = self.report.cap.as_mut() {
-            let mut first = None;
-            for &s in &self.series {
-                if let Some(t) = oldest(conn, Tier::Raw, s)? {
-                    first = Some(first.map_or(t, |o: i64| o.min(t)));
-                }
-            }
             report.used_bytes_after = used;
             report.raw_kept_from = first.map(rfc3339);
             report.met = used <= cap;
         }
         self.phase = Phase::Release;
         Ok(())
+    }
+
+    /// The oldest raw reading of any series in the run.
+    fn oldest_raw(&self, conn: &mut SqliteConnection) -> Result<Option<i64>, StorageError> {
+        let mut first: Option<i64> = None;
+        for &s in &self.series {
+            if let Some(t) = oldest(conn, Tier::Raw, s)? {
+                first = Some(first.map_or(t, |o| o.min(t)));
+            }
+        }
+        Ok(first)
     }
 
     /// Hands free pages back to the file system while the file is over the
@@ -436,8 +440,11 @@ impl RetentionJob {
             })
         })?;
         self.report.longest_release_ms = self.report.longest_release_ms.max(ms);
-        self.report.released_pages += pages;
-        Ok(true)
+        let left = page_figures(conn)?.freelist_count;
+        // Nothing released: the file's auto_vacuum is not incremental (a
+        // database made elsewhere); stop rather than loop.
+        self.report.released_pages += f.freelist_count.saturating_sub(left);
+        Ok(left < f.freelist_count)
     }
 
     /// The report, once [`step`](Self::step) has returned false.
@@ -733,6 +740,41 @@ mod tests {
         assert_eq!(cap.raw_kept_from, Some(rfc3339(first)));
         let minutes = keys(&mut d.conn, Tier::Minute);
         assert_eq!(minutes.first(), Some(&start));
+    }
+
+    #[test]
+    fn a_file_without_incremental_vacuum_is_pruned_but_not_shrunk() {
+        use diesel_migrations::MigrationHarness;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plain.db");
+        let mut conn = crate::storage::establish(&path).unwrap();
+        conn.batch_execute("PRAGMA auto_vacuum = NONE; PRAGMA journal_mode = WAL;")
+            .unwrap();
+        conn.run_pending_migrations(crate::storage::MIGRATIONS)
+            .unwrap();
+        let catalog = SeriesCatalog::default();
+        let now = 3000 * DAY_MS;
+        let k = key("a");
+        let batch: Vec<_> = (0..150_000)
+            .map(|s| Reading {
+                series: k.clone(),
+                ts_ms: now - DAY_MS + s * 500,
+                value: 1.0,
+            })
+            .collect();
+        commit_batch(&mut conn, &catalog, &batch).unwrap();
+        let cfg = RetentionConfig {
+            max_db_mb: 1,
+            ..RetentionConfig::default()
+        };
+        let series = catalog.all().iter().map(|s| s.id).collect();
+        let report = RetentionJob::new(now, &cfg, series)
+            .run_to_end(&mut conn)
+            .unwrap();
+        let cap = report.cap.expect("over the cap");
+        assert!(cap.met && cap.pruned_raw_rows > 0, "{cap:?}");
+        assert_eq!(report.released_pages, 0);
+        assert!(page_figures(&mut conn).unwrap().freelist_count > 0);
     }
 
     #[test]

@@ -92,7 +92,7 @@ async fn storage(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let retention = state.jobs.retention_config().clone();
     Ok(HttpResponse::Ok().json(Storage {
         path: state.config.storage.path.display().to_string(),
-        used_bytes: figures.page_count.saturating_sub(figures.freelist_count) * figures.page_size,
+        used_bytes: figures.used_bytes(),
         figures,
         cap_bytes: retention.cap_bytes(),
         retention,

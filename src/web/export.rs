@@ -131,7 +131,8 @@ async fn next_chunk(
     Ok(out)
 }
 
-struct Stream {
+/// What the body stream carries from one chunk to the next.
+struct ExportState {
     pool: ReadPool,
     cursor: Option<ExportCursor>,
     format: Format,
@@ -181,7 +182,7 @@ pub async fn export(
         .await?
         .ok_or_else(|| ApiError::Unavailable("export produced no header".into()))?;
     let rest = stream::unfold(
-        Stream {
+        ExportState {
             pool: state.pool.clone(),
             cursor: Some(cursor),
             format,
