@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::events::Bus;
 use crate::sensors::actor::SensorShared;
 use crate::storage::ReadPool;
+use crate::storage::catalog::SeriesInfo;
 use crate::storage::jobs::Jobs;
 use crate::storage::writer::WriterShared;
 use crate::supervisor::{EventLog, GetTree, Supervisor, TreeNode};
@@ -71,6 +72,31 @@ impl AppState {
 
     pub fn sensor(&self, name: &str) -> Option<&Arc<SensorShared>> {
         self.sensors.iter().find(|s| s.config.name == name)
+    }
+
+    /// The stored series the `sensor` and `metric` parameters select: all
+    /// without a sensor, a sensor's (404 if neither configured nor stored),
+    /// or one metric of it (`metric` without `sensor` is a 400).
+    pub fn series_for(
+        &self,
+        sensor: Option<&str>,
+        metric: Option<&str>,
+    ) -> Result<Vec<Arc<SeriesInfo>>, ApiError> {
+        let catalog = &self.writer.catalog;
+        match (sensor, metric) {
+            (None, Some(_)) => Err(ApiError::bad("metric", "`metric` needs a `sensor`")),
+            (None, None) => Ok(catalog.all()),
+            (Some(sensor), metric) => {
+                if self.sensor(sensor).is_none() && !catalog.knows_sensor(sensor) {
+                    return Err(ApiError::NotFound(format!("no sensor named `{sensor}`")));
+                }
+                let mut series = catalog.for_sensor(sensor);
+                if let Some(metric) = metric {
+                    series.retain(|s| &*s.metric == metric);
+                }
+                Ok(series)
+            }
+        }
     }
 }
 

@@ -97,18 +97,14 @@ pub async fn series(
     if from >= to {
         return Err(ApiError::bad("to", "`to` must be after `from`"));
     }
-    let catalog = &state.writer.catalog;
-    if state.sensor(&sensor).is_none() && !catalog.knows_sensor(&sensor) {
-        return Err(ApiError::NotFound(format!("no sensor named `{sensor}`")));
-    }
-    let mut series = catalog.for_sensor(&sensor);
-    if let Some(metric) = p.str("metric") {
-        series.retain(|s| &*s.metric == metric);
-        if series.is_empty() {
-            return Err(ApiError::NotFound(format!(
-                "sensor `{sensor}` has stored no metric `{metric}`"
-            )));
-        }
+    let metric = p.str("metric");
+    let series = state.series_for(Some(&sensor), metric)?;
+    if let Some(metric) = metric
+        && series.is_empty()
+    {
+        return Err(ApiError::NotFound(format!(
+            "sensor `{sensor}` has stored no metric `{metric}`"
+        )));
     }
 
     let pool = state.pool.clone();
