@@ -19,6 +19,9 @@ pub const DEFAULT_POINTS: u64 = 500;
 pub const MAX_POINTS: u64 = 10_000;
 /// The range when `from` is not given: this long before `to`.
 pub const DEFAULT_SPAN_MS: i64 = DAY_MS;
+/// Times further from the epoch than this (about 142,000 years) are
+/// refused, so that no range arithmetic can overflow.
+pub const MAX_ABS_TIME_MS: i64 = 1 << 52;
 
 const PARAMS: &[&str] = &["sensor", "metric", "from", "to", "points"];
 
@@ -93,7 +96,17 @@ pub async fn series(
         .to_owned();
     let points = p.int("points", DEFAULT_POINTS, 1, MAX_POINTS)?;
     let to = p.time("to")?.unwrap_or_else(|| now_ms() + 1);
-    let from = p.time("from")?.unwrap_or(to - DEFAULT_SPAN_MS);
+    let from = p
+        .time("from")?
+        .unwrap_or(to.saturating_sub(DEFAULT_SPAN_MS));
+    for (name, t) in [("to", to), ("from", from)] {
+        if !(-MAX_ABS_TIME_MS..=MAX_ABS_TIME_MS).contains(&t) {
+            return Err(ApiError::bad(
+                name,
+                format!("`{name}` is too far from 1970 (at most {MAX_ABS_TIME_MS} ms either way)"),
+            ));
+        }
+    }
     if from >= to {
         return Err(ApiError::bad("to", "`to` must be after `from`"));
     }

@@ -172,6 +172,8 @@ async fn series_come_from_the_cheapest_adequate_tier_and_match_the_readings() {
         ("sensor=fast&from=yesterday", "from"),
         ("sensor=fast&from=2000&to=1000", "to"),
         ("sensor=fast&bucket=5", "bucket"),
+        ("sensor=fast&from=-9223372036854775808", "from"),
+        ("sensor=fast&to=9223372036854775807", "to"),
     ] {
         let (status, body) = s.get(&format!("/api/series?{query}")).await;
         assert_eq!(status, 400, "{query}: {body}");
