@@ -31,6 +31,7 @@ use crate::perf::Perf;
 use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
 use crate::storage::catalog::SeriesCatalog;
+use crate::storage::jobs::{Jobs, scheduler_child};
 use crate::storage::queue::{IngestQueue, QueueStats};
 use crate::storage::recent::RecentCache;
 use crate::storage::writer::{DbWriter, WriterShared};
@@ -226,6 +227,7 @@ pub async fn run(
             pacing_specs.push(load_monitor_child(pacing.clone(), SysinfoLoad::factory()));
         }
     }
+    let jobs = Arc::new(Jobs::new(&config, writer.clone(), bus.clone()));
     let root = Supervisor::new(
         "root",
         policy,
@@ -236,6 +238,7 @@ pub async fn run(
             hub_child(live.clone(), bus.clone()),
             alerts_spec,
             sensors_spec,
+            scheduler_child(jobs.clone()),
         ]
         .into_iter()
         .chain(pacing_specs)
@@ -261,6 +264,7 @@ pub async fn run(
         pacing,
         guard,
         started_ms: now_ms(),
+        jobs,
     });
     let reloads = actix_web::rt::spawn(reload_on_sighup(state.clone()));
     let server = serve(state, listener)?;

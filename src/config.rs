@@ -16,6 +16,8 @@ use crate::guard::GuardConfig;
 use crate::pacing::PacingConfig;
 use crate::perf::PerformanceConfig;
 use crate::sensors::SensorConfig;
+use crate::storage::maintenance::MaintenanceConfig;
+use crate::storage::retention::RetentionConfig;
 use crate::web::live::LiveConfig;
 
 /// The documented default configuration, embedded so that `vigil serve` with
@@ -66,6 +68,10 @@ pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
     pub storage: StorageConfig,
+    /// How long each storage tier is kept, and the size cap.
+    pub retention: RetentionConfig,
+    /// Scheduled optimize and backups.
+    pub maintenance: MaintenanceConfig,
     pub supervisor: SupervisorConfig,
     pub live: LiveConfig,
     pub alerts: AlertsConfig,
@@ -88,6 +94,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             log: LogConfig::default(),
             storage: StorageConfig::default(),
+            retention: RetentionConfig::default(),
+            maintenance: MaintenanceConfig::default(),
             supervisor: SupervisorConfig::default(),
             live: LiveConfig::default(),
             alerts: AlertsConfig::default(),
@@ -348,6 +356,8 @@ impl Config {
             ));
         }
         positive("storage.read_pool_size", u64::from(st.read_pool_size))?;
+        self.retention.validate()?;
+        self.maintenance.validate()?;
 
         let sv = &self.supervisor;
         positive("supervisor.backoff_base_ms", sv.backoff_base_ms)?;

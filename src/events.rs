@@ -62,6 +62,22 @@ pub enum Event {
     Breaker(BreakerChange),
     /// The process's memory crossed its soft limit, either way.
     Memory(MemoryPressure),
+    /// The database was over `retention.max_db_mb`: the oldest raw readings
+    /// were pruned ahead of their horizon (`met` is false if even that was
+    /// not enough).
+    StorageCap {
+        cap_bytes: u64,
+        used_bytes_before: u64,
+        used_bytes_after: u64,
+        pruned_raw_rows: u64,
+        met: bool,
+    },
+    /// A storage job (`retention`, `optimize`, `backup`) finished or failed.
+    Maintenance {
+        job: String,
+        ok: bool,
+        summary: String,
+    },
 }
 
 /// Cheap to clone; every clone publishes to the same channels.

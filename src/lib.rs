@@ -12,7 +12,9 @@
 //! - [`sensors`]: the `Sensor` trait, the built-in drivers, and the
 //!   `SensorActor` that polls a driver off the actor thread.
 //! - [`storage`]: SQLite through diesel: migrations, the bounded ingest
-//!   queue, the single `DbWriter`, the series catalog and read queries.
+//!   queue, the single `DbWriter`, the series catalog and read queries;
+//!   rollups, tiered retention and the size cap, chart series, export,
+//!   optimize and backup, and the scheduler that runs them.
 //! - [`web`]: the only module that knows HTTP and JSON: routes, handlers,
 //!   errors, middleware.
 //! - [`alerts`]: alert rules, the `AlertManager` actor, persistence and

@@ -36,6 +36,26 @@ enum Command {
         #[arg(short, long, env = "VIGIL_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Optimize the database: statistics where stale, PRAGMA optimize,
+    /// incremental vacuum and a WAL checkpoint, with sizes before and after.
+    /// Safe next to a running server; --full (VACUUM and REINDEX) needs the
+    /// database alone and is refused while anything else has it open.
+    Optimize {
+        /// Config file naming the database (storage.path).
+        #[arg(short, long, env = "VIGIL_CONFIG")]
+        config: Option<PathBuf>,
+        /// Also rebuild the whole file (VACUUM) and its indexes (REINDEX).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Write a consistent copy of the database into maintenance.backup_dir
+    /// (VACUUM INTO) and keep the newest maintenance.backup_keep. Safe next
+    /// to a running server.
+    Backup {
+        /// Config file naming the database and the backup settings.
+        #[arg(short, long, env = "VIGIL_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Run a benchmark on temporary data and print its figures (medians).
     Bench {
         #[command(subcommand)]
@@ -103,6 +123,35 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Chart series latency: ranges of a 1 Hz sensor as N points, from the
+    /// tier the API would choose (and from raw readings, for comparison).
+    Series {
+        /// Days of 1 Hz readings per sensor.
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+        #[arg(long, default_value_t = 10)]
+        sensors: usize,
+        #[arg(long, default_value_t = 1000)]
+        points: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+    },
+    /// A year of 10 sensors at 1 Hz under the tiered retention and a size
+    /// cap: size per tier, rows deleted, the longest write-lock hold.
+    Retention {
+        #[arg(long, default_value_t = 10)]
+        sensors: usize,
+        /// Days simulated.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// retention.max_db_mb for the run (0: no cap).
+        #[arg(long, default_value_t = 150)]
+        max_db_mb: u64,
+        #[arg(long, default_value_t = 5000)]
+        chunk_rows: u32,
+    },
     /// Compare readings-table layouts: insert rate, size, query latency, WAL
     /// bytes per small commit.
     Schema {
@@ -123,6 +172,8 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Migrate { config } => migrate(config),
         Command::CheckConfig { path } => check_config(path),
+        Command::Optimize { config, full } => optimize(config, full),
+        Command::Backup { config } => backup(config),
         Command::Bench { what } => bench(what),
     };
     match result {
@@ -197,6 +248,74 @@ fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
             println!("{}: applied {m}", config.storage.path.display());
         }
     }
+    Ok(())
+}
+
+fn optimize(path: Option<PathBuf>, full: bool) -> anyhow::Result<()> {
+    let config = load(path)?;
+    init_logging(&config);
+    let st = &config.storage;
+    let report = vigil::storage::maintenance::optimize_path(
+        &st.path,
+        st.busy_timeout_ms,
+        full,
+        vigil::clock::now_ms(),
+    )
+    .with_context(|| {
+        if full {
+            format!(
+                "a full optimize needs the database alone; stop the server first, or ask it: \
+                 curl -X POST 'http://{}/api/admin/optimize?full=true'",
+                config.server.bind
+            )
+        } else {
+            format!("optimizing {}", st.path.display())
+        }
+    })?;
+    for s in &report.steps {
+        println!(
+            "{:<20} {:>10.1} ms  {}",
+            s.step,
+            s.ms,
+            s.detail.as_deref().unwrap_or("")
+        );
+    }
+    let (b, a) = (&report.before, &report.after);
+    println!(
+        "{}: file {} -> {} bytes, WAL {} -> {} bytes, pages {} -> {}, free pages {} -> {}",
+        st.path.display(),
+        b.db_bytes,
+        a.db_bytes,
+        b.wal_bytes,
+        a.wal_bytes,
+        b.page_count,
+        a.page_count,
+        b.freelist_count,
+        a.freelist_count
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+fn backup(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load(path)?;
+    init_logging(&config);
+    let st = &config.storage;
+    let (dir, create) = config.maintenance.backup_dir_for(&st.path);
+    let report = vigil::storage::maintenance::backup(
+        &st.path,
+        &dir,
+        create,
+        config.maintenance.backup_keep,
+        vigil::clock::now_ms(),
+        st.busy_timeout_ms,
+    )
+    .with_context(|| format!("backing up {} into {}", st.path.display(), dir.display()))?;
+    println!("{} ({} bytes)", report.path, report.bytes);
+    for old in &report.removed {
+        println!("removed {old}");
+    }
+    println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 
@@ -282,7 +401,8 @@ fn bench(what: Bench) -> anyhow::Result<()> {
             };
             let f = vigil::bench::footprint::run(&exe, &o)?;
             println!(
-                "{:.0} s idle, flush every {} ms: RSS median {:.1} MiB (max {:.1}), CPU {:.2} % of one core,                  {} readings ({:.2}/s), {} bytes written = {:.0} bytes per reading ({:.0} handed to write); \
+                "{:.0} s idle, flush every {} ms: RSS median {:.1} MiB (max {:.1}), CPU {:.2} % of one core, \
+                 {} readings ({:.2}/s), {} bytes written = {:.0} bytes per reading ({:.0} handed to write); \
                  pacing {} (x{})",
                 f.seconds,
                 f.flush_interval_ms,
@@ -363,6 +483,38 @@ fn bench(what: Bench) -> anyhow::Result<()> {
                 f.server_cpu_percent,
                 f.server_peak_rss_mib
             );
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        Bench::Series {
+            days,
+            sensors,
+            points,
+            runs,
+            queries,
+        } => {
+            let f = vigil::bench::series::run(&vigil::bench::series::SeriesOptions {
+                days,
+                sensors,
+                points,
+                runs,
+                queries,
+            })?;
+            vigil::bench::series::print(&f);
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        Bench::Retention {
+            sensors,
+            days,
+            max_db_mb,
+            chunk_rows,
+        } => {
+            let f = vigil::bench::retention::run(&vigil::bench::retention::RetentionOptions {
+                sensors,
+                days,
+                max_db_mb,
+                chunk_rows,
+            })?;
+            vigil::bench::retention::print(&f);
             println!("{}", serde_json::to_string(&f)?);
         }
         Bench::Schema {

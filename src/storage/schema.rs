@@ -18,3 +18,42 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(series, readings);
+
+diesel::table! {
+    rollup_minute (series_id, bucket) {
+        series_id -> BigInt,
+        bucket -> BigInt,
+        count -> BigInt,
+        min_value -> Double,
+        max_value -> Double,
+        sum_value -> Double,
+        last_ts -> BigInt,
+        last_value -> Double,
+    }
+}
+
+diesel::table! {
+    rollup_hour (series_id, bucket) {
+        series_id -> BigInt,
+        bucket -> BigInt,
+        count -> BigInt,
+        min_value -> Double,
+        max_value -> Double,
+        sum_value -> Double,
+        last_ts -> BigInt,
+        last_value -> Double,
+    }
+}
+
+diesel::table! {
+    rollup_day (series_id, bucket) {
+        series_id -> BigInt,
+        bucket -> BigInt,
+        count -> BigInt,
+        min_value -> Double,
+        max_value -> Double,
+        sum_value -> Double,
+        last_ts -> BigInt,
+        last_value -> Double,
+    }
+}

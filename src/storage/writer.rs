@@ -26,6 +26,7 @@ use serde::Serialize;
 use super::catalog::{SeriesCatalog, SeriesInfo};
 use super::queue::{IngestQueue, QueueStats, Reading, SeriesKey};
 use super::recent::RecentCache;
+use super::rollup;
 use super::schema::{readings, series};
 use super::{StorageError, open_writer};
 use crate::clock::{now_ms, rfc3339};
@@ -174,7 +175,8 @@ impl WriterShared {
         }
     }
 
-    fn current(&self) -> Option<Addr<DbWriter>> {
+    /// The writer currently running, if any.
+    pub(crate) fn current(&self) -> Option<Addr<DbWriter>> {
         self.current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -268,6 +270,14 @@ impl DbWriter {
             reporter,
             reported_drops,
         }
+    }
+
+    /// The configuration, connection and shared state, for the handlers
+    /// other storage modules add (`storage::jobs`).
+    pub(super) fn parts(
+        &mut self,
+    ) -> (&StorageConfig, Option<&mut SqliteConnection>, &WriterShared) {
+        (&self.cfg, self.conn.as_mut(), &self.shared)
     }
 
     /// Commits the whole queue in batches; stops at the first failure,
@@ -486,10 +496,10 @@ fn remember(shared: &WriterShared, batch: &[Reading], nudged: bool) {
     }
 }
 
-/// Writes one batch in one immediate transaction. If a reading collides with
-/// a stored (series, timestamp), the transaction is rolled back and redone
-/// row by row, moving colliding timestamps forward. Returns how many rows
-/// were moved.
+/// Writes one batch in one immediate transaction, with its rollups (see
+/// [`rollup`]). If a reading collides with a stored (series, timestamp), the
+/// transaction is rolled back and redone row by row, moving colliding
+/// timestamps forward. Returns how many rows were moved.
 pub(crate) fn commit_batch(
     conn: &mut SqliteConnection,
     catalog: &SeriesCatalog,
@@ -545,10 +555,11 @@ fn insert_batch(
     }
     if !careful {
         insert_rows(conn, &rows)?;
+        rollup::record(conn, rows.iter().map(|r| (r.series_id, r.ts, r.value)))?;
         return Ok(0);
     }
     let mut nudged = 0;
-    for row in &rows {
+    for row in &mut rows {
         for step in 0..=MAX_TIMESTAMP_NUDGES {
             let inserted = diesel::insert_into(readings::table)
                 .values((
@@ -560,6 +571,7 @@ fn insert_batch(
                 .execute(conn)?;
             if inserted == 1 {
                 nudged += u64::from(step > 0);
+                row.ts += step;
                 break;
             }
             if step == MAX_TIMESTAMP_NUDGES {
@@ -567,6 +579,7 @@ fn insert_batch(
             }
         }
     }
+    rollup::record(conn, rows.iter().map(|r| (r.series_id, r.ts, r.value)))?;
     Ok(nudged)
 }
 

@@ -5,9 +5,11 @@
 //! Only this module knows about HTTP and JSON shapes.
 
 pub mod admin;
+pub mod admin_storage;
 pub mod alerts;
 pub mod dashboard;
 pub mod error;
+pub mod export;
 pub mod guards;
 pub mod health;
 pub mod live;
@@ -16,6 +18,7 @@ pub mod pacing;
 pub mod params;
 pub mod performance;
 pub mod readings;
+pub mod series;
 pub mod status;
 
 use std::net::TcpListener;
@@ -34,6 +37,8 @@ use crate::events::Bus;
 use crate::pacing::PacingShared;
 use crate::sensors::actor::SensorShared;
 use crate::storage::ReadPool;
+use crate::storage::catalog::SeriesInfo;
+use crate::storage::jobs::Jobs;
 use crate::storage::writer::WriterShared;
 use crate::supervisor::{EventLog, GetTree, Supervisor, TreeNode};
 use error::ApiError;
@@ -63,6 +68,8 @@ pub struct AppState {
     /// Circuit breakers, rate limiters, the memory guard.
     pub guard: Arc<crate::guard::GuardShared>,
     pub started_ms: i64,
+    /// Retention, optimize and backup (`storage::jobs`).
+    pub jobs: Arc<Jobs>,
 }
 
 impl AppState {
@@ -81,6 +88,31 @@ impl AppState {
 
     pub fn sensor(&self, name: &str) -> Option<&Arc<SensorShared>> {
         self.sensors.iter().find(|s| s.config.name == name)
+    }
+
+    /// The stored series the `sensor` and `metric` parameters select: all
+    /// without a sensor, a sensor's (404 if neither configured nor stored),
+    /// or one metric of it (`metric` without `sensor` is a 400).
+    pub fn series_for(
+        &self,
+        sensor: Option<&str>,
+        metric: Option<&str>,
+    ) -> Result<Vec<Arc<SeriesInfo>>, ApiError> {
+        let catalog = &self.writer.catalog;
+        match (sensor, metric) {
+            (None, Some(_)) => Err(ApiError::bad("metric", "`metric` needs a `sensor`")),
+            (None, None) => Ok(catalog.all()),
+            (Some(sensor), metric) => {
+                if self.sensor(sensor).is_none() && !catalog.knows_sensor(sensor) {
+                    return Err(ApiError::NotFound(format!("no sensor named `{sensor}`")));
+                }
+                let mut series = catalog.for_sensor(sensor);
+                if let Some(metric) = metric {
+                    series.retain(|s| &*s.metric == metric);
+                }
+                Ok(series)
+            }
+        }
     }
 }
 
@@ -136,6 +168,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(status::restart))
                 .default_service(web::to(method_not_allowed)),
         );
+    series::configure(cfg);
+    export::configure(cfg);
+    admin_storage::configure(cfg);
 }
 
 async fn not_found(req: HttpRequest) -> Result<String, ApiError> {

@@ -172,23 +172,7 @@ pub async fn readings(
         .transpose()?;
     let mask = FieldMask::parse(p.str("fields"))?;
 
-    let catalog = &state.writer.catalog;
-    let series = match (p.str("sensor"), p.str("metric")) {
-        (None, Some(_)) => {
-            return Err(ApiError::bad("metric", "`metric` needs a `sensor`"));
-        }
-        (None, None) => catalog.all(),
-        (Some(sensor), metric) => {
-            if state.sensor(sensor).is_none() && !catalog.knows_sensor(sensor) {
-                return Err(ApiError::NotFound(format!("no sensor named `{sensor}`")));
-            }
-            let mut series = catalog.for_sensor(sensor);
-            if let Some(metric) = metric {
-                series.retain(|s| &*s.metric == metric);
-            }
-            series
-        }
-    };
+    let series = state.series_for(p.str("sensor"), p.str("metric"))?;
 
     let page = if series.is_empty() {
         None

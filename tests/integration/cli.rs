@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::util::open_db;
 
-fn vigil() -> Command {
+/// The `vigil` binary with none of its environment overrides set.
+pub fn vigil() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vigil"));
     for var in [
         "VIGIL_DB",

@@ -17,5 +17,6 @@ mod lifecycle;
 mod live;
 mod pacing;
 mod performance;
+mod storage;
 mod systemd;
 mod util;

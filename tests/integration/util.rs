@@ -79,13 +79,19 @@ impl TestServer {
         TestServer::start_on(dir, cfg, listener).await
     }
 
-    /// Starts on a listener the test bound (to reuse an address).
+    /// Starts an appliance on a listener the test bound (for example on
+    /// every interface, to be reached through a non-loopback address).
     pub async fn start_on(
         dir: tempfile::TempDir,
         cfg: Config,
         listener: TcpListener,
     ) -> TestServer {
         let addr = listener.local_addr().unwrap();
+        let addr = if addr.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        } else {
+            addr
+        };
         let db = cfg.storage.path.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = actix_rt::spawn(vigil::run(cfg, listener, async move {
@@ -132,6 +138,32 @@ impl TestServer {
         let (status, body) = self.get(path).await;
         assert_eq!(status, 200, "GET {path}: {body}");
         body
+    }
+
+    /// POSTs to `path`, with a bearer token if given; the status and the
+    /// JSON body (null if the body is not JSON).
+    pub async fn post(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.post_to(&self.url(path), token).await
+    }
+
+    /// POSTs to a full URL (another address of this server).
+    pub async fn post_to(&self, url: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.client.post(url).timeout(Duration::from_secs(60));
+        if let Some(t) = token {
+            req = req.insert_header(("Authorization", format!("Bearer {t}")));
+        }
+        let mut res = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url} failed: {e}"));
+        let status = res.status().as_u16();
+        let body = res.body().limit(50 * 1024 * 1024).await.unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    /// The HTTP client the server's helpers use.
+    pub fn client(&self) -> &awc::Client {
+        &self.client
     }
 
     /// The `/api/sensors` entry of one sensor.
@@ -255,6 +287,34 @@ pub mod rusqlite_lite {
             .unwrap()
             .into_iter()
             .map(|t| t.ts)
+            .collect()
+        }
+
+        /// Runs statements (set-up and garbage making in tests).
+        pub fn execute(&mut self, sql: &str) {
+            use diesel::connection::SimpleConnection;
+            self.0
+                .batch_execute(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        }
+
+        /// (ts, value) of one sensor's metric, ascending.
+        pub fn values(&mut self, sensor: &str, metric: &str) -> Vec<(i64, f64)> {
+            #[derive(QueryableByName)]
+            struct Row {
+                #[diesel(sql_type = BigInt)]
+                ts: i64,
+                #[diesel(sql_type = diesel::sql_types::Double)]
+                value: f64,
+            }
+            diesel::sql_query(format!(
+                "SELECT ts, value FROM readings JOIN series ON series.id = readings.series_id \
+                 WHERE series.sensor = '{sensor}' AND series.metric = '{metric}' ORDER BY ts"
+            ))
+            .load::<Row>(&mut self.0)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.ts, r.value))
             .collect()
         }
 

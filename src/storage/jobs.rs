@@ -1,0 +1,611 @@
+//! The storage lifecycle jobs as the appliance runs them, from the API or on
+//! a schedule: retention and optimize go through the `DbWriter` (the
+//! messages it handles for them are defined here), a backup runs on the
+//! blocking pool from a read snapshot. One job of each kind runs at a time;
+//! the last outcome of each is kept for the API, logged, and published on
+//! the event bus.
+//!
+//! Retention runs as a chain of messages the writer sends itself, one
+//! chunk (one short transaction) each, yielding to its thread's runtime
+//! between two links: the writer's mailbox and timers are served in
+//! between, so ingest flushes interleave with the deletes and the write lock
+//! is never held for more than one chunk.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use super::StorageError;
+use super::maintenance::{self, BackupReport, MaintenanceConfig, OptimizeReport};
+use super::retention::{RetentionConfig, RetentionJob, RetentionReport};
+use super::writer::{DbWriter, WriterShared};
+use crate::clock::{now_ms, rfc3339};
+use crate::config::{Config, StorageConfig};
+use crate::events::{Bus, Event};
+use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
+
+/// Asks the writer for a retention run at `now_ms`; replies when it ends.
+#[derive(Message)]
+#[rtype(result = "Result<RetentionReport, StorageError>")]
+pub struct RunRetention {
+    pub now_ms: i64,
+    pub config: RetentionConfig,
+}
+
+/// One link of a retention run's chain (see the module docs).
+struct RetentionStep {
+    job: RetentionJob,
+    reply: oneshot::Sender<Result<RetentionReport, StorageError>>,
+}
+
+impl Message for RetentionStep {
+    type Result = ();
+}
+
+impl Handler<RunRetention> for DbWriter {
+    type Result = ResponseFuture<Result<RetentionReport, StorageError>>;
+
+    fn handle(&mut self, msg: RunRetention, ctx: &mut Context<Self>) -> Self::Result {
+        let (_, _, shared) = self.parts();
+        let series = shared.catalog.all().iter().map(|s| s.id).collect();
+        let (reply, rx) = oneshot::channel();
+        ctx.notify(RetentionStep {
+            job: RetentionJob::new(msg.now_ms, &msg.config, series),
+            reply,
+        });
+        // If the writer stops mid-run, the chain is dropped with its reply.
+        Box::pin(async move { rx.await.unwrap_or(Err(StorageError::WriterUnavailable)) })
+    }
+}
+
+impl Handler<RetentionStep> for DbWriter {
+    type Result = ();
+
+    fn handle(&mut self, mut msg: RetentionStep, ctx: &mut Context<Self>) {
+        let (_, conn, _) = self.parts();
+        let Some(conn) = conn else {
+            let _ = msg.reply.send(Err(StorageError::WriterUnavailable));
+            return;
+        };
+        match msg.job.step(conn) {
+            // Yield to the runtime (timers, the mailbox) before the next
+            // chunk, so that ingest flushes and shutdown get their turn.
+            Ok(true) => {
+                ctx.spawn(
+                    tokio::task::yield_now()
+                        .into_actor(self)
+                        .map(move |(), _, ctx| ctx.notify(msg)),
+                );
+            }
+            Ok(false) => {
+                let report = msg.job.finish(conn);
+                let _ = msg.reply.send(Ok(report));
+            }
+            Err(e) => {
+                let _ = msg.reply.send(Err(e));
+            }
+        }
+    }
+}
+
+/// Asks the writer to optimize the database between two commits.
+#[derive(Message)]
+#[rtype(result = "Result<OptimizeReport, StorageError>")]
+pub struct RunOptimize {
+    pub full: bool,
+    pub now_ms: i64,
+}
+
+impl Handler<RunOptimize> for DbWriter {
+    type Result = Result<OptimizeReport, StorageError>;
+
+    fn handle(&mut self, msg: RunOptimize, _: &mut Context<Self>) -> Self::Result {
+        let (cfg, conn, _) = self.parts();
+        let path = cfg.path.clone();
+        let conn = conn.ok_or(StorageError::WriterUnavailable)?;
+        maintenance::optimize(conn, &path, msg.full, msg.now_ms)
+    }
+}
+
+/// How a job last ended.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome<T> {
+    Done(T),
+    Failed { at: String, error: String },
+}
+
+#[derive(Default)]
+struct Last {
+    retention: Option<Outcome<RetentionReport>>,
+    optimize: Option<Outcome<OptimizeReport>>,
+    backup: Option<Outcome<BackupReport>>,
+}
+
+/// The jobs' state as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobsStatus {
+    pub retention: Option<Outcome<RetentionReport>>,
+    pub optimize: Option<Outcome<OptimizeReport>>,
+    pub backup: Option<Outcome<BackupReport>>,
+    /// Seconds between scheduled runs (0: only when asked).
+    pub retention_every_s: u64,
+    pub optimize_every_s: u64,
+    pub backup_every_s: u64,
+}
+
+/// Runs the storage jobs; shared by the API and the [`Scheduler`].
+pub struct Jobs {
+    storage: StorageConfig,
+    retention: RetentionConfig,
+    maintenance: MaintenanceConfig,
+    writer: Arc<WriterShared>,
+    bus: Bus,
+    retention_running: tokio::sync::Mutex<()>,
+    optimize_running: tokio::sync::Mutex<()>,
+    backup_running: tokio::sync::Mutex<()>,
+    last: Mutex<Last>,
+}
+
+impl Jobs {
+    pub fn new(config: &Config, writer: Arc<WriterShared>, bus: Bus) -> Jobs {
+        Jobs {
+            storage: config.storage.clone(),
+            retention: config.retention.clone(),
+            maintenance: config.maintenance.clone(),
+            writer,
+            bus,
+            retention_running: tokio::sync::Mutex::new(()),
+            optimize_running: tokio::sync::Mutex::new(()),
+            backup_running: tokio::sync::Mutex::new(()),
+            last: Mutex::new(Last::default()),
+        }
+    }
+
+    fn writer(&self) -> Result<Addr<DbWriter>, StorageError> {
+        self.writer.current().ok_or(StorageError::WriterUnavailable)
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, Last> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn outcome<T: Clone>(
+        &self,
+        job: &str,
+        result: &Result<T, StorageError>,
+        summary: impl Fn(&T) -> String,
+    ) -> Outcome<T> {
+        let (ok, text, outcome) = match result {
+            Ok(report) => (true, summary(report), Outcome::Done(report.clone())),
+            Err(e) => (
+                false,
+                e.to_string(),
+                Outcome::Failed {
+                    at: rfc3339(now_ms()),
+                    error: e.to_string(),
+                },
+            ),
+        };
+        if ok {
+            log::info!("{job}: {text}");
+        } else {
+            log::error!("{job} failed: {text}");
+        }
+        self.bus.event(Event::Maintenance {
+            job: job.to_owned(),
+            ok,
+            summary: text,
+        });
+        outcome
+    }
+
+    /// Deletes what is past each tier's horizon at `now_ms`, then enforces
+    /// the size cap, through the writer.
+    pub async fn retention(&self, now_ms: i64) -> Result<RetentionReport, StorageError> {
+        let _one_at_a_time = self.retention_running.lock().await;
+        let result = match self.writer() {
+            Ok(addr) => addr
+                .send(RunRetention {
+                    now_ms,
+                    config: self.retention.clone(),
+                })
+                .await
+                .unwrap_or(Err(StorageError::WriterUnavailable)),
+            Err(e) => Err(e),
+        };
+        if let Ok(Some(cap)) = result.as_ref().map(|r| r.cap.as_ref()) {
+            log::warn!(
+                "database over retention.max_db_mb ({} MiB): {} bytes in use; pruned {} raw readings; now {} bytes{}",
+                cap.cap_bytes >> 20,
+                cap.used_bytes_before,
+                cap.pruned_raw_rows,
+                cap.used_bytes_after,
+                if cap.met {
+                    ""
+                } else {
+                    " (still over: the newest hour of readings and the rollups exceed the cap)"
+                }
+            );
+            self.bus.event(Event::StorageCap {
+                cap_bytes: cap.cap_bytes,
+                used_bytes_before: cap.used_bytes_before,
+                used_bytes_after: cap.used_bytes_after,
+                pruned_raw_rows: cap.pruned_raw_rows,
+                met: cap.met,
+            });
+        }
+        let outcome = self.outcome("retention", &result, |r| {
+            let d = &r.deleted;
+            format!(
+                "deleted {} raw readings and {}/{}/{} minute/hour/day rollups in {} transactions (longest {:.1} ms)",
+                d.raw, d.minute, d.hour, d.day, r.transactions, r.longest_lock_ms
+            )
+        });
+        self.last().retention = Some(outcome);
+        result
+    }
+
+    /// Optimizes the database on the writer's connection, between commits.
+    pub async fn optimize(&self, full: bool, now_ms: i64) -> Result<OptimizeReport, StorageError> {
+        let _one_at_a_time = self.optimize_running.lock().await;
+        let result = match self.writer() {
+            Ok(addr) => addr
+                .send(RunOptimize { full, now_ms })
+                .await
+                .unwrap_or(Err(StorageError::WriterUnavailable)),
+            Err(e) => Err(e),
+        };
+        let outcome = self.outcome("optimize", &result, |r| {
+            format!(
+                "{}file {} -> {} bytes, WAL {} -> {} bytes, free pages {} -> {}",
+                if r.full { "full: " } else { "" },
+                r.before.db_bytes,
+                r.after.db_bytes,
+                r.before.wal_bytes,
+                r.after.wal_bytes,
+                r.before.freelist_count,
+                r.after.freelist_count
+            )
+        });
+        self.last().optimize = Some(outcome);
+        result
+    }
+
+    /// Writes a backup into the configured directory and prunes old ones.
+    pub async fn backup(&self, now_ms: i64) -> Result<BackupReport, StorageError> {
+        let _one_at_a_time = self.backup_running.lock().await;
+        let db = self.storage.path.clone();
+        let (dir, create) = self.maintenance.backup_dir_for(&db);
+        let keep = self.maintenance.backup_keep;
+        let busy = self.storage.busy_timeout_ms;
+        let result = tokio::task::spawn_blocking(move || {
+            maintenance::backup(&db, &dir, create, keep, now_ms, busy)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(StorageError::Io {
+                what: "backup task".into(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        });
+        let outcome = self.outcome("backup", &result, |r| {
+            format!("{} ({} bytes, {} kept)", r.path, r.bytes, r.kept)
+        });
+        self.last().backup = Some(outcome);
+        result
+    }
+
+    pub fn status(&self) -> JobsStatus {
+        let last = self.last();
+        JobsStatus {
+            retention: last.retention.clone(),
+            optimize: last.optimize.clone(),
+            backup: last.backup.clone(),
+            retention_every_s: self.retention.interval_secs,
+            optimize_every_s: self.maintenance.optimize_interval_secs,
+            backup_every_s: self.maintenance.backup_interval_secs,
+        }
+    }
+
+    pub fn retention_config(&self) -> &RetentionConfig {
+        &self.retention
+    }
+}
+
+/// Runs the jobs on their configured schedules. A supervised child; a job
+/// in progress when it stops is abandoned by it (the writer still finishes
+/// the transaction it is in).
+pub struct Scheduler {
+    jobs: Arc<Jobs>,
+    reporter: LifecycleReporter,
+}
+
+impl Scheduler {
+    pub fn new(jobs: Arc<Jobs>, reporter: LifecycleReporter) -> Scheduler {
+        Scheduler { jobs, reporter }
+    }
+
+    fn every<F, Fut>(&self, ctx: &mut Context<Self>, secs: u64, job: F)
+    where
+        F: Fn(Arc<Jobs>) -> Fut + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        if secs == 0 {
+            return;
+        }
+        ctx.run_interval(Duration::from_secs(secs), move |act, ctx| {
+            ctx.spawn(job(act.jobs.clone()).into_actor(act));
+        });
+    }
+}
+
+impl Actor for Scheduler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Failures are logged, kept for the API and published by `Jobs`.
+        self.every(ctx, self.jobs.retention.interval_secs, |jobs| async move {
+            let _ = jobs.retention(now_ms()).await;
+        });
+        self.every(
+            ctx,
+            self.jobs.maintenance.optimize_interval_secs,
+            |jobs| async move {
+                let _ = jobs.optimize(false, now_ms()).await;
+            },
+        );
+        self.every(
+            ctx,
+            self.jobs.maintenance.backup_interval_secs,
+            |jobs| async move {
+                let _ = jobs.backup(now_ms()).await;
+            },
+        );
+        self.reporter.started();
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.reporter.stopped();
+    }
+}
+
+impl Handler<Stop> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// The scheduler as a child of a supervisor.
+pub fn scheduler_child(jobs: Arc<Jobs>) -> ChildSpec {
+    ChildSpec::new("maintenance", "maintenance", false, move |reporter| {
+        let addr = Scheduler::new(jobs.clone(), reporter).start();
+        ChildHandle {
+            stop: addr.recipient(),
+            supervisor: None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::storage::catalog::SeriesCatalog;
+    use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
+    use crate::storage::rollup::{DAY_MS, MINUTE_MS};
+    use crate::storage::writer::commit_batch;
+    use crate::storage::{open_writer, prepare};
+    use crate::supervisor::ChildEvent;
+
+    /// Stands in for a supervisor: takes lifecycle events and ignores them.
+    struct Sink;
+    impl Actor for Sink {
+        type Context = Context<Self>;
+    }
+    impl Handler<ChildEvent> for Sink {
+        type Result = ();
+        fn handle(&mut self, _: ChildEvent, _: &mut Context<Self>) {}
+    }
+
+    fn count(conn: &mut diesel::SqliteConnection, sql: &str) -> i64 {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(sql).get_result::<N>(conn).unwrap().n
+    }
+
+    #[actix_rt::test]
+    async fn retention_runs_in_chunks_through_the_writer_while_ingestion_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.path = dir.path().join("j.db");
+        config.storage.batch_size = 1;
+        config.retention.chunk_rows = 200;
+        config.retention.max_db_mb = 0;
+        let st = config.storage.clone();
+        prepare(&st).unwrap();
+
+        // A hundred thousand readings a second apart, 86,400 of them older
+        // than the raw horizon, stored before the writer starts.
+        let now = crate::clock::now_ms();
+        let horizon = now - i64::from(config.retention.raw_days) * DAY_MS;
+        let key = Arc::new(SeriesKey {
+            sensor: "s".into(),
+            metric: "v".into(),
+            unit: "".into(),
+        });
+        {
+            let mut conn = open_writer(&st).unwrap();
+            let catalog = SeriesCatalog::default();
+            let old: Vec<_> = (0..100_000)
+                .map(|i| Reading {
+                    series: key.clone(),
+                    ts_ms: horizon - DAY_MS + i * 1000,
+                    value: 1.0,
+                })
+                .collect();
+            commit_batch(&mut conn, &catalog, &old).unwrap();
+        }
+        let catalog = {
+            let mut conn = open_writer(&st).unwrap();
+            SeriesCatalog::load(&mut conn).unwrap()
+        };
+        let queue = Arc::new(IngestQueue::new(
+            st.queue_capacity,
+            st.overflow,
+            st.batch_size,
+        ));
+        let bus = Bus::new();
+        let shared = Arc::new(WriterShared::new(
+            queue.clone(),
+            Arc::new(catalog),
+            bus.clone(),
+            &crate::perf::Perf::new(100),
+            Arc::new(crate::storage::recent::RecentCache::new(1001)),
+        ));
+        let arbiter = Arbiter::new();
+        let sink = Sink.start().recipient();
+        let writer = {
+            let (shared, st) = (shared.clone(), st.clone());
+            DbWriter::start_in_arbiter(&arbiter.handle(), move |_| {
+                DbWriter::new(st, shared, LifecycleReporter::new(0, 1, sink))
+            })
+        };
+        let jobs = Jobs::new(&config, shared.clone(), bus.clone());
+        let mut events = bus.subscribe_events();
+
+        // A producer pushes a fresh reading every millisecond (a sensor at
+        // 1 kHz) until retention has answered.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let producer = {
+            let (queue, done, key) = (queue.clone(), done.clone(), key.clone());
+            actix_rt::spawn(async move {
+                let mut pushed = 0i64;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) || pushed < 50 {
+                    queue.push(vec![Reading {
+                        series: key.clone(),
+                        ts_ms: now + pushed,
+                        value: 2.0,
+                    }]);
+                    pushed += 1;
+                    actix_rt::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                pushed
+            })
+        };
+        while shared.status().committed_rows == 0 {
+            tokio::task::yield_now().await;
+        }
+        let committed_at_start = shared.status().committed_batches;
+        let report = jobs.retention(now).await.unwrap();
+        let committed_at_end = shared.status().committed_batches;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        let pushed = producer.await.unwrap();
+        assert!(shared.flush().await);
+
+        // Everything past the horizon went, in chunks of at most 200 rows.
+        let past = (horizon - (horizon - DAY_MS)).div_euclid(1000) as u64;
+        assert_eq!(report.deleted.raw, past, "{report:?}");
+        assert!(report.transactions >= past.div_ceil(200), "{report:?}");
+        assert!(
+            report.deleted.minute == 0 && report.deleted.day == 0,
+            "{report:?}"
+        );
+        // Commits went on while the run was in progress.
+        assert!(
+            committed_at_end > committed_at_start,
+            "no ingest commit between {committed_at_start} and {committed_at_end}"
+        );
+        // Ingestion lost nothing.
+        let s = shared.status();
+        assert_eq!(s.committed_rows, pushed as u64);
+        assert_eq!((s.queue.dropped, s.queue.len, s.failed_commits), (0, 0, 0));
+        let mut conn = open_writer(&st).unwrap();
+        assert_eq!(
+            count(
+                &mut conn,
+                &format!("SELECT count(*) AS n FROM readings WHERE ts < {horizon}")
+            ),
+            0
+        );
+        assert_eq!(
+            count(&mut conn, "SELECT count(*) AS n FROM readings"),
+            100_000 - past as i64 + pushed
+        );
+        // Rollups keep the deleted history.
+        assert_eq!(
+            count(&mut conn, "SELECT sum(count) AS n FROM rollup_minute"),
+            100_000 + pushed
+        );
+        assert!(
+            count(
+                &mut conn,
+                &format!(
+                    "SELECT count(*) AS n FROM rollup_minute WHERE bucket < {}",
+                    horizon - MINUTE_MS
+                )
+            ) > 0
+        );
+
+        // The run was reported on the bus and in the status.
+        let ev = events.recv().await.unwrap();
+        assert!(
+            matches!(&ev, Event::Maintenance { job, ok: true, .. } if job == "retention"),
+            "{ev:?}"
+        );
+        assert!(matches!(jobs.status().retention, Some(Outcome::Done(_))));
+
+        writer.send(Stop).await.unwrap();
+        arbiter.stop();
+    }
+
+    #[actix_rt::test]
+    async fn jobs_fail_cleanly_without_a_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.storage.path = dir.path().join("n.db");
+        prepare(&config.storage).unwrap();
+        let st = &config.storage;
+        let queue = Arc::new(IngestQueue::new(
+            st.queue_capacity,
+            st.overflow,
+            st.batch_size,
+        ));
+        let shared = Arc::new(WriterShared::new(
+            queue,
+            Arc::new(SeriesCatalog::default()),
+            Bus::new(),
+            &crate::perf::Perf::new(100),
+            Arc::new(crate::storage::recent::RecentCache::new(1001)),
+        ));
+        let jobs = Jobs::new(&config, shared, Bus::new());
+        assert!(matches!(
+            jobs.retention(0).await,
+            Err(StorageError::WriterUnavailable)
+        ));
+        assert!(matches!(
+            jobs.optimize(false, 0).await,
+            Err(StorageError::WriterUnavailable)
+        ));
+        assert!(matches!(
+            jobs.status().optimize,
+            Some(Outcome::Failed { .. })
+        ));
+        // A backup needs no writer.
+        let b = jobs.backup(1_000).await.unwrap();
+        assert!(
+            b.path
+                .starts_with(&dir.path().join("backups").display().to_string()),
+            "{b:?}"
+        );
+    }
+}

@@ -1,0 +1,589 @@
+//! Rollups: per series, the count, minimum, maximum, sum and latest reading
+//! of every UTC minute, hour and day, kept in `rollup_minute`, `rollup_hour`
+//! and `rollup_day` so that charts of long ranges never scan raw readings.
+//!
+//! They are maintained incrementally: the writer aggregates each committed
+//! batch here, in Rust, by (series, period), and merges one row per period
+//! into each table with an UPSERT in the batch's own transaction: counts and
+//! sums add, minimum and maximum widen, and the latest value moves only
+//! forward in time. A late or out-of-order reading therefore lands in the
+//! right period, nothing is ever recomputed from raw readings, and rollups
+//! outlive the raw readings that retention deletes.
+
+use std::collections::BTreeMap;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double};
+use serde::Serialize;
+
+use super::StorageError;
+
+pub const MINUTE_MS: i64 = 60_000;
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Bound variables per rollup row, and so rows per multi-row UPSERT.
+const COLUMNS: usize = 8;
+const ROWS_PER_UPSERT: usize = 32_766 / COLUMNS;
+
+/// A level of detail at which readings are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// Every reading as taken.
+    Raw,
+    /// One row per series and UTC minute.
+    Minute,
+    /// One row per series and UTC hour.
+    Hour,
+    /// One row per series and UTC day.
+    Day,
+}
+
+impl Tier {
+    /// Every tier, finest first.
+    pub const ALL: [Tier; 4] = [Tier::Raw, Tier::Minute, Tier::Hour, Tier::Day];
+    /// The rollup tiers, finest first.
+    pub const ROLLUPS: [Tier; 3] = [Tier::Minute, Tier::Hour, Tier::Day];
+
+    /// The period one row covers; 1 ms for raw readings.
+    pub fn width_ms(self) -> i64 {
+        match self {
+            Tier::Raw => 1,
+            Tier::Minute => MINUTE_MS,
+            Tier::Hour => HOUR_MS,
+            Tier::Day => DAY_MS,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Raw => "raw",
+            Tier::Minute => "minute",
+            Tier::Hour => "hour",
+            Tier::Day => "day",
+        }
+    }
+
+    /// The table holding the tier.
+    pub fn table(self) -> &'static str {
+        match self {
+            Tier::Raw => "readings",
+            Tier::Minute => "rollup_minute",
+            Tier::Hour => "rollup_hour",
+            Tier::Day => "rollup_day",
+        }
+    }
+
+    /// The column rows are keyed on after `series_id`.
+    pub fn time_column(self) -> &'static str {
+        match self {
+            Tier::Raw => "ts",
+            _ => "bucket",
+        }
+    }
+
+    /// The next coarser tier, if any.
+    pub fn coarser(self) -> Option<Tier> {
+        match self {
+            Tier::Raw => Some(Tier::Minute),
+            Tier::Minute => Some(Tier::Hour),
+            Tier::Hour => Some(Tier::Day),
+            Tier::Day => None,
+        }
+    }
+}
+
+/// The start of the period of width `width_ms` holding `ts` (periods are
+/// aligned to the Unix epoch, so hours and days are UTC).
+pub fn bucket_start(ts: i64, width_ms: i64) -> i64 {
+    ts.div_euclid(width_ms) * width_ms
+}
+
+/// The aggregate of some readings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Agg {
+    pub count: i64,
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    /// Timestamp of the latest reading.
+    pub last_ts: i64,
+    /// The latest reading.
+    pub last: f64,
+}
+
+impl Agg {
+    /// The aggregate of one reading.
+    pub fn one(ts: i64, value: f64) -> Agg {
+        Agg {
+            count: 1,
+            min: value,
+            max: value,
+            sum: value,
+            last_ts: ts,
+            last: value,
+        }
+    }
+
+    /// Folds `other` in. The same rule as the SQL merge: the latest value
+    /// is replaced only by one at least as recent.
+    pub fn merge(&mut self, other: &Agg) {
+        self.count += other.count;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+        if other.last_ts >= self.last_ts {
+            self.last_ts = other.last_ts;
+            self.last = other.last;
+        }
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            f64::NAN
+        } else {
+            self.sum / self.count as f64
+        }
+    }
+}
+
+/// One row of a rollup table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub series_id: i64,
+    /// Start of the period, epoch ms.
+    pub start: i64,
+    pub agg: Agg,
+}
+
+/// The rows a batch contributes to each rollup tier (minute, hour, day), in
+/// (series, period) order.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BatchRollups {
+    pub minute: Vec<Bucket>,
+    pub hour: Vec<Bucket>,
+    pub day: Vec<Bucket>,
+}
+
+impl BatchRollups {
+    pub fn tier(&self, tier: Tier) -> &[Bucket] {
+        match tier {
+            Tier::Minute => &self.minute,
+            Tier::Hour => &self.hour,
+            Tier::Day => &self.day,
+            Tier::Raw => &[],
+        }
+    }
+}
+
+/// Aggregates `(series_id, ts, value)` readings, in any order, by minute;
+/// then folds minutes into hours and hours into days.
+pub fn aggregate(rows: impl IntoIterator<Item = (i64, i64, f64)>) -> BatchRollups {
+    let mut minutes: BTreeMap<(i64, i64), Agg> = BTreeMap::new();
+    for (series, ts, value) in rows {
+        let one = Agg::one(ts, value);
+        minutes
+            .entry((series, bucket_start(ts, MINUTE_MS)))
+            .and_modify(|a| a.merge(&one))
+            .or_insert(one);
+    }
+    let minute: Vec<Bucket> = minutes
+        .into_iter()
+        .map(|((series_id, start), agg)| Bucket {
+            series_id,
+            start,
+            agg,
+        })
+        .collect();
+    let hour = coarsen(&minute, HOUR_MS);
+    let day = coarsen(&hour, DAY_MS);
+    BatchRollups { minute, hour, day }
+}
+
+/// Merges buckets sorted by (series, start) into wider periods. Buckets of
+/// one wider period are adjacent in that order, so one pass suffices.
+fn coarsen(buckets: &[Bucket], width_ms: i64) -> Vec<Bucket> {
+    let mut out: Vec<Bucket> = Vec::new();
+    for b in buckets {
+        let start = bucket_start(b.start, width_ms);
+        match out.last_mut() {
+            Some(last) if last.series_id == b.series_id && last.start == start => {
+                last.agg.merge(&b.agg)
+            }
+            _ => out.push(Bucket {
+                series_id: b.series_id,
+                start,
+                agg: b.agg,
+            }),
+        }
+    }
+    out
+}
+
+/// The merge, as SQL: counts and sums add, extremes widen, and the latest
+/// value moves only forward in time (every right-hand side sees the row as
+/// it was before the update).
+fn upsert_sql(table: &str, rows: usize) -> String {
+    let mut sql = format!(
+        "INSERT INTO {table} (series_id, bucket, count, min_value, max_value, sum_value, \
+         last_ts, last_value) VALUES "
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?)");
+    }
+    sql.push_str(
+        " ON CONFLICT (series_id, bucket) DO UPDATE SET \
+         count = count + excluded.count, \
+         min_value = min(min_value, excluded.min_value), \
+         max_value = max(max_value, excluded.max_value), \
+         sum_value = sum_value + excluded.sum_value, \
+         last_value = CASE WHEN excluded.last_ts >= last_ts \
+                      THEN excluded.last_value ELSE last_value END, \
+         last_ts = max(last_ts, excluded.last_ts)",
+    );
+    sql
+}
+
+/// Merges `buckets` into a rollup tier's table.
+pub fn upsert(
+    conn: &mut SqliteConnection,
+    tier: Tier,
+    buckets: &[Bucket],
+) -> Result<(), StorageError> {
+    for chunk in buckets.chunks(ROWS_PER_UPSERT) {
+        let mut q = diesel::sql_query(upsert_sql(tier.table(), chunk.len())).into_boxed();
+        for b in chunk {
+            q = q
+                .bind::<BigInt, _>(b.series_id)
+                .bind::<BigInt, _>(b.start)
+                .bind::<BigInt, _>(b.agg.count)
+                .bind::<Double, _>(b.agg.min)
+                .bind::<Double, _>(b.agg.max)
+                .bind::<Double, _>(b.agg.sum)
+                .bind::<BigInt, _>(b.agg.last_ts)
+                .bind::<Double, _>(b.agg.last);
+        }
+        q.execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Aggregates committed readings and merges them into every rollup tier.
+/// Call inside the transaction that inserted them.
+pub fn record(
+    conn: &mut SqliteConnection,
+    rows: impl IntoIterator<Item = (i64, i64, f64)>,
+) -> Result<(), StorageError> {
+    let batch = aggregate(rows);
+    for tier in Tier::ROLLUPS {
+        upsert(conn, tier, batch.tier(tier))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+    use crate::storage::catalog::SeriesCatalog;
+    use crate::storage::queue::{Reading, SeriesKey};
+    use crate::storage::writer::commit_batch;
+    use crate::storage::{open_writer, prepare};
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    #[test]
+    fn buckets_floor_to_utc_periods_including_before_1970() {
+        assert_eq!(bucket_start(0, HOUR_MS), 0);
+        assert_eq!(bucket_start(HOUR_MS - 1, HOUR_MS), 0);
+        assert_eq!(bucket_start(HOUR_MS, HOUR_MS), HOUR_MS);
+        assert_eq!(bucket_start(-1, HOUR_MS), -HOUR_MS);
+        // 2026-11-23T13:37:25.211Z lies in the day starting at 00:00Z.
+        let t = 1_795_441_045_211;
+        assert_eq!(bucket_start(t, DAY_MS), 1_795_392_000_000);
+    }
+
+    #[test]
+    fn merge_is_order_independent_except_for_float_rounding() {
+        let a = Agg::one(10, 3.0);
+        let b = Agg::one(30, -1.0);
+        let c = Agg::one(20, 7.0);
+        let mut x = a;
+        x.merge(&b);
+        x.merge(&c);
+        let mut y = c;
+        y.merge(&b);
+        y.merge(&a);
+        assert_eq!(x, y);
+        assert_eq!(
+            x,
+            Agg {
+                count: 3,
+                min: -1.0,
+                max: 7.0,
+                sum: 9.0,
+                last_ts: 30,
+                last: -1.0
+            }
+        );
+        assert_eq!(x.mean(), 3.0);
+    }
+
+    #[test]
+    fn a_batch_folds_into_each_tier_in_key_order() {
+        let t0 = 10 * DAY_MS;
+        let rows = [
+            (2, t0 + 5, 1.0),
+            (1, t0 + HOUR_MS + 1, 4.0),
+            (1, t0 + 59_999, 2.0),
+            (1, t0, 6.0),
+            (1, t0 + DAY_MS, 9.0),
+        ];
+        let r = aggregate(rows);
+        let keys = |v: &[Bucket]| v.iter().map(|b| (b.series_id, b.start)).collect::<Vec<_>>();
+        assert_eq!(
+            keys(&r.minute),
+            [(1, t0), (1, t0 + HOUR_MS), (1, t0 + DAY_MS), (2, t0),]
+        );
+        assert_eq!(
+            keys(&r.hour),
+            [(1, t0), (1, t0 + HOUR_MS), (1, t0 + DAY_MS), (2, t0)]
+        );
+        assert_eq!(keys(&r.day), [(1, t0), (1, t0 + DAY_MS), (2, t0)]);
+        let first = r.minute[0].agg;
+        assert_eq!((first.count, first.min, first.max), (2, 2.0, 6.0));
+        assert_eq!((first.last_ts, first.last), (t0 + 59_999, 2.0));
+        let day = r.day[0].agg;
+        assert_eq!((day.count, day.sum, day.last), (3, 12.0, 4.0));
+    }
+
+    /// A rollup row as read back.
+    #[derive(Debug, Clone, Copy, QueryableByName)]
+    struct RollupRow {
+        #[diesel(sql_type = BigInt)]
+        pub bucket: i64,
+        #[diesel(sql_type = BigInt)]
+        pub count: i64,
+        #[diesel(sql_type = Double)]
+        pub min_value: f64,
+        #[diesel(sql_type = Double)]
+        pub max_value: f64,
+        #[diesel(sql_type = Double)]
+        pub sum_value: f64,
+        #[diesel(sql_type = BigInt)]
+        pub last_ts: i64,
+        #[diesel(sql_type = Double)]
+        pub last_value: f64,
+    }
+
+    impl RollupRow {
+        pub fn agg(&self) -> Agg {
+            Agg {
+                count: self.count,
+                min: self.min_value,
+                max: self.max_value,
+                sum: self.sum_value,
+                last_ts: self.last_ts,
+                last: self.last_value,
+            }
+        }
+    }
+
+    /// The brute-force reference: every tier computed from all raw rows.
+    fn brute_force(rows: &[(i64, i64, f64)], width: i64) -> HashMap<(i64, i64), Agg> {
+        let mut out: HashMap<(i64, i64), Agg> = HashMap::new();
+        for &(s, ts, v) in rows {
+            let one = Agg::one(ts, v);
+            out.entry((s, bucket_start(ts, width)))
+                .and_modify(|a| a.merge(&one))
+                .or_insert(one);
+        }
+        out
+    }
+
+    fn stored(conn: &mut SqliteConnection, tier: Tier) -> HashMap<(i64, i64), Agg> {
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = BigInt)]
+            series_id: i64,
+            #[diesel(embed)]
+            r: RollupRow,
+        }
+        diesel::sql_query(format!("SELECT * FROM {}", tier.table()))
+            .load::<Row>(conn)
+            .unwrap()
+            .into_iter()
+            .map(|row| ((row.series_id, row.r.bucket), row.r.agg()))
+            .collect()
+    }
+
+    fn raw_rows(conn: &mut SqliteConnection) -> Vec<(i64, i64, f64)> {
+        use crate::storage::schema::readings::dsl::*;
+        readings.select((series_id, ts, value)).load(conn).unwrap()
+    }
+
+    fn assert_close(a: f64, b: f64, what: &str) {
+        let tol = 1e-9 * a.abs().max(b.abs()).max(1.0);
+        assert!((a - b).abs() <= tol, "{what}: {a} vs {b}");
+    }
+
+    fn assert_tiers_match_brute_force(conn: &mut SqliteConnection) {
+        let raw = raw_rows(conn);
+        assert!(!raw.is_empty());
+        for tier in Tier::ROLLUPS {
+            let want = brute_force(&raw, tier.width_ms());
+            let got = stored(conn, tier);
+            assert_eq!(got.len(), want.len(), "{tier:?} bucket count");
+            for (key, w) in &want {
+                let g = got
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{tier:?} lacks bucket {key:?}"));
+                let what = format!("{tier:?} {key:?}");
+                assert_eq!(g.count, w.count, "{what} count");
+                assert_eq!(g.min, w.min, "{what} min");
+                assert_eq!(g.max, w.max, "{what} max");
+                assert_eq!((g.last_ts, g.last), (w.last_ts, w.last), "{what} last");
+                assert_close(g.sum, w.sum, &format!("{what} sum"));
+            }
+        }
+    }
+
+    fn key(metric: &str) -> Arc<SeriesKey> {
+        Arc::new(SeriesKey {
+            sensor: "s".into(),
+            metric: metric.into(),
+            unit: "".into(),
+        })
+    }
+
+    #[test]
+    fn incremental_rollups_equal_a_brute_force_aggregate_of_the_raw_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StorageConfig {
+            path: dir.path().join("r.db"),
+            ..StorageConfig::default()
+        };
+        prepare(&cfg).unwrap();
+        let mut conn = open_writer(&cfg).unwrap();
+        let catalog = SeriesCatalog::default();
+        let keys = [key("a"), key("b"), key("c")];
+        let mut rng = fastrand::Rng::with_seed(7);
+        let t0 = 1_795_392_000_000; // a UTC midnight
+
+        // Readings on and around period boundaries, in every tier.
+        let mut special = Vec::new();
+        for edge in [0, MINUTE_MS, HOUR_MS, DAY_MS, 2 * DAY_MS] {
+            for d in [-1, 0, 1] {
+                special.push(t0 + edge + d);
+            }
+        }
+        let mut batches: Vec<Vec<Reading>> = vec![
+            special
+                .iter()
+                .map(|&ts| Reading {
+                    series: keys[0].clone(),
+                    ts_ms: ts,
+                    value: rng.f64() * 10.0 - 5.0,
+                })
+                .collect(),
+        ];
+        // Forty batches of mostly in-order readings over three days, some
+        // late (hours or days behind), some colliding with stored timestamps
+        // (the writer moves those forward a millisecond, which can cross a
+        // boundary: the rollups must follow the stored timestamp).
+        let mut now = t0 + 5;
+        for _ in 0..40 {
+            let mut batch = Vec::new();
+            for _ in 0..rng.usize(1..200) {
+                now += rng.i64(1..5_000);
+                let ts = match rng.u8(0..20) {
+                    0 => now - rng.i64(0..2 * DAY_MS),
+                    1 => special[rng.usize(0..special.len())],
+                    _ => now,
+                };
+                batch.push(Reading {
+                    series: keys[rng.usize(0..keys.len())].clone(),
+                    ts_ms: ts,
+                    value: (rng.f64() - 0.5) * 1000.0,
+                });
+            }
+            batches.push(batch);
+        }
+        let mut nudged = 0;
+        for (i, batch) in batches.iter().enumerate() {
+            nudged += commit_batch(&mut conn, &catalog, batch).unwrap();
+            if i % 10 == 0 {
+                assert_tiers_match_brute_force(&mut conn);
+            }
+        }
+        assert!(nudged > 0, "the data set exercises colliding timestamps");
+        assert_tiers_match_brute_force(&mut conn);
+    }
+
+    #[test]
+    fn the_migration_rolls_up_readings_stored_before_it() {
+        use crate::storage::MIGRATIONS;
+        use diesel::connection::SimpleConnection;
+        use diesel_migrations::MigrationHarness;
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = crate::storage::establish(&dir.path().join("old.db")).unwrap();
+        // The schema as it was before rollups, with readings in it.
+        conn.run_next_migration(MIGRATIONS).unwrap();
+        conn.batch_execute(
+            "INSERT INTO series (id, sensor, metric) VALUES (1, 's', 'a'), (2, 's', 'b');",
+        )
+        .unwrap();
+        let mut rng = fastrand::Rng::with_seed(5);
+        let t0 = 1_795_392_000_000;
+        let mut values = Vec::new();
+        for i in 0..3000i64 {
+            let ts = t0 - HOUR_MS + i * 97_000 + rng.i64(0..1000);
+            values.push(format!(
+                "({}, {ts}, {})",
+                1 + i % 2,
+                rng.f64() * 100.0 - 50.0
+            ));
+        }
+        conn.batch_execute(&format!(
+            "INSERT INTO readings (series_id, ts, value) VALUES {};",
+            values.join(",")
+        ))
+        .unwrap();
+        conn.run_pending_migrations(MIGRATIONS).unwrap();
+        assert_tiers_match_brute_force(&mut conn);
+    }
+
+    #[test]
+    fn a_failed_batch_leaves_no_rollups_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StorageConfig {
+            path: dir.path().join("f.db"),
+            ..StorageConfig::default()
+        };
+        prepare(&cfg).unwrap();
+        let mut conn = open_writer(&cfg).unwrap();
+        let catalog = SeriesCatalog::default();
+        let k = key("a");
+        let r = |ts| Reading {
+            series: k.clone(),
+            ts_ms: ts,
+            value: 1.0,
+        };
+        commit_batch(&mut conn, &catalog, &[r(1000)]).unwrap();
+        // Make the rollup step fail inside the batch's transaction.
+        diesel::sql_query("ALTER TABLE rollup_day RENAME TO rollup_day_moved")
+            .execute(&mut conn)
+            .unwrap();
+        assert!(commit_batch(&mut conn, &catalog, &[r(2000)]).is_err());
+        diesel::sql_query("ALTER TABLE rollup_day_moved RENAME TO rollup_day")
+            .execute(&mut conn)
+            .unwrap();
+        assert_eq!(raw_rows(&mut conn).len(), 1, "the raw insert rolled back");
+        assert_tiers_match_brute_force(&mut conn);
+    }
+}

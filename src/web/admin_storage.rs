@@ -1,0 +1,101 @@
+//! Storage administration over HTTP: `POST /api/admin/optimize`,
+//! `/api/admin/backup` and `/api/admin/retention` (admin only), and
+//! `GET /api/storage`, the database's size, tiers and the last outcome of
+//! each job.
+
+use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
+use serde::Serialize;
+
+use super::AppState;
+use super::admin::Admin;
+use super::error::ApiError;
+use super::params::Params;
+use crate::clock::now_ms;
+use crate::storage::StorageError;
+use crate::storage::jobs::JobsStatus;
+use crate::storage::maintenance::DbFigures;
+use crate::storage::retention::RetentionConfig;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(post("/api/admin/optimize", web::post().to(optimize)))
+        .service(post("/api/admin/backup", web::post().to(backup)))
+        .service(post("/api/admin/retention", web::post().to(retention)))
+        .service(super::get("/api/storage", web::get().to(storage)));
+}
+
+/// A POST-only resource whose other methods get a JSON 405.
+fn post(path: &str, route: Route) -> Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(|req: HttpRequest| async move {
+            Err::<String, _>(ApiError::MethodNotAllowed(format!(
+                "{} is not allowed on {}; use POST",
+                req.method(),
+                req.path()
+            )))
+        }))
+}
+
+/// `?full=true` adds a full `VACUUM` and `REINDEX`.
+async fn optimize(
+    _: Admin,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p = Params::parse(req.query_string(), &["full"])?;
+    let full = p.choice("full", &["true", "false"], "false")? == "true";
+    let report = state.jobs.optimize(full, now_ms()).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+async fn backup(
+    _: Admin,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    Params::parse(req.query_string(), &[])?;
+    let report = state.jobs.backup(now_ms()).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+async fn retention(
+    _: Admin,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    Params::parse(req.query_string(), &[])?;
+    let report = state.jobs.retention(now_ms()).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+#[derive(Serialize)]
+struct Storage {
+    path: String,
+    #[serde(flatten)]
+    figures: DbFigures,
+    /// Bytes in use: pages minus free pages.
+    used_bytes: u64,
+    /// `retention.max_db_mb` in bytes; null when there is no cap.
+    cap_bytes: Option<u64>,
+    retention: RetentionConfig,
+    jobs: JobsStatus,
+}
+
+async fn storage(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let pool = state.pool.clone();
+    let path = state.config.storage.path.clone();
+    let figures = web::block(move || {
+        let mut conn = pool.get().map_err(|e| StorageError::Pool(e.to_string()))?;
+        DbFigures::read(&mut conn, &path)
+    })
+    .await??;
+    let retention = state.jobs.retention_config().clone();
+    Ok(HttpResponse::Ok().json(Storage {
+        path: state.config.storage.path.display().to_string(),
+        used_bytes: figures.used_bytes(),
+        figures,
+        cap_bytes: retention.cap_bytes(),
+        retention,
+        jobs: state.jobs.status(),
+    }))
+}

@@ -1,0 +1,145 @@
+//! `GET /api/series`: a sensor's readings over a time range as at most N
+//! chart buckets (count, min, max, mean), answered from the cheapest storage
+//! tier that still has the resolution asked for; the answer names the tier.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::params::Params;
+use crate::clock::{now_ms, rfc3339};
+use crate::storage::StorageError;
+use crate::storage::rollup::{DAY_MS, Tier};
+use crate::storage::series::{SeriesAnswer, query};
+
+/// Buckets when `points` is not given.
+pub const DEFAULT_POINTS: u64 = 500;
+/// The most buckets a client may ask for.
+pub const MAX_POINTS: u64 = 10_000;
+/// The range when `from` is not given: this long before `to`.
+pub const DEFAULT_SPAN_MS: i64 = DAY_MS;
+/// Times further from the epoch than this (about 142,000 years) are
+/// refused, so that no range arithmetic can overflow.
+pub const MAX_ABS_TIME_MS: i64 = 1 << 52;
+
+const PARAMS: &[&str] = &["sensor", "metric", "from", "to", "points"];
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(super::get("/api/series", web::get().to(series)));
+}
+
+#[derive(Serialize)]
+struct BucketView {
+    ts_ms: i64,
+    count: i64,
+    min: f64,
+    max: f64,
+    mean: f64,
+}
+
+#[derive(Serialize)]
+struct SeriesView {
+    metric: String,
+    unit: String,
+    /// `raw`, `minute`, `hour` or `day`: the tier that answered.
+    tier: Tier,
+    /// Width of every bucket.
+    bucket_ms: i64,
+    /// Start of the first bucket.
+    start_ms: i64,
+    count: usize,
+    buckets: Vec<BucketView>,
+}
+
+#[derive(Serialize)]
+struct Body {
+    sensor: String,
+    from: String,
+    to: String,
+    from_ms: i64,
+    to_ms: i64,
+    points: u64,
+    series: Vec<SeriesView>,
+}
+
+fn view(metric: &str, unit: &str, a: SeriesAnswer) -> SeriesView {
+    SeriesView {
+        metric: metric.to_owned(),
+        unit: unit.to_owned(),
+        tier: a.tier,
+        bucket_ms: a.bucket_ms,
+        start_ms: a.start_ms,
+        count: a.buckets.len(),
+        buckets: a
+            .buckets
+            .into_iter()
+            .map(|(ts_ms, agg)| BucketView {
+                ts_ms,
+                count: agg.count,
+                min: agg.min,
+                max: agg.max,
+                mean: agg.mean(),
+            })
+            .collect(),
+    }
+}
+
+pub async fn series(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let p = Params::parse(req.query_string(), PARAMS)?;
+    let sensor = p
+        .str("sensor")
+        .ok_or_else(|| ApiError::bad("sensor", "`sensor` is required"))?
+        .to_owned();
+    let points = p.int("points", DEFAULT_POINTS, 1, MAX_POINTS)?;
+    let to = p.time("to")?.unwrap_or_else(|| now_ms() + 1);
+    let from = p
+        .time("from")?
+        .unwrap_or(to.saturating_sub(DEFAULT_SPAN_MS));
+    for (name, t) in [("to", to), ("from", from)] {
+        if !(-MAX_ABS_TIME_MS..=MAX_ABS_TIME_MS).contains(&t) {
+            return Err(ApiError::bad(
+                name,
+                format!("`{name}` is too far from 1970 (at most {MAX_ABS_TIME_MS} ms either way)"),
+            ));
+        }
+    }
+    if from >= to {
+        return Err(ApiError::bad("to", "`to` must be after `from`"));
+    }
+    let metric = p.str("metric");
+    let series = state.series_for(Some(&sensor), metric)?;
+    if let Some(metric) = metric
+        && series.is_empty()
+    {
+        return Err(ApiError::NotFound(format!(
+            "sensor `{sensor}` has stored no metric `{metric}`"
+        )));
+    }
+
+    let pool = state.pool.clone();
+    let views = web::block(move || {
+        let mut conn = pool.get().map_err(|e| StorageError::Pool(e.to_string()))?;
+        series
+            .iter()
+            .map(|s| {
+                query(&mut conn, s.id, from, to, points as u32)
+                    .map(|a| view(&s.metric, &s.unit, a))
+                    .map_err(StorageError::from)
+            })
+            .collect::<Result<Vec<_>, StorageError>>()
+    })
+    .await??;
+    Ok(HttpResponse::Ok().json(Body {
+        sensor,
+        from: rfc3339(from),
+        to: rfc3339(to),
+        from_ms: from,
+        to_ms: to,
+        points,
+        series: views,
+    }))
+}
