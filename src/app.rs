@@ -280,7 +280,10 @@ pub async fn run(
     let watchdog = actix_web::rt::spawn(crate::systemd::watchdog(
         root.clone(),
         writer.clone(),
-        Duration::from_millis(config.guard.watchdog.writer_deadline_ms),
+        crate::systemd::Deadlines {
+            writer: Duration::from_millis(config.guard.watchdog.writer_deadline_ms),
+            maintenance: Duration::from_millis(config.guard.watchdog.maintenance_grace_ms),
+        },
     ));
 
     let server_result = tokio::select! {

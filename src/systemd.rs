@@ -77,9 +77,10 @@ pub struct Assessment {
 pub fn assess(
     tree: Result<&TreeNode, &str>,
     writer_silent_for: Option<Duration>,
-    deadline: Duration,
+    deadline: Deadlines,
     writer: &WriterStatus,
     suspended_for: Option<Duration>,
+    busy: Option<(&str, Duration)>,
 ) -> Assessment {
     let dead = |why: String| Assessment {
         alive: false,
@@ -101,11 +102,31 @@ pub fn assess(
             c.last_error.as_deref().unwrap_or("no error recorded")
         ));
     }
-    if let Some(silent) = writer_silent_for.filter(|s| *s >= deadline) {
-        return dead(format!(
-            "the database writer has not answered for {} s (wedged?)",
-            silent.as_secs()
-        ));
+    if let Some(silent) = writer_silent_for.filter(|s| *s >= deadline.writer) {
+        match busy {
+            // Silent because it is doing a long job on purpose.
+            Some((what, running)) if running < deadline.maintenance => {
+                return Assessment {
+                    alive: true,
+                    status: format!(
+                        "busy: the database writer has been running {what} for {} s",
+                        running.as_secs()
+                    ),
+                };
+            }
+            Some((what, running)) => {
+                return dead(format!(
+                    "the database writer has been running {what} for {} s, past the maintenance grace",
+                    running.as_secs()
+                ));
+            }
+            None => {
+                return dead(format!(
+                    "the database writer has not answered for {} s (wedged?)",
+                    silent.as_secs()
+                ));
+            }
+        }
     }
     let sensors = tree
         .find("sensors")
@@ -144,6 +165,14 @@ pub fn assess(
     }
 }
 
+/// How long the writer may stay silent: normally, and during maintenance it
+/// runs on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    pub writer: Duration,
+    pub maintenance: Duration,
+}
+
 /// One ping to the writer at a time; how long the current one has gone
 /// unanswered.
 #[derive(Default)]
@@ -173,7 +202,7 @@ impl WriterProbe {
 /// Feeds systemd's watchdog while the appliance is alive and keeps its
 /// STATUS= line current, until the task is dropped. Returns at once when not
 /// under systemd.
-pub async fn watchdog(root: Addr<Supervisor>, writer: Arc<WriterShared>, deadline: Duration) {
+pub async fn watchdog(root: Addr<Supervisor>, writer: Arc<WriterShared>, deadline: Deadlines) {
     if !enabled() {
         return;
     }
@@ -186,7 +215,7 @@ pub async fn watchdog(root: Addr<Supervisor>, writer: Arc<WriterShared>, deadlin
             "systemd watchdog: {} ms; fed every {} ms while the appliance is alive (writer deadline {} ms)",
             w.as_millis(),
             every.as_millis(),
-            deadline.as_millis()
+            deadline.writer.as_millis()
         ),
         None => log::info!("systemd: notifying status; no watchdog asked for"),
     }
@@ -212,6 +241,7 @@ pub async fn watchdog(root: Addr<Supervisor>, writer: Arc<WriterShared>, deadlin
             deadline,
             &writer.status(),
             writer.suspended_for(),
+            writer.busy(),
         );
         if a.alive != was_alive {
             if a.alive {
@@ -294,12 +324,15 @@ mod tests {
         }
     }
 
-    const DEADLINE: Duration = Duration::from_secs(10);
+    const DEADLINE: Deadlines = Deadlines {
+        writer: Duration::from_secs(10),
+        maintenance: Duration::from_secs(100),
+    };
 
     #[test]
     fn alive_while_the_tree_and_the_writer_answer() {
         let t = tree(ChildState::Running, ChildState::Running);
-        let a = assess(Ok(&t), None, DEADLINE, &writer(true), None);
+        let a = assess(Ok(&t), None, DEADLINE, &writer(true), None, None);
         assert!(a.alive);
         assert_eq!(
             a.status,
@@ -312,6 +345,7 @@ mod tests {
             DEADLINE,
             &writer(true),
             None,
+            None,
         );
         assert!(a.alive);
     }
@@ -319,7 +353,14 @@ mod tests {
     #[test]
     fn a_wedged_writer_stops_the_pings() {
         let t = tree(ChildState::Running, ChildState::Running);
-        let a = assess(Ok(&t), Some(DEADLINE), DEADLINE, &writer(true), None);
+        let a = assess(
+            Ok(&t),
+            Some(DEADLINE.writer),
+            DEADLINE,
+            &writer(true),
+            None,
+            None,
+        );
         assert!(!a.alive);
         assert!(
             a.status.contains("writer has not answered for 10 s"),
@@ -329,9 +370,38 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_busy_with_maintenance_may_be_silent_for_the_grace() {
+        let t = tree(ChildState::Running, ChildState::Running);
+        let silent = Some(Duration::from_secs(50));
+        let busy = Some(("full optimize", Duration::from_secs(50)));
+        let a = assess(Ok(&t), silent, DEADLINE, &writer(true), None, busy);
+        assert!(a.alive, "{}", a.status);
+        assert!(
+            a.status.contains("running full optimize for 50 s"),
+            "{}",
+            a.status
+        );
+        let busy = Some(("full optimize", Duration::from_secs(150)));
+        let a = assess(
+            Ok(&t),
+            Some(Duration::from_secs(150)),
+            DEADLINE,
+            &writer(true),
+            None,
+            busy,
+        );
+        assert!(!a.alive);
+        assert!(
+            a.status.contains("past the maintenance grace"),
+            "{}",
+            a.status
+        );
+    }
+
+    #[test]
     fn a_given_up_essential_root_child_stops_the_pings_but_a_sensor_does_not() {
         let t = tree(ChildState::Failed, ChildState::Running);
-        let a = assess(Ok(&t), None, DEADLINE, &writer(true), None);
+        let a = assess(Ok(&t), None, DEADLINE, &writer(true), None, None);
         assert!(!a.alive);
         assert!(
             a.status.contains("writer writer was given up: boom"),
@@ -340,7 +410,7 @@ mod tests {
         );
         // The given-up guard is not essential; a given-up sensor is /health's business.
         let t = tree(ChildState::Running, ChildState::Failed);
-        let a = assess(Ok(&t), None, DEADLINE, &writer(true), None);
+        let a = assess(Ok(&t), None, DEADLINE, &writer(true), None, None);
         assert!(a.alive, "{}", a.status);
         assert!(a.status.contains("0/1 sensors running"), "{}", a.status);
         let a = assess(
@@ -349,6 +419,7 @@ mod tests {
             DEADLINE,
             &writer(true),
             None,
+            None,
         );
         assert!(!a.alive);
     }
@@ -356,7 +427,7 @@ mod tests {
     #[test]
     fn a_failing_database_is_degraded_not_dead() {
         let t = tree(ChildState::Running, ChildState::Running);
-        let a = assess(Ok(&t), None, DEADLINE, &writer(false), None);
+        let a = assess(Ok(&t), None, DEADLINE, &writer(false), None, None);
         assert!(a.alive);
         assert!(
             a.status
@@ -370,6 +441,7 @@ mod tests {
             DEADLINE,
             &writer(false),
             Some(Duration::from_secs(30)),
+            None,
         );
         assert!(a.alive);
         assert!(

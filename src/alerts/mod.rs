@@ -386,6 +386,8 @@ pub struct AlertManager {
     shared: Arc<AlertsShared>,
     reporter: LifecycleReporter,
     last_drop: i64,
+    /// The retention run in progress went over the size cap.
+    cap_in_run: bool,
     loaded_at: i64,
 }
 
@@ -420,6 +422,7 @@ impl AlertManager {
             shared,
             reporter,
             last_drop: 0,
+            cap_in_run: false,
             loaded_at: now,
         };
         m.index();
@@ -693,6 +696,48 @@ impl AlertManager {
                     );
                 } else {
                     self.resolve("memory_pressure", None, ctx);
+                }
+            }
+            Event::StorageCap {
+                cap_bytes,
+                used_bytes_after,
+                pruned_raw_rows,
+                met,
+                ..
+            } => {
+                self.cap_in_run = true;
+                let mib = |b: u64| b as f64 / 1_048_576.0;
+                self.fire(
+                    "storage_cap",
+                    "storage_cap",
+                    if met { Severity::Warning } else { Severity::Critical },
+                    format!(
+                        "the database exceeded its size cap of {:.0} MiB: {pruned_raw_rows} raw readings pruned before their horizon; {:.1} MiB in use{}",
+                        mib(cap_bytes),
+                        mib(used_bytes_after),
+                        if met { "" } else { ", still over the cap" }
+                    ),
+                    Some(mib(used_bytes_after)),
+                    ctx,
+                );
+            }
+            Event::Maintenance { job, ok, summary } => {
+                let key = format!("maintenance_failed:{job}");
+                if ok {
+                    self.resolve(&key, None, ctx);
+                    // A retention run that stayed under the cap ends the cap alert.
+                    if job == "retention" && !std::mem::take(&mut self.cap_in_run) {
+                        self.resolve("storage_cap", None, ctx);
+                    }
+                } else {
+                    self.fire(
+                        &key,
+                        "maintenance_failed",
+                        Severity::Warning,
+                        format!("{job} failed: {summary}"),
+                        None,
+                        ctx,
+                    );
                 }
             }
             Event::ReadingsDropped { total, .. } => {

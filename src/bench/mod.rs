@@ -47,21 +47,6 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// CPU time (user + system) the calling thread has used, from
-/// `/proc/thread-self/stat` (Linux; `None` elsewhere). Rates per CPU second
-/// stay comparable when other work shares the machine, where rates per
-/// wall-clock second do not. Ticks are taken as 1/100 s (USER_HZ).
-pub fn thread_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    // Fields after the parenthesised command name: state is field 3, utime
-    // and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
-}
-
 /// The median of plain numbers.
 pub fn median_f64(samples: &mut [f64]) -> f64 {
     samples.sort_unstable_by(f64::total_cmp);
@@ -82,19 +67,5 @@ mod tests {
         assert_eq!(percentile(&sorted, 99.0), ms(99));
         assert_eq!(percentile(&sorted, 100.0), ms(100));
         assert_eq!(median_f64(&mut [3.0, 1.0, 2.0]), 2.0);
-    }
-
-    #[test]
-    fn thread_cpu_time_grows_with_work() {
-        let Some(before) = thread_cpu_time() else {
-            return; // not Linux
-        };
-        let started = std::time::Instant::now();
-        let mut x = 0u64;
-        while started.elapsed() < Duration::from_millis(100) {
-            x = x.wrapping_mul(31).wrapping_add(7);
-        }
-        std::hint::black_box(x);
-        assert!(thread_cpu_time().unwrap() > before);
     }
 }

@@ -184,12 +184,16 @@ pub struct WatchdogConfig {
     /// The writer must answer within this long, or it counts as wedged and
     /// the watchdog is no longer fed.
     pub writer_deadline_ms: u64,
+    /// While the writer runs a long job on purpose (an optimize, a full
+    /// VACUUM), it may stay silent this long before it counts as wedged.
+    pub maintenance_grace_ms: u64,
 }
 
 impl Default for WatchdogConfig {
     fn default() -> Self {
         WatchdogConfig {
             writer_deadline_ms: 60_000,
+            maintenance_grace_ms: 3_600_000,
         }
     }
 }

@@ -65,12 +65,16 @@ impl Handler<RetentionStep> for DbWriter {
     type Result = ();
 
     fn handle(&mut self, mut msg: RetentionStep, ctx: &mut Context<Self>) {
-        let (_, conn, _) = self.parts();
+        let (_, conn, shared) = self.parts();
         let Some(conn) = conn else {
             let _ = msg.reply.send(Err(StorageError::WriterUnavailable));
             return;
         };
-        match msg.job.step(conn) {
+        let stepped = msg.job.step(conn);
+        for (series_id, below) in msg.job.take_raw_cuts() {
+            shared.recent.forget_series_before(series_id, below);
+        }
+        match stepped {
             // Yield to the runtime (timers, the mailbox) before the next
             // chunk, so that ingest flushes and shutdown get their turn.
             Ok(true) => {
@@ -103,9 +107,14 @@ impl Handler<RunOptimize> for DbWriter {
     type Result = Result<OptimizeReport, StorageError>;
 
     fn handle(&mut self, msg: RunOptimize, _: &mut Context<Self>) -> Self::Result {
-        let (cfg, conn, _) = self.parts();
+        let (cfg, conn, shared) = self.parts();
         let path = cfg.path.clone();
         let conn = conn.ok_or(StorageError::WriterUnavailable)?;
+        let _busy = shared.busy_with(if msg.full {
+            "full optimize"
+        } else {
+            "optimize"
+        });
         maintenance::optimize(conn, &path, msg.full, msg.now_ms)
     }
 }

@@ -20,8 +20,12 @@ use super::read::{Cursor, Order, PageQuery, Points};
 /// One series' cached readings, oldest first.
 #[derive(Debug)]
 enum Slot {
-    /// Being loaded; commits meanwhile wait here.
-    Warming(Vec<(i64, f64)>),
+    /// Being loaded; commits meanwhile wait here, and deletions of old rows
+    /// meanwhile (retention) are remembered as a cut.
+    Warming {
+        pending: Vec<(i64, f64)>,
+        cut: i64,
+    },
     Warm(Ring),
 }
 
@@ -54,6 +58,22 @@ impl Ring {
                 self.floor = t + 1;
             }
         }
+    }
+}
+
+fn forget(slot: &mut Slot, ts: i64) {
+    match slot {
+        Slot::Warm(ring) => {
+            while ring.rows.front().is_some_and(|&(t, _)| t < ts) {
+                ring.rows.pop_front();
+            }
+            if ring.floor <= ts {
+                ring.floor = i64::MIN;
+            }
+        }
+        // A load that started before the delete may return deleted rows:
+        // they are dropped when it arrives.
+        Slot::Warming { cut, .. } => *cut = (*cut).max(ts),
     }
 }
 
@@ -122,7 +142,7 @@ impl RecentCache {
         for (id, ts, value) in rows {
             match series.get_mut(&id) {
                 Some(Slot::Warm(ring)) => ring.insert(ts, value, self.depth),
-                Some(Slot::Warming(pending)) => pending.push((ts, value)),
+                Some(Slot::Warming { pending, .. }) => pending.push((ts, value)),
                 None => {}
             }
         }
@@ -141,14 +161,14 @@ impl RecentCache {
     /// from `ts` on now holds its whole remaining history.
     pub fn forget_before(&self, ts: i64) {
         for slot in self.write().values_mut() {
-            if let Slot::Warm(ring) = slot {
-                while ring.rows.front().is_some_and(|&(t, _)| t < ts) {
-                    ring.rows.pop_front();
-                }
-                if ring.floor <= ts {
-                    ring.floor = i64::MIN;
-                }
-            }
+            forget(slot, ts);
+        }
+    }
+
+    /// As [`forget_before`](Self::forget_before), for one series.
+    pub fn forget_series_before(&self, id: i64, ts: i64) {
+        if let Some(slot) = self.write().get_mut(&id) {
+            forget(slot, ts);
         }
     }
 
@@ -158,7 +178,13 @@ impl RecentCache {
         if series.contains_key(&id) {
             return false;
         }
-        series.insert(id, Slot::Warming(Vec::new()));
+        series.insert(
+            id,
+            Slot::Warming {
+                pending: Vec::new(),
+                cut: i64::MIN,
+            },
+        );
         true
     }
 
@@ -167,14 +193,17 @@ impl RecentCache {
     /// history (fewer than asked for).
     pub fn finish_warm(&self, id: i64, loaded: Vec<(i64, f64)>, complete: bool) {
         let mut series = self.write();
-        let pending = match series.remove(&id) {
-            Some(Slot::Warming(p)) => p,
+        let (pending, cut) = match series.remove(&id) {
+            Some(Slot::Warming { pending, cut }) => (pending, cut),
             _ => return,
         };
+        // Rows deleted while the load ran may be in it: drop them.
+        let mut loaded = loaded;
+        loaded.retain(|&(t, _)| t >= cut);
         let floor = if complete {
             i64::MIN
         } else {
-            loaded.first().map_or(i64::MIN, |&(t, _)| t)
+            loaded.first().map_or(cut, |&(t, _)| t)
         };
         let mut ring = Ring {
             rows: loaded.into(),
@@ -194,7 +223,7 @@ impl RecentCache {
     /// Gives up warming (the load failed).
     pub fn abort_warm(&self, id: i64) {
         let mut series = self.write();
-        if matches!(series.get(&id), Some(Slot::Warming(_))) {
+        if matches!(series.get(&id), Some(Slot::Warming { .. })) {
             series.remove(&id);
         }
     }
@@ -454,6 +483,16 @@ mod tests {
             assert_eq!(mem.next, db.next, "{q:?}");
         }
         assert!(served > 300, "the cache answered only {served} of 2000");
+    }
+
+    #[test]
+    fn rows_deleted_while_warming_do_not_come_back() {
+        let c = RecentCache::new(100);
+        c.begin_warm(1);
+        c.forget_series_before(1, 25);
+        c.finish_warm(1, vec![(10, 1.0), (20, 2.0), (30, 3.0)], true);
+        let q = query(10, Order::Desc);
+        assert_eq!(ts(&c.page_rows(&q, 1).unwrap().unwrap()), [30]);
     }
 
     #[test]

@@ -224,6 +224,8 @@ pub struct RetentionJob {
     pruning_for_cap: bool,
     started: Instant,
     report: RetentionReport,
+    /// Raw readings of (series, below ts) wholly deleted since last taken.
+    raw_cuts: Vec<(i64, i64)>,
 }
 
 #[derive(QueryableByName)]
@@ -307,6 +309,7 @@ impl RetentionJob {
             queue,
             phase: Phase::Tiers,
             pruning_for_cap: false,
+            raw_cuts: Vec::new(),
             started: Instant::now(),
             report: RetentionReport {
                 now: rfc3339(now_ms),
@@ -314,6 +317,12 @@ impl RetentionJob {
                 ..RetentionReport::default()
             },
         }
+    }
+
+    /// The series whose raw readings below a time are now all deleted, since
+    /// the last call (for caches of recent readings).
+    pub fn take_raw_cuts(&mut self) -> Vec<(i64, i64)> {
+        std::mem::take(&mut self.raw_cuts)
     }
 
     /// Runs one write transaction and records how long it took.
@@ -346,6 +355,9 @@ impl RetentionJob {
                 }
                 if !more {
                     self.queue.pop_front();
+                    if t.tier == Tier::Raw {
+                        self.raw_cuts.push((t.series_id, t.below));
+                    }
                 }
                 return Ok(true);
             }

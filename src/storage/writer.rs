@@ -121,6 +121,8 @@ pub struct WriterShared {
     pub commit_op: Arc<Op>,
     /// Recent committed readings in memory, kept up to date by every commit.
     pub recent: Arc<RecentCache>,
+    /// A long job the writer is running on purpose, and since when.
+    busy: Mutex<Option<(&'static str, Instant)>>,
     current: Mutex<Option<Addr<DbWriter>>>,
     /// The circuit breaker around commits, if any.
     breaker: Option<Arc<CircuitBreaker>>,
@@ -141,6 +143,7 @@ impl WriterShared {
             bus,
             commit_op: perf.op("db.commit"),
             recent,
+            busy: Mutex::new(None),
             current: Mutex::new(None),
             breaker: None,
         }
@@ -204,6 +207,21 @@ impl WriterShared {
             .map_err(|_| StorageError::WriterUnavailable)?
     }
 
+    /// Marks the writer busy with `what` until the guard is dropped, so a
+    /// silence during it is not mistaken for a wedge.
+    pub fn busy_with(&self, what: &'static str) -> BusyGuard<'_> {
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = Some((what, Instant::now()));
+        BusyGuard(self)
+    }
+
+    /// The long job running now, and for how long.
+    pub fn busy(&self) -> Option<(&'static str, Duration)> {
+        self.busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(what, since)| (what, since.elapsed()))
+    }
+
     pub fn status(&self) -> WriterStatus {
         let s = &self.stats;
         let failing = s.failing.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -247,6 +265,15 @@ impl WriterShared {
         let since = failing.as_ref().map_or_else(now_ms, |(t, _)| *t);
         *failing = Some((since, error.to_string()));
         first
+    }
+}
+
+/// Clears [`WriterShared::busy_with`] when dropped.
+pub struct BusyGuard<'a>(&'a WriterShared);
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.busy.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 

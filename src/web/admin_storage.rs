@@ -44,6 +44,7 @@ async fn optimize(
 ) -> Result<HttpResponse, ApiError> {
     let p = Params::parse(req.query_string(), &["full"])?;
     let full = p.choice("full", &["true", "false"], "false")? == "true";
+    state.guard.admit_expensive("optimize")?;
     let report = state.jobs.optimize(full, now_ms()).await?;
     Ok(HttpResponse::Ok().json(report))
 }
@@ -54,6 +55,7 @@ async fn backup(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     Params::parse(req.query_string(), &[])?;
+    state.guard.admit_expensive("backup")?;
     let report = state.jobs.backup(now_ms()).await?;
     Ok(HttpResponse::Ok().json(report))
 }
@@ -64,6 +66,7 @@ async fn retention(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     Params::parse(req.query_string(), &[])?;
+    state.guard.admit_expensive("retention")?;
     let report = state.jobs.retention(now_ms()).await?;
     Ok(HttpResponse::Ok().json(report))
 }

@@ -146,7 +146,7 @@ pub async fn evidence(state: &AppState) -> Result<Evidence, ApiError> {
         process_cpu_percent: process_figures(state).map(|p| p.cpu_percent),
         queue_dropped: queue.dropped,
         queue_capacity: queue.capacity,
-        max_db_bytes: None,
+        max_db_bytes: state.config.retention.cap_bytes(),
     })
 }
 

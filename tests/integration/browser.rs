@@ -310,7 +310,11 @@ async fn the_dashboard_shows_live_data_history_and_recovers_from_an_outage() {
             Duration::from_secs(15),
         )
         .await;
-    assert!(note.as_str().unwrap().contains("sim/value"), "{note}");
+    let note = note.as_str().unwrap();
+    assert!(
+        note.contains("sim/value") && note.contains("/api/series (raw"),
+        "{note}"
+    );
 
     // A firing alert is shown prominently and can be acknowledged (from
     // loopback no token is needed).

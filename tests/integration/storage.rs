@@ -455,6 +455,15 @@ async fn backups_are_consistent_copies_and_only_the_newest_are_kept() {
     s.stop().await;
 }
 
+/// Whether a `storage_cap` alert is in `state`.
+async fn cap_alert(s: &TestServer, state: &str) -> bool {
+    s.get_ok(&format!("/api/alerts?state={state}")).await["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["rule"] == "storage_cap")
+}
+
 #[actix_rt::test]
 async fn retention_enforces_the_cap_from_the_api() {
     // About 4 MB of raw readings from the last day: nothing past a horizon,
@@ -487,6 +496,20 @@ async fn retention_enforces_the_cap_from_the_api() {
     let ts = open_db(&s.db).timestamps("bulk", "v");
     assert_eq!(ts.last(), Some(&(start + 149_998 * 500)));
     assert!(ts[0] > start);
+    // The cap raised an alert; a later run that stays under it resolves it.
+    s.wait_for("the cap alert", Duration::from_secs(10), async |s| {
+        cap_alert(s, "firing").await
+    })
+    .await;
+    let (status, report) = s.post("/api/admin/retention", None).await;
+    assert_eq!(status, 200, "{report}");
+    assert!(report["cap"].is_null(), "{report}");
+    s.wait_for(
+        "the cap alert to resolve",
+        Duration::from_secs(10),
+        async |s| cap_alert(s, "resolved").await,
+    )
+    .await;
     s.stop().await;
 }
 
@@ -588,4 +611,46 @@ async fn the_cli_optimizes_and_backs_up_next_to_a_running_server() {
         !dir.path().join("absent.db").exists(),
         "nothing was created"
     );
+}
+
+#[actix_rt::test]
+async fn readings_deleted_by_retention_are_not_served_from_memory() {
+    // 200 readings from ten days ago (past the raw horizon of seven) and
+    // 200 from an hour ago.
+    let ten_days_ago = now_ms() - 10 * DAY_MS;
+    let dir = seeded(200, ten_days_ago);
+    let cfg_path = dir.path().join("vigil.db");
+    open_db(&cfg_path).execute(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 199)
+         INSERT INTO readings SELECT 1 + (i % 2), {} + i * 500, i FROM n;",
+        now_ms() - 3_600_000
+    ));
+    let cfg = quiet(&dir, "");
+    let s = TestServer::start_with(dir, cfg).await;
+    let page = "/api/readings?sensor=bulk&limit=1000&fields=ts_ms";
+    // The first request warms the cache from the database; the second is
+    // answered from memory, old rows included.
+    assert_eq!(s.get_ok(page).await["count"], 400);
+    s.wait_for(
+        "the cache to serve the page",
+        Duration::from_secs(10),
+        async |s| {
+            let stats = s.get_ok("/api/performance/stats").await;
+            let _ = s.get_ok(page).await;
+            stats["operations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["name"] == "memory.readings_page")
+        },
+    )
+    .await;
+    let (status, report) = s.post("/api/admin/retention", None).await;
+    assert_eq!(status, 200, "{report}");
+    let horizon = now_ms() - 7 * DAY_MS;
+    let after = s.get_ok(page).await;
+    let rows = after["readings"].as_array().unwrap();
+    assert_eq!(rows.len(), 200, "{after}");
+    assert!(rows.iter().all(|r| r["ts_ms"].as_i64().unwrap() >= horizon));
+    s.stop().await;
 }

@@ -458,36 +458,18 @@
     if (!current && wanted.length) loadHistory();
   }
 
-  // Buckets of {t, min, max, mean} for the chosen range, downsampled from
-  // raw readings.
+  // Buckets of {t, min, max, mean} for the chosen range, from the tier of
+  // storage the server picks for the resolution asked.
   async function fetchHistory(sensor, metric, from, to) {
-    const q = `sensor=${encodeURIComponent(sensor)}&metric=${encodeURIComponent(metric)}&from=${from}&to=${to}`;
-    const rows = [];
-    let cursor = null;
-    for (let page = 0; page < 10; page++) {
-      const body = await api(`/api/readings?${q}&order=asc&limit=1000&fields=ts_ms,value` +
-        (cursor ? `&cursor=${cursor}` : ''));
-      rows.push(...body.readings);
-      cursor = body.next_cursor;
-      if (!cursor) break;
-    }
-    const width = Math.max(1, (to - from) / HISTORY_POINTS);
-    const buckets = new Map();
-    for (const r of rows) {
-      const i = Math.floor((r.ts_ms - from) / width);
-      const b = buckets.get(i);
-      if (b) {
-        b.min = Math.min(b.min, r.value);
-        b.max = Math.max(b.max, r.value);
-        b.sum += r.value;
-        b.n++;
-      } else {
-        buckets.set(i, { t: from + i * width, min: r.value, max: r.value, sum: r.value, n: 1 });
-      }
-    }
-    const list = Array.from(buckets.values()).sort((a, b) => a.t - b.t)
-      .map((b) => ({ t: b.t, min: b.min, max: b.max, mean: b.sum / b.n }));
-    return { source: `/api/readings (${rows.length} rows)`, buckets: list };
+    const q = `sensor=${encodeURIComponent(sensor)}&metric=${encodeURIComponent(metric)}` +
+      `&from=${from}&to=${to}&points=${HISTORY_POINTS}`;
+    const body = await api(`/api/series?${q}`);
+    const s = body.series[0];
+    if (!s) return { source: '/api/series', buckets: [] };
+    return {
+      source: `/api/series (${s.tier}, ${Math.round(s.bucket_ms / 1000)} s buckets)`,
+      buckets: s.buckets.map((b) => ({ t: b.ts_ms, min: b.min, max: b.max, mean: b.mean })),
+    };
   }
 
   function drawHistory(canvas, buckets, from, to, unit) {
