@@ -428,11 +428,17 @@ impl SensorActor {
     }
 }
 
-/// A read must give finite numbers (SQLite would store NaN as NULL) and
-/// name each metric once per instant.
+/// The largest magnitude a reading may have. The rollup tiers keep a sum per
+/// bucket, and SQLite stores an overflowed (infinite) sum as NULL, which the
+/// schema refuses; with every value within ±1e300, a bucket of up to 10^8
+/// readings still sums to a finite number.
+pub const MAX_ABS_VALUE: f64 = 1e300;
+
+/// A read must give finite numbers (SQLite would store NaN as NULL) within
+/// [`MAX_ABS_VALUE`], and name each metric once per instant.
 fn check(values: Vec<Value>) -> Result<Vec<Value>, SensorError> {
     for (i, v) in values.iter().enumerate() {
-        if !v.value.is_finite() {
+        if !(v.value.is_finite() && v.value.abs() <= MAX_ABS_VALUE) {
             return Err(SensorError::Transient(format!(
                 "driver returned {} for `{}`",
                 v.value, v.metric
@@ -499,6 +505,8 @@ mod tests {
         assert!(check(vec![Value::new("a", 1.0, "")]).is_ok());
         assert!(check(vec![Value::new("a", f64::NAN, "")]).is_err());
         assert!(check(vec![Value::new("a", f64::INFINITY, "")]).is_err());
+        assert!(check(vec![Value::new("a", -MAX_ABS_VALUE, "")]).is_ok());
+        assert!(check(vec![Value::new("a", f64::MAX, "")]).is_err());
         assert!(check(vec![Value::new("a", 1.0, ""), Value::new("a", 2.0, "")]).is_err());
         // The same metric at two recorded instants is two readings.
         assert!(

@@ -36,9 +36,6 @@ use crate::guard::{Call, CircuitBreaker};
 use crate::perf::{Op, Perf};
 use crate::supervisor::{LifecycleReporter, Stop};
 
-/// Rows per multi-row INSERT statement (3 bound values each, far below
-/// SQLite's limit of 32,766). Measured with `vigil bench ingest`.
-const ROWS_PER_STATEMENT: usize = 64;
 /// A reading whose (series, timestamp) is already stored is moved forward by
 /// a millisecond at a time, at most this often, rather than lost.
 const MAX_TIMESTAMP_NUDGES: i64 = 10_000;
@@ -610,21 +607,39 @@ fn insert_batch(
     Ok(nudged)
 }
 
-/// Inserts rows in fixed-size chunks: a fixed size is a fixed statement,
-/// which diesel prepares once and caches, where a slice of any length would
-/// be rebuilt and re-planned by SQLite for every batch.
+/// Inserts a batch with one statement: the rows travel as one JSON array
+/// bound as a single parameter and expanded by `json_each`, so the statement
+/// is the same for every batch size (prepared once, cached by diesel) and
+/// the per-row cost is SQLite's, not three bound parameters per row through
+/// diesel's bind machinery. `vigil bench ingest` measured this against
+/// multi-row `VALUES` statements of 64 rows: about 15 % more rows per
+/// second. Values are written in Rust's shortest round-trip form, which
+/// SQLite parses back to the same `f64` (see the tests); the sensor actor
+/// has already refused non-finite values, which JSON cannot carry.
 fn insert_rows(conn: &mut SqliteConnection, rows: &[NewReading]) -> Result<(), StorageError> {
-    let (chunks, rest) = rows.as_chunks::<ROWS_PER_STATEMENT>();
-    for chunk in chunks {
-        diesel::insert_into(readings::table)
-            .values(chunk)
-            .execute(conn)?;
+    use std::fmt::Write as _;
+    let mut json = String::with_capacity(rows.len() * 40 + 2);
+    json.push('[');
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        if r.value.is_finite() {
+            // Writing to a String cannot fail.
+            let _ = write!(json, "[{},{},{:e}]", r.series_id, r.ts, r.value);
+        } else {
+            // `null` violates NOT NULL and fails the batch loudly, where
+            // `inf` would be malformed JSON and `NaN` a silent NULL.
+            let _ = write!(json, "[{},{},null]", r.series_id, r.ts);
+        }
     }
-    for row in rest {
-        diesel::insert_into(readings::table)
-            .values(row)
-            .execute(conn)?;
-    }
+    json.push(']');
+    diesel::sql_query(
+        "INSERT INTO readings (series_id, ts, value) \
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+    )
+    .bind::<diesel::sql_types::Text, _>(json)
+    .execute(conn)?;
     Ok(())
 }
 
@@ -721,12 +736,12 @@ mod tests {
     }
 
     #[test]
-    fn full_chunks_and_the_remainder_are_all_stored() {
+    fn every_row_of_a_batch_is_stored() {
         let (_d, cfg) = setup();
         let mut conn = open_writer(&cfg).unwrap();
         let catalog = SeriesCatalog::default();
         let keys = [key("a", ""), key("b", ""), key("c", "")];
-        let n = ROWS_PER_STATEMENT * 3 + 7;
+        let n = 3 * 64 + 7;
         let batch: Vec<_> = (0..n)
             .map(|i| Reading {
                 series: keys[i % 3].clone(),
@@ -745,6 +760,63 @@ mod tests {
             .sum();
         assert_eq!(sum, (0..n).map(|i| i as f64 / 2.0).sum::<f64>());
         assert_eq!(catalog.all().len(), 3);
+    }
+
+    /// The batch insert carries values as JSON text; every finite value the
+    /// sensors may give (extremes, subnormals, random bit patterns) must
+    /// come back as the same `f64`. SQLite stores -0.0 as integer 0, the one
+    /// value that comes back different in its bits but equal as a number.
+    #[test]
+    fn values_round_trip_exactly_through_the_batch_insert() {
+        let (_d, cfg) = setup();
+        let mut conn = open_writer(&cfg).unwrap();
+        let catalog = SeriesCatalog::default();
+        let k = key("m", "");
+        let max = crate::sensors::actor::MAX_ABS_VALUE;
+        let mut values = vec![
+            max,
+            -max,
+            f64::MIN_POSITIVE,
+            f64::from_bits(1),
+            -f64::from_bits(1),
+            0.0,
+            -0.0,
+            0.1,
+            1.0 / 3.0,
+            2.225_073_858_507_201e-308,
+            123_456_789_012_345_680.0,
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        while values.len() < 50_000 {
+            let v = f64::from_bits(rng.u64(..));
+            if v.abs() <= max {
+                values.push(v);
+            }
+            values.push(rng.f64() * 100.0 - 50.0);
+        }
+        for (n, chunk) in values.chunks(1000).enumerate() {
+            let batch: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Reading {
+                    series: k.clone(),
+                    ts_ms: (n * 1000 + i) as i64,
+                    value: *v,
+                })
+                .collect();
+            assert_eq!(commit_batch(&mut conn, &catalog, &batch).unwrap(), 0);
+        }
+        let mut c = read_pool(&cfg).unwrap().get().unwrap();
+        let stored: Vec<f64> = readings::table
+            .order(readings::ts)
+            .select(readings::value)
+            .load(&mut c)
+            .unwrap();
+        assert_eq!(stored.len(), values.len());
+        for (sent, got) in values.iter().zip(&stored) {
+            let same = sent.to_bits() == got.to_bits() || (*sent == 0.0 && *got == 0.0);
+            assert!(same, "{sent:e} came back as {got:e}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! them; `VIGIL_CHROMIUM` / `VIGIL_CHROMEDRIVER` override the paths).
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,9 @@ impl Driver {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group, so that Drop can end the browsers it
+            // starts too, even when a failing test never quits the session.
+            .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {driver} ({e}); run scripts/setup"));
         let profile = tempfile::tempdir().unwrap();
@@ -169,10 +173,19 @@ impl Driver {
         .await;
     }
 
-    async fn quit(mut self) {
+    async fn quit(self) {
         let p = format!("/session/{}", self.session);
         self.raw("DELETE", &p, None).await;
-        let _ = self.child.kill();
+    }
+}
+
+impl Drop for Driver {
+    /// Kills chromedriver's whole process group: chromedriver alone would
+    /// leave its Chromium processes running after a failed test.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
         let _ = self.child.wait();
     }
 }
