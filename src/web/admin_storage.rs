@@ -3,7 +3,7 @@
 //! `GET /api/storage`, the database's size, tiers and the last outcome of
 //! each job.
 
-use actix_web::{HttpRequest, HttpResponse, Resource, Route, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
@@ -16,40 +16,23 @@ use crate::storage::jobs::JobsStatus;
 use crate::storage::maintenance::DbFigures;
 use crate::storage::retention::RetentionConfig;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(post("/api/admin/optimize", web::post().to(optimize)))
-        .service(post("/api/admin/backup", web::post().to(backup)))
-        .service(post("/api/admin/retention", web::post().to(retention)))
-        .service(super::get("/api/storage", web::get().to(storage)));
-}
-
-/// A POST-only resource whose other methods get a JSON 405.
-fn post(path: &str, route: Route) -> Resource {
-    web::resource(path)
-        .route(route)
-        .default_service(web::to(|req: HttpRequest| async move {
-            Err::<String, _>(ApiError::MethodNotAllowed(format!(
-                "{} is not allowed on {}; use POST",
-                req.method(),
-                req.path()
-            )))
-        }))
-}
+/// The query parameters `POST /api/admin/optimize` accepts.
+pub const OPTIMIZE_PARAMS: &[&str] = &["full"];
 
 /// `?full=true` adds a full `VACUUM` and `REINDEX`.
-async fn optimize(
+pub async fn optimize(
     _: Admin,
     state: web::Data<AppState>,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let p = Params::parse(req.query_string(), &["full"])?;
+    let p = Params::parse(req.query_string(), OPTIMIZE_PARAMS)?;
     let full = p.choice("full", &["true", "false"], "false")? == "true";
     state.guard.admit_expensive("optimize")?;
     let report = state.jobs.optimize(full, now_ms()).await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
-async fn backup(
+pub async fn backup(
     _: Admin,
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -60,7 +43,7 @@ async fn backup(
     Ok(HttpResponse::Ok().json(report))
 }
 
-async fn retention(
+pub async fn retention(
     _: Admin,
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -84,7 +67,7 @@ struct Storage {
     jobs: JobsStatus,
 }
 
-async fn storage(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn storage(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let pool = state.pool.clone();
     let path = state.config.storage.path.clone();
     let figures = web::block(move || {

@@ -21,28 +21,33 @@ fn gone(_: actix::MailboxError) -> ApiError {
     ApiError::Unavailable("the alert manager stopped".into())
 }
 
+/// The query parameters `GET /api/alerts` accepts.
+pub const LIST_PARAMS: &[&str] = &["state", "severity", "since", "limit"];
+/// The values of `state` (all states without it).
+pub const STATES: &[&str] = &["firing", "resolved"];
+/// The values of `severity` (all severities without it).
+pub const SEVERITIES: &[&str] = &["info", "warning", "critical", "emergency"];
+/// Alerts listed when `limit` is not given.
+pub const DEFAULT_LIMIT: u64 = 100;
+/// The most alerts one list may ask for.
+pub const MAX_LIMIT: u64 = 1000;
+
 /// `GET /api/alerts?state=&severity=&since=&limit=`
 pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    let p = Params::parse(req.query_string(), &["state", "severity", "since", "limit"])?;
+    let p = Params::parse(req.query_string(), LIST_PARAMS)?;
     let filter = AlertFilter {
         state: p
             .str("state")
-            .map(|_| p.choice("state", &["firing", "resolved"], "firing"))
+            .map(|_| p.choice("state", STATES, STATES[0]))
             .transpose()?
             .map(str::to_owned),
         severity: p
             .str("severity")
-            .map(|_| {
-                p.choice(
-                    "severity",
-                    &["info", "warning", "critical", "emergency"],
-                    "info",
-                )
-            })
+            .map(|_| p.choice("severity", SEVERITIES, SEVERITIES[0]))
             .transpose()?
             .and_then(Severity::parse),
         since: p.time("since")?,
-        limit: p.int("limit", 100, 1, 1000)? as usize,
+        limit: p.int("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)? as usize,
     };
     let alerts = manager(&state)?
         .send(GetAlerts(filter))

@@ -20,11 +20,11 @@ use crate::storage::{ReadPool, StorageError};
 /// Rows per chunk of the response body (a few hundred kilobytes).
 pub const EXPORT_CHUNK_ROWS: usize = 5000;
 
-const PARAMS: &[&str] = &["sensor", "metric", "from", "to", "format"];
+/// The query parameters `GET /api/readings/export` accepts.
+pub const PARAMS: &[&str] = &["sensor", "metric", "from", "to", "format"];
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::get("/api/readings/export", web::get().to(export)));
-}
+/// The values of `format`; the first is the default.
+pub const FORMATS: &[&str] = &["csv", "ndjson"];
 
 /// The output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ pub async fn export(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let p = Params::parse(req.query_string(), PARAMS)?;
-    let format = match p.choice("format", &["csv", "ndjson"], "csv")? {
+    let format = match p.choice("format", FORMATS, FORMATS[0])? {
         "ndjson" => Format::Ndjson,
         _ => Format::Csv,
     };

@@ -1,6 +1,8 @@
-//! The HTTP side: the one route table ([`configure`]) used by the server and
-//! the tests, shared state, and the middleware every response passes through
-//! (per-client rate limit, compression, `X-Process-Time`, slow-request log).
+//! The HTTP side: the one route table ([`routes::ENDPOINTS`], registered by
+//! [`configure`] and described by `GET /api/openapi.json`) used by the server
+//! and the tests, shared state, and the middleware every response passes
+//! through (per-client rate limit, compression, `X-Process-Time`,
+//! slow-request log).
 //!
 //! Only this module knows about HTTP and JSON shapes.
 
@@ -14,10 +16,12 @@ pub mod guards;
 pub mod health;
 pub mod live;
 pub mod metrics;
+pub mod openapi;
 pub mod pacing;
 pub mod params;
 pub mod performance;
 pub mod readings;
+pub mod routes;
 pub mod series;
 pub mod status;
 
@@ -30,7 +34,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Compress, Next, from_fn};
-use actix_web::{App, HttpRequest, HttpServer, Resource, Route, web};
+use actix_web::{App, HttpRequest, HttpServer, web};
 
 use crate::config::Config;
 use crate::events::Bus;
@@ -42,6 +46,7 @@ use crate::storage::jobs::Jobs;
 use crate::storage::writer::WriterShared;
 use crate::supervisor::{EventLog, GetTree, Supervisor, TreeNode};
 use error::ApiError;
+pub use routes::configure;
 
 /// How long an API handler waits for the supervisor to describe the tree.
 pub const SUPERVISOR_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -114,63 +119,6 @@ impl AppState {
             }
         }
     }
-}
-
-async fn method_not_allowed(req: HttpRequest) -> Result<String, ApiError> {
-    Err(ApiError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
-        req.method(),
-        req.path()
-    )))
-}
-
-/// A GET-only resource whose other methods get a JSON 405.
-fn get(path: &str, route: Route) -> Resource {
-    web::resource(path)
-        .route(route)
-        .default_service(web::to(method_not_allowed))
-}
-
-/// The route table.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.configure(dashboard::configure)
-        .service(get("/health", web::get().to(health::health)))
-        .service(get("/api/sensors", web::get().to(status::sensors)))
-        .service(get("/api/supervisor", web::get().to(status::supervisor)))
-        .service(get("/api/readings", web::get().to(readings::readings)))
-        .service(get("/api/pacing", web::get().to(pacing::pacing)))
-        .service(get("/api/live", web::get().to(live::stats)))
-        .service(get("/api/guards", web::get().to(guards::guards)))
-        .service(get("/ws", web::get().to(live::ws)))
-        .service(get("/metrics", web::get().to(metrics::metrics)))
-        .service(get(
-            "/api/performance/stats",
-            web::get().to(performance::stats),
-        ))
-        .service(get(
-            "/api/performance/recommendations",
-            web::get().to(performance::recommendations),
-        ))
-        .service(get("/api/alerts", web::get().to(alerts::list)))
-        .service(get("/api/alerts/rules", web::get().to(alerts::rules)))
-        .service(
-            web::resource("/api/alerts/{id}/ack")
-                .route(web::post().to(alerts::ack))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/admin/reload")
-                .route(web::post().to(alerts::reload))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .service(
-            web::resource("/api/admin/restart/{child}")
-                .route(web::post().to(status::restart))
-                .default_service(web::to(method_not_allowed)),
-        );
-    series::configure(cfg);
-    export::configure(cfg);
-    admin_storage::configure(cfg);
 }
 
 async fn not_found(req: HttpRequest) -> Result<String, ApiError> {

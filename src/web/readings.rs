@@ -17,9 +17,12 @@ use crate::storage::read::{
 /// Rows per page when `limit` is not given.
 pub const DEFAULT_LIMIT: u64 = 100;
 
-const PARAMS: &[&str] = &[
+/// The query parameters `GET /api/readings` accepts.
+pub const PARAMS: &[&str] = &[
     "sensor", "metric", "from", "to", "limit", "order", "cursor", "fields",
 ];
+/// The values of `order`; the first is the default.
+pub const ORDERS: &[&str] = &["desc", "asc"];
 const FIELDS: &[&str] = &["sensor", "metric", "unit", "value", "ts", "ts_ms"];
 
 /// Which fields each row carries, as a bit per entry of `FIELDS`.
@@ -155,7 +158,7 @@ pub async fn readings(
     {
         return Err(ApiError::bad("to", "`to` must be after `from`"));
     }
-    let order = match p.choice("order", &["desc", "asc"], "desc")? {
+    let order = match p.choice("order", ORDERS, ORDERS[0])? {
         "asc" => Order::Asc,
         _ => Order::Desc,
     };

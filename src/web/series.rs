@@ -23,11 +23,8 @@ pub const DEFAULT_SPAN_MS: i64 = DAY_MS;
 /// refused, so that no range arithmetic can overflow.
 pub const MAX_ABS_TIME_MS: i64 = 1 << 52;
 
-const PARAMS: &[&str] = &["sensor", "metric", "from", "to", "points"];
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(super::get("/api/series", web::get().to(series)));
-}
+/// The query parameters `GET /api/series` accepts.
+pub const PARAMS: &[&str] = &["sensor", "metric", "from", "to", "points"];
 
 #[derive(Serialize)]
 struct BucketView {

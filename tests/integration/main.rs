@@ -15,6 +15,7 @@ mod hardware;
 mod headers;
 mod lifecycle;
 mod live;
+mod openapi;
 mod pacing;
 mod performance;
 mod storage;

@@ -6,7 +6,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
 
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse};
 
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
@@ -63,23 +63,16 @@ static PAGE: Asset = Asset::new(INDEX, "text/html; charset=utf-8");
 static APP_JS: Asset = Asset::new(SCRIPT, "text/javascript; charset=utf-8");
 static STYLE_CSS: Asset = Asset::new(STYLE, "text/css; charset=utf-8");
 
-async fn page(req: HttpRequest) -> HttpResponse {
+pub async fn page(req: HttpRequest) -> HttpResponse {
     PAGE.respond(&req)
 }
 
-async fn script(req: HttpRequest) -> HttpResponse {
+pub async fn script(req: HttpRequest) -> HttpResponse {
     APP_JS.respond(&req)
 }
 
-async fn style(req: HttpRequest) -> HttpResponse {
+pub async fn style(req: HttpRequest) -> HttpResponse {
     STYLE_CSS.respond(&req)
-}
-
-/// Routes: `/`, `/assets/app.js`, `/assets/style.css`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(page))
-        .route("/assets/app.js", web::get().to(script))
-        .route("/assets/style.css", web::get().to(style));
 }
 
 #[cfg(test)]

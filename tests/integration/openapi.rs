@@ -1,0 +1,284 @@
+//! `GET /api/openapi.json` against the real server: the document is valid
+//! OpenAPI (checked here structurally and by swagger-cli, which
+//! `scripts/setup` installs), lists exactly the routes of the route table,
+//! and every parameterless GET it lists is served, answering the media type
+//! it says.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use vigil::web::routes::{Answer, ENDPOINTS, Endpoint, In, Method};
+
+use crate::util::{TestServer, config};
+
+const TOKEN: &str = "s3cret";
+
+const SENSOR: &str = r#"
+[[sensors]]
+name = "sim"
+kind = "simulated"
+interval_ms = 20
+"#;
+
+async fn start() -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir, SENSOR);
+    cfg.server.admin_token = TOKEN.into();
+    TestServer::start_with(dir, cfg).await
+}
+
+/// swagger-cli: `VIGIL_SWAGGER_CLI`, else where `scripts/setup` puts it.
+fn swagger_cli() -> PathBuf {
+    std::env::var_os("VIGIL_SWAGGER_CLI")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/tools/openapi/node_modules/.bin/swagger-cli")
+        })
+}
+
+/// Resolves a local `$ref` (`#/a/b`) in `doc`.
+fn resolve<'a>(doc: &'a Value, reference: &str) -> Option<&'a Value> {
+    doc.pointer(reference.strip_prefix('#')?)
+}
+
+/// Every `$ref` anywhere under `v`.
+fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+    match v {
+        Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("$ref", Value::String(r)) => out.push(r),
+                    _ => refs(v, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// What OpenAPI requires of the parts vigil uses, and what swagger-cli does
+/// not check (path templates against path parameters); the problems found.
+fn structural_problems(doc: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut bad = |what: String| problems.push(what);
+    if !doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")) {
+        bad(format!("openapi is {}", doc["openapi"]));
+    }
+    if !doc["info"]["title"].is_string() || !doc["info"]["version"].is_string() {
+        bad("info needs a title and a version".into());
+    }
+    let mut all = Vec::new();
+    refs(doc, &mut all);
+    for r in all {
+        if resolve(doc, r).is_none() {
+            bad(format!("$ref {r} does not resolve"));
+        }
+    }
+    let schemes = &doc["components"]["securitySchemes"];
+    let mut ids = HashSet::new();
+    let Some(paths) = doc["paths"].as_object() else {
+        bad("no paths".into());
+        return problems;
+    };
+    for (path, item) in paths {
+        if !path.starts_with('/') {
+            bad(format!("path {path} does not start with /"));
+        }
+        let templated: BTreeSet<&str> = path
+            .split('{')
+            .skip(1)
+            .filter_map(|s| s.split_once('}').map(|(n, _)| n))
+            .collect();
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let at = format!("{method} {path}");
+            if ![
+                "get", "put", "post", "delete", "options", "head", "patch", "trace",
+            ]
+            .contains(&method.as_str())
+            {
+                bad(format!("{at}: not an HTTP method"));
+                continue;
+            }
+            if let Some(id) = op["operationId"].as_str()
+                && !ids.insert(id.to_owned())
+            {
+                bad(format!("{at}: operationId {id} twice"));
+            }
+            match op["responses"].as_object() {
+                Some(r) if !r.is_empty() => {
+                    for (code, res) in r {
+                        let res = match res["$ref"].as_str() {
+                            Some(r) => resolve(doc, r).unwrap_or(&Value::Null),
+                            None => res,
+                        };
+                        if !res["description"].is_string() {
+                            bad(format!("{at}: response {code} has no description"));
+                        }
+                    }
+                }
+                _ => bad(format!("{at}: no responses")),
+            }
+            let mut in_path = BTreeSet::new();
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                let name = p["name"].as_str().unwrap_or_default();
+                if name.is_empty() {
+                    bad(format!("{at}: a parameter without a name"));
+                }
+                match p["in"].as_str() {
+                    Some("path") => {
+                        in_path.insert(name);
+                        if p["required"] != true {
+                            bad(format!("{at}: path parameter {name} not required"));
+                        }
+                    }
+                    Some("query" | "header" | "cookie") => {}
+                    other => bad(format!("{at}: parameter {name} is in {other:?}")),
+                }
+                if !p["schema"]["type"].is_string() {
+                    bad(format!("{at}: parameter {name} has no schema type"));
+                }
+            }
+            if in_path != templated {
+                bad(format!(
+                    "{at}: path parameters {in_path:?}, template {templated:?}"
+                ));
+            }
+            for req in op["security"].as_array().into_iter().flatten() {
+                for scheme in req.as_object().into_iter().flatten().map(|(k, _)| k) {
+                    if !schemes[scheme].is_object() {
+                        bad(format!("{at}: unknown security scheme {scheme}"));
+                    }
+                }
+            }
+        }
+    }
+    problems
+}
+
+#[actix_rt::test]
+async fn openapi_document_describes_exactly_the_route_table() {
+    let s = start().await;
+    let mut res = s
+        .client()
+        .get(s.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let ct = res.headers().get("content-type").unwrap().to_str().unwrap();
+    assert!(ct.starts_with("application/json"), "{ct}");
+    let body = res.body().limit(1 << 20).await.unwrap();
+    let doc: Value = serde_json::from_slice(&body).expect("the document is JSON");
+
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    assert_eq!(doc["info"]["title"], "vigil");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let problems = structural_problems(&doc);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    let documented: BTreeSet<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let routed: BTreeSet<(String, String)> = ENDPOINTS
+        .iter()
+        .map(|e| (e.method.as_str().to_owned(), e.path.to_owned()))
+        .collect();
+    assert_eq!(documented, routed);
+    for e in ENDPOINTS.iter().filter(|e| e.admin) {
+        let op = &doc["paths"][e.path][e.method.as_str().to_lowercase()];
+        assert_eq!(
+            op["security"][0]["bearerAuth"],
+            Value::Array(vec![]),
+            "{}",
+            e.path
+        );
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearerAuth"]["scheme"],
+            "bearer"
+        );
+    }
+
+    let file = s.dir.path().join("openapi.json");
+    std::fs::write(&file, &body).unwrap();
+    let cli = swagger_cli();
+    let out = Command::new(&cli)
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); run scripts/setup", cli.display()));
+    assert!(
+        out.status.success(),
+        "swagger-cli: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.stop().await;
+}
+
+/// Every GET the table lists without path parameters is served: never a 404
+/// or 405; a 2xx carries a media type the document names; a 400 can only
+/// be a required parameter the document says is required (or, for the
+/// WebSocket, the missing upgrade).
+#[actix_rt::test]
+async fn every_parameterless_get_is_served_as_documented() {
+    let s = start().await;
+    s.wait_for("a reading", Duration::from_secs(10), async |s| {
+        s.get_ok("/api/readings?limit=1").await["count"] == 1
+    })
+    .await;
+    let gets: Vec<&Endpoint> = ENDPOINTS
+        .iter()
+        .filter(|e| e.method == Method::Get && e.path_names().is_empty())
+        .collect();
+    assert!(gets.len() > 10);
+    for e in gets {
+        let mut req = s.client().get(s.url(e.path));
+        if e.admin {
+            req = req.insert_header(("Authorization", format!("Bearer {TOKEN}")));
+        }
+        let mut res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = res.body().limit(50 << 20).await.unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert!(![404, 405].contains(&status), "GET {}: {status}", e.path);
+        match e.answer {
+            Answer::Upgrade => assert_eq!(status, 400, "GET {}: {body}", e.path),
+            Answer::Body { status: ok, media } => {
+                if status == 400 {
+                    let parameter = body["error"]["parameter"].as_str().unwrap_or_default();
+                    assert!(
+                        e.params
+                            .iter()
+                            .any(|p| p.name == parameter && p.required && p.location == In::Query),
+                        "GET {}: 400 for `{parameter}`, not a required parameter",
+                        e.path
+                    );
+                } else {
+                    assert_eq!(status, ok, "GET {}: {body}", e.path);
+                    let essence = ct.split(';').next().unwrap_or_default().trim();
+                    assert!(media.contains(&essence), "GET {}: {ct}", e.path);
+                }
+            }
+        }
+    }
+    s.stop().await;
+}
