@@ -101,6 +101,18 @@ enum Bench {
         #[arg(long)]
         flush_ms: Option<u64>,
     },
+    /// A panicked sensor's restart: from the failure to its first new
+    /// reading, against the supervisor's backoff.
+    Restart {
+        /// Panicking sensors per run (one sample each).
+        #[arg(long, default_value_t = 20)]
+        sensors: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// supervisor.backoff_base_ms (default: the appliance's default).
+        #[arg(long)]
+        backoff_ms: Option<u64>,
+    },
     /// Ingest through the DbWriter against raw SQLite inserts of the same
     /// rows, in the same run.
     Ingest {
@@ -416,6 +428,30 @@ fn bench(what: Bench) -> anyhow::Result<()> {
                 f.wchar_per_reading,
                 f.pacing_level,
                 f.pacing_multiplier
+            );
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        Bench::Restart {
+            sensors,
+            runs,
+            backoff_ms,
+        } => {
+            let o = vigil::bench::restart::RestartOptions {
+                sensors,
+                runs,
+                backoff_base_ms: backoff_ms,
+            };
+            let f = vigil::bench::restart::run(&exe, &o)?;
+            println!(
+                "{} restarts, backoff base {} ms: failure to first new reading p50 {:.0} ms, max {:.0} ms \
+                 ({} over base + 50 ms); beyond the scheduled delay p50 {:.0} ms, max {:.0} ms",
+                f.samples,
+                f.backoff_base_ms,
+                f.gap_p50_ms,
+                f.gap_max_ms,
+                f.over_target,
+                f.overhead_p50_ms,
+                f.overhead_max_ms
             );
             println!("{}", serde_json::to_string(&f)?);
         }

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod load;
 pub mod query;
 pub mod rawsqlite;
+pub mod restart;
 pub mod retention;
 pub mod schema;
 pub mod series;

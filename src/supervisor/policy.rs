@@ -72,7 +72,8 @@ impl RestartTracker {
 
     /// Decides what follows a failure at `now`. `jitter` in `0.0..1.0` picks
     /// the delay within `[backoff / 2, backoff]` ("equal jitter"), so delays
-    /// never shrink from one attempt to the next yet restarts spread out.
+    /// never shrink from one attempt to the next below the cap (two capped
+    /// delays may come in either order) yet restarts spread out.
     pub fn on_failure(&mut self, policy: &RestartPolicy, now: Instant, jitter: f64) -> Decision {
         if let Some(started) = self.last_start
             && now.saturating_duration_since(started) >= policy.window

@@ -40,6 +40,20 @@ fn ingest_runs_at_a_tiny_size() {
 }
 
 #[test]
+fn restart_runs_at_a_tiny_size() {
+    let o = vigil::bench::restart::RestartOptions {
+        sensors: 2,
+        runs: 1,
+        backoff_base_ms: Some(100),
+    };
+    let f = vigil::bench::restart::run(Path::new(env!("CARGO_BIN_EXE_vigil")), &o).unwrap();
+    assert_eq!(f.samples, 2, "{f:?}");
+    assert!(f.gap_max_ms >= f.gap_p50_ms && f.gap_p50_ms >= 0.0, "{f:?}");
+    // The first reading after a failure cannot precede the scheduled delay.
+    assert!(f.overhead_p50_ms >= 0.0, "{f:?}");
+}
+
+#[test]
 fn startup_runs_at_a_tiny_size() {
     let f = vigil::bench::startup::run(Path::new(env!("CARGO_BIN_EXE_vigil")), 1).unwrap();
     assert!(f.fresh_p50_ms > 0.0 && f.existing_p50_ms > 0.0, "{f:?}");

@@ -91,9 +91,22 @@ panic_every = 3
         })
         .collect();
     assert!(delays.len() >= 4, "{delays:?}");
+    // Each delay is jittered within [backoff / 2, backoff], and the backoff
+    // doubles up to its cap: delays never shrink until the cap is reached,
+    // after which two capped delays may come in either order.
+    let base = sup["policy"]["backoff_base_ms"].as_u64().unwrap();
+    let max = sup["policy"]["backoff_max_ms"].as_u64().unwrap();
+    let below_cap = (0..)
+        .take_while(|k| base << k < max)
+        .count()
+        .min(delays.len() - 1);
     assert!(
-        delays.windows(2).all(|w| w[0] <= w[1]),
-        "delays never shrink: {delays:?}"
+        delays[..=below_cap].windows(2).all(|w| w[0] <= w[1]),
+        "delays never shrink before the cap: {delays:?}"
+    );
+    assert!(
+        delays.iter().all(|d| *d <= max),
+        "no delay beyond the cap: {delays:?}"
     );
     assert!(delays.last() > delays.first(), "delays grow: {delays:?}");
     assert_eq!(s.sensor("steady").await["restarts"], 0);
