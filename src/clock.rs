@@ -13,10 +13,58 @@ pub fn now_ms() -> i64 {
 
 /// `2026-11-23T10:00:00.123Z` for an epoch-milliseconds timestamp.
 pub fn rfc3339(ms: i64) -> String {
+    let mut buf = [0; RFC3339_LEN];
+    if let Some(text) = format_rfc3339(ms, &mut buf) {
+        return text.to_owned();
+    }
     match DateTime::<Utc>::from_timestamp_millis(ms) {
         Some(t) => t.to_rfc3339_opts(SecondsFormat::Millis, true),
         None => String::from("invalid"),
     }
+}
+
+/// Length of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub const RFC3339_LEN: usize = 24;
+
+/// Writes [`rfc3339`]'s text into `buf` without allocating, for years 0
+/// to 9999 (`None` outside them). Readings pages render a timestamp per
+/// row, so this is on the hot path of `GET /api/readings`; the calendar
+/// arithmetic is the proleptic Gregorian "days to civil" conversion.
+pub fn format_rfc3339(ms: i64, buf: &mut [u8; RFC3339_LEN]) -> Option<&str> {
+    const DAY_MS: i64 = 86_400_000;
+    let days = ms.div_euclid(DAY_MS);
+    let in_day = ms.rem_euclid(DAY_MS);
+    // Days since 0000-03-01, in 400-year eras of 146,097 days.
+    let z = days.checked_add(719_468)?;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let fields = [
+        (0, 4, year),
+        (5, 2, month),
+        (8, 2, day),
+        (11, 2, in_day / 3_600_000),
+        (14, 2, in_day / 60_000 % 60),
+        (17, 2, in_day / 1_000 % 60),
+        (20, 3, in_day % 1_000),
+    ];
+    *buf = *b"0000-00-00T00:00:00.000Z";
+    for (at, width, value) in fields {
+        let mut v = value;
+        for i in (at..at + width).rev() {
+            buf[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    std::str::from_utf8(buf).ok()
 }
 
 /// Parses either an RFC 3339 timestamp or an integer of epoch milliseconds.
@@ -32,6 +80,41 @@ pub fn parse_time(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast formatter against chrono, at the edges of days, months,
+    /// leap years, centuries and the supported range, and at random.
+    #[test]
+    fn fast_rfc3339_matches_chrono() {
+        let chrono_text = |ms: i64| {
+            DateTime::<Utc>::from_timestamp_millis(ms)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+        };
+        let first = -62_167_219_200_000; // 0000-01-01T00:00:00.000Z
+        let last = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+        let mut cases = vec![first, last, 0, -1, 1, 951_782_400_000, 4_107_542_400_000];
+        let mut rng = fastrand::Rng::with_seed(11);
+        for _ in 0..200_000 {
+            cases.push(rng.i64(first..=last));
+        }
+        for day in (first / 86_400_000 + 1..=last / 86_400_000).step_by(97) {
+            cases.push(day * 86_400_000);
+            cases.push(day * 86_400_000 - 1);
+        }
+        let mut buf = [0; RFC3339_LEN];
+        for ms in cases {
+            assert_eq!(
+                format_rfc3339(ms, &mut buf),
+                Some(&*chrono_text(ms)),
+                "{ms}"
+            );
+        }
+        assert_eq!(format_rfc3339(first - 1, &mut buf), None);
+        assert_eq!(format_rfc3339(last + 1, &mut buf), None);
+        assert_eq!(format_rfc3339(i64::MIN, &mut buf), None);
+        assert_eq!(format_rfc3339(i64::MAX, &mut buf), None);
+        assert_eq!(rfc3339(last + 1), chrono_text(last + 1));
+    }
 
     #[test]
     fn round_trips_rfc3339_and_epoch_ms() {

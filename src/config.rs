@@ -233,7 +233,7 @@ impl Default for StorageConfig {
             path: PathBuf::from("vigil.db"),
             synchronous: Synchronous::Normal,
             batch_size: 1000,
-            flush_interval_ms: 10_000,
+            flush_interval_ms: 60_000,
             queue_capacity: 100_000,
             overflow: OverflowPolicy::DropOldest,
             busy_timeout_ms: 5000,

@@ -421,7 +421,7 @@ fn bench(what: Bench) -> anyhow::Result<()> {
                 f.rss_median_mib,
                 f.rss_max_mib,
                 f.cpu_percent,
-                f.readings_committed,
+                f.readings_stored,
                 f.readings_per_second,
                 f.bytes_written,
                 f.bytes_per_reading,

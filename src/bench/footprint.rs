@@ -41,6 +41,10 @@ pub struct FootprintFigures {
     pub rss_median_mib: f64,
     pub rss_max_mib: f64,
     pub cpu_percent: f64,
+    /// Readings accepted for storage in the window: the divisor.
+    pub readings_stored: u64,
+    /// Readings committed in the window (differs by what the flushes at
+    /// either end of it carried).
     pub readings_committed: u64,
     pub readings_per_second: f64,
     pub bytes_written: u64,
@@ -53,8 +57,18 @@ pub struct FootprintFigures {
     pub pacing_multiplier: f64,
 }
 
-fn committed(app: &Appliance) -> Option<u64> {
-    http::get_json(app.addr, "/health")?["writer"]["committed_rows"].as_u64()
+/// Readings accepted for storage (less those dropped) and readings
+/// committed, so far.
+fn counts(app: &Appliance) -> Result<(u64, u64), BenchError> {
+    let h = http::get_json(app.addr, "/health")
+        .ok_or_else(|| BenchError::Setup("no /health".into()))?;
+    let w = &h["writer"];
+    let field = |v: &serde_json::Value| {
+        v.as_u64()
+            .ok_or_else(|| BenchError::Setup(format!("/health lacks writer counts: {w}")))
+    };
+    let accepted = field(&w["queue"]["accepted"])? - field(&w["queue"]["dropped"])?;
+    Ok((accepted, field(&w["committed_rows"])?))
 }
 
 /// Runs the appliance for the window and measures it.
@@ -71,7 +85,7 @@ pub fn run(exe: &Path, o: &FootprintOptions) -> Result<FootprintFigures, BenchEr
     let app = Appliance::start(exe, dir.path(), &config)?;
     std::thread::sleep(Duration::from_secs(o.warmup_secs));
 
-    let c0 = committed(&app).ok_or_else(|| BenchError::Setup("no /health".into()))?;
+    let (a0, c0) = counts(&app)?;
     let s0 = app.stats()?;
     let started = Instant::now();
     let mut rss = Vec::new();
@@ -82,15 +96,19 @@ pub fn run(exe: &Path, o: &FootprintOptions) -> Result<FootprintFigures, BenchEr
             Duration::from_secs(1).min(end.saturating_duration_since(Instant::now())),
         );
     }
-    // Over a window of many flush intervals, the readings committed and the
-    // bytes their commits wrote line up to within one flush.
-    let c1 = committed(&app).ok_or_else(|| BenchError::Setup("no /health".into()))?;
+    // The readings to divide by are those accepted in the window: all of
+    // them are committed (at the latest on the flush after the window),
+    // while counting commits would tie the figure to where the window's
+    // ends fall between flushes (up to one flush window of readings either
+    // way). Pages written back by the kernel lag their commit by up to its
+    // dirty-page expiry (30 s), evenly at both ends of a long window.
+    let (a1, c1) = counts(&app)?;
     let s1 = app.stats()?;
     let secs = started.elapsed().as_secs_f64();
     let pacing = http::get_json(app.addr, "/api/pacing").unwrap_or_default();
     app.stop(Duration::from_secs(30))?;
 
-    let readings = c1.saturating_sub(c0);
+    let readings = a1.saturating_sub(a0);
     let written = s1.write_bytes.saturating_sub(s0.write_bytes);
     let per = |bytes: u64| {
         if readings == 0 {
@@ -106,7 +124,8 @@ pub fn run(exe: &Path, o: &FootprintOptions) -> Result<FootprintFigures, BenchEr
         rss_median_mib: median_f64(&mut rss),
         rss_max_mib: rss_max,
         cpu_percent: ProcStats::cpu_percent(&s0, &s1, secs),
-        readings_committed: readings,
+        readings_stored: readings,
+        readings_committed: c1.saturating_sub(c0),
         readings_per_second: readings as f64 / secs,
         bytes_written: written,
         bytes_per_reading: per(written),

@@ -552,7 +552,11 @@ mod tests {
         );
         // Rollups keep the deleted history.
         assert_eq!(
-            count(&mut conn, "SELECT sum(count) AS n FROM rollup_minute"),
+            count(
+                &mut conn,
+                "SELECT (SELECT sum(count) FROM rollup_minute) \
+                 + (SELECT coalesce(sum(count), 0) FROM rollup_open WHERE tier = 1) AS n"
+            ),
             100_000 + pushed
         );
         assert!(

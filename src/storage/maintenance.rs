@@ -677,7 +677,11 @@ mod tests {
             20_030
         );
         assert_eq!(
-            count(&mut copy, "SELECT sum(count) AS n FROM rollup_day"),
+            count(
+                &mut copy,
+                "SELECT (SELECT coalesce(sum(count), 0) FROM rollup_day) \
+                 + (SELECT coalesce(sum(count), 0) FROM rollup_open WHERE tier = 3) AS n"
+            ),
             20_030
         );
     }

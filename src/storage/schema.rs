@@ -57,3 +57,19 @@ diesel::table! {
         last_value -> Double,
     }
 }
+
+diesel::table! {
+    /// Periods still open, of every tier (1 minute, 2 hour, 3 day); see
+    /// `storage::rollup`.
+    rollup_open (tier, bucket, series_id) {
+        tier -> BigInt,
+        bucket -> BigInt,
+        series_id -> BigInt,
+        count -> BigInt,
+        min_value -> Double,
+        max_value -> Double,
+        sum_value -> Double,
+        last_ts -> BigInt,
+        last_value -> Double,
+    }
+}

@@ -50,11 +50,28 @@ impl TierStarts {
                     .first::<Option<i64>>(conn)?
             }};
         }
+        // A tier's periods live in its table, and the newest of them (all of
+        // them, at first) in `rollup_open`.
+        let open = |conn: &mut SqliteConnection, tier: Tier| -> QueryResult<Option<i64>> {
+            use super::schema::rollup_open::dsl as o;
+            o::rollup_open
+                .filter(o::tier.eq(tier.code()))
+                .filter(o::series_id.eq(series_id))
+                .select(min(o::bucket))
+                .first::<Option<i64>>(conn)
+        };
+        let either = |a: Option<i64>, b: Option<i64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let minute = either(oldest!(rollup_minute, bucket), open(conn, Tier::Minute)?);
+        let hour = either(oldest!(rollup_hour, bucket), open(conn, Tier::Hour)?);
+        let day = either(oldest!(rollup_day, bucket), open(conn, Tier::Day)?);
         Ok(TierStarts {
             raw: oldest!(readings, ts),
-            minute: oldest!(rollup_minute, bucket),
-            hour: oldest!(rollup_hour, bucket),
-            day: oldest!(rollup_day, bucket),
+            minute,
+            hour,
+            day,
         })
     }
 }
@@ -212,8 +229,27 @@ fn fold_rows(
 /// A rollup tier's rows of one series from the plan's first bucket to `to`,
 /// folded: only the columns a chart needs, by position, through the
 /// prepared-statement cache (this is the hot path of long-range charts).
+/// The tier's open periods (`rollup_open`) in the same range come first;
+/// run inside one read transaction so that a period moving from one table
+/// to the other is seen in exactly one of them.
 macro_rules! load_rollups {
-    ($t:ident, $conn:expr, $plan:expr, $series:expr, $to:expr) => {{
+    ($t:ident, $tier:expr, $conn:expr, $plan:expr, $series:expr, $to:expr) => {{
+        let open = {
+            use super::schema::rollup_open::dsl as o;
+            o::rollup_open
+                .filter(o::tier.eq($tier.code()))
+                .filter(o::bucket.ge($plan.start))
+                .filter(o::bucket.lt($to))
+                .filter(o::series_id.eq($series))
+                .select((
+                    o::bucket,
+                    o::count,
+                    o::min_value,
+                    o::max_value,
+                    o::sum_value,
+                ))
+                .load::<(i64, i64, f64, f64, f64)>($conn)?
+        };
         use super::schema::$t::dsl as t;
         let rows = t::$t
             .filter(t::series_id.eq($series))
@@ -229,7 +265,7 @@ macro_rules! load_rollups {
             .load_iter::<(i64, i64, f64, f64, f64), DefaultLoadingMode>($conn)?;
         fold_rows(
             $plan,
-            rows.map(|r| {
+            open.into_iter().map(Ok).chain(rows).map(|r| {
                 r.map(|(bucket, count, min, max, sum)| {
                     (
                         bucket,
@@ -268,6 +304,18 @@ pub fn query_tier(
     points: u32,
     tier: Tier,
 ) -> QueryResult<SeriesAnswer> {
+    // One snapshot for the open periods and the tier table.
+    conn.transaction(|conn| read_tier(conn, series_id, from, to, points, tier))
+}
+
+fn read_tier(
+    conn: &mut SqliteConnection,
+    series_id: i64,
+    from: i64,
+    to: i64,
+    points: u32,
+    tier: Tier,
+) -> QueryResult<SeriesAnswer> {
     let p = plan(from, to, points, tier);
     let buckets = match tier {
         Tier::Raw => {
@@ -279,9 +327,9 @@ pub fn query_tier(
                 .load_iter::<(i64, f64), DefaultLoadingMode>(conn)?;
             fold_rows(&p, rows.map(|r| r.map(|(ts, v)| (ts, Stats::one(v)))))?
         }
-        Tier::Minute => load_rollups!(rollup_minute, conn, &p, series_id, to),
-        Tier::Hour => load_rollups!(rollup_hour, conn, &p, series_id, to),
-        Tier::Day => load_rollups!(rollup_day, conn, &p, series_id, to),
+        Tier::Minute => load_rollups!(rollup_minute, tier, conn, &p, series_id, to),
+        Tier::Hour => load_rollups!(rollup_hour, tier, conn, &p, series_id, to),
+        Tier::Day => load_rollups!(rollup_day, tier, conn, &p, series_id, to),
     };
     Ok(SeriesAnswer {
         tier,

@@ -40,6 +40,23 @@ fn ingest_runs_at_a_tiny_size() {
 }
 
 #[test]
+fn query_runs_at_a_tiny_size() {
+    let o = vigil::bench::query::QueryOptions {
+        rows: 20_000,
+        sensors: 2,
+        connections: 4,
+        seconds: 0.5,
+        runs: 1,
+        limit: 100,
+        threads: 1,
+    };
+    let f = vigil::bench::query::run(Path::new(env!("CARGO_BIN_EXE_vigil")), &o).unwrap();
+    let r = &f.runs[0];
+    assert_eq!(r.errors, 0, "{f:?}");
+    assert!(r.requests_per_s > 0.0 && r.p99_ms >= r.p50_ms, "{f:?}");
+}
+
+#[test]
 fn restart_runs_at_a_tiny_size() {
     let o = vigil::bench::restart::RestartOptions {
         sensors: 2,
@@ -67,7 +84,7 @@ fn footprint_runs_at_a_tiny_size() {
         flush_interval_ms: Some(500),
     };
     let f = vigil::bench::footprint::run(Path::new(env!("CARGO_BIN_EXE_vigil")), &o).unwrap();
-    assert!(f.readings_committed > 0, "{f:?}");
+    assert!(f.readings_stored > 0 && f.readings_committed > 0, "{f:?}");
     assert!(
         f.rss_median_mib > 0.0 && f.rss_max_mib >= f.rss_median_mib,
         "{f:?}"
