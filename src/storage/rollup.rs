@@ -523,8 +523,8 @@ mod tests {
         out
     }
 
-    /// A tier's table alone.
-    fn table_rows(conn: &mut SqliteConnection, tier: Tier) -> HashMap<(i64, i64), Agg> {
+    /// Rollup rows selected by `sql`, by (series, period).
+    fn rows(conn: &mut SqliteConnection, sql: &str) -> HashMap<(i64, i64), Agg> {
         #[derive(QueryableByName)]
         struct Row {
             #[diesel(sql_type = BigInt)]
@@ -532,7 +532,7 @@ mod tests {
             #[diesel(embed)]
             r: RollupRow,
         }
-        diesel::sql_query(format!("SELECT * FROM {}", tier.table()))
+        diesel::sql_query(sql)
             .load::<Row>(conn)
             .unwrap()
             .into_iter()
@@ -540,21 +540,17 @@ mod tests {
             .collect()
     }
 
+    /// A tier's table alone.
+    fn table_rows(conn: &mut SqliteConnection, tier: Tier) -> HashMap<(i64, i64), Agg> {
+        rows(conn, &format!("SELECT * FROM {}", tier.table()))
+    }
+
     /// A tier's open periods alone.
     fn open_rows(conn: &mut SqliteConnection, tier: Tier) -> HashMap<(i64, i64), Agg> {
-        #[derive(QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = BigInt)]
-            series_id: i64,
-            #[diesel(embed)]
-            r: RollupRow,
-        }
-        diesel::sql_query(format!("SELECT * FROM {OPEN} WHERE tier = {}", tier.code()))
-            .load::<Row>(conn)
-            .unwrap()
-            .into_iter()
-            .map(|row| ((row.series_id, row.r.bucket), row.r.agg()))
-            .collect()
+        rows(
+            conn,
+            &format!("SELECT * FROM {OPEN} WHERE tier = {}", tier.code()),
+        )
     }
 
     /// A tier as readers see it: its table merged with its open periods.

@@ -305,37 +305,28 @@ pub fn query_tier(
     tier: Tier,
 ) -> QueryResult<SeriesAnswer> {
     // One snapshot for the open periods and the tier table.
-    conn.transaction(|conn| read_tier(conn, series_id, from, to, points, tier))
-}
-
-fn read_tier(
-    conn: &mut SqliteConnection,
-    series_id: i64,
-    from: i64,
-    to: i64,
-    points: u32,
-    tier: Tier,
-) -> QueryResult<SeriesAnswer> {
-    let p = plan(from, to, points, tier);
-    let buckets = match tier {
-        Tier::Raw => {
-            let rows = readings::table
-                .filter(readings::series_id.eq(series_id))
-                .filter(readings::ts.ge(from))
-                .filter(readings::ts.lt(to))
-                .select((readings::ts, readings::value))
-                .load_iter::<(i64, f64), DefaultLoadingMode>(conn)?;
-            fold_rows(&p, rows.map(|r| r.map(|(ts, v)| (ts, Stats::one(v)))))?
-        }
-        Tier::Minute => load_rollups!(rollup_minute, tier, conn, &p, series_id, to),
-        Tier::Hour => load_rollups!(rollup_hour, tier, conn, &p, series_id, to),
-        Tier::Day => load_rollups!(rollup_day, tier, conn, &p, series_id, to),
-    };
-    Ok(SeriesAnswer {
-        tier,
-        bucket_ms: p.width,
-        start_ms: p.start,
-        buckets,
+    conn.transaction(|conn| {
+        let p = plan(from, to, points, tier);
+        let buckets = match tier {
+            Tier::Raw => {
+                let rows = readings::table
+                    .filter(readings::series_id.eq(series_id))
+                    .filter(readings::ts.ge(from))
+                    .filter(readings::ts.lt(to))
+                    .select((readings::ts, readings::value))
+                    .load_iter::<(i64, f64), DefaultLoadingMode>(conn)?;
+                fold_rows(&p, rows.map(|r| r.map(|(ts, v)| (ts, Stats::one(v)))))?
+            }
+            Tier::Minute => load_rollups!(rollup_minute, tier, conn, &p, series_id, to),
+            Tier::Hour => load_rollups!(rollup_hour, tier, conn, &p, series_id, to),
+            Tier::Day => load_rollups!(rollup_day, tier, conn, &p, series_id, to),
+        };
+        Ok(SeriesAnswer {
+            tier,
+            bucket_ms: p.width,
+            start_ms: p.start,
+            buckets,
+        })
     })
 }
 
