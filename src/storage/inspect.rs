@@ -1,22 +1,10 @@
-//! Read-only looks into the database for operators: file sizes, pages and
-//! free pages, what the planner's statistics say, and how SQLite plans a
-//! query. Cheap enough for a stats endpoint, except where noted.
-
-use std::path::Path;
+//! Read-only looks into the database for operators: what the planner's
+//! statistics say, how many readings there are, and how SQLite plans a
+//! query. Cheap enough for a stats endpoint, except where noted. (File
+//! sizes and pages are `maintenance::DbFigures`.)
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
-use serde::Serialize;
-
-/// Size and page figures of the database.
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct DbFigures {
-    pub db_bytes: u64,
-    pub wal_bytes: u64,
-    pub page_size: u64,
-    pub page_count: u64,
-    pub freelist_count: u64,
-}
 
 #[derive(QueryableByName)]
 struct Num {
@@ -34,34 +22,6 @@ struct Detail {
 struct Stat {
     #[diesel(sql_type = Text)]
     stat: String,
-}
-
-fn pragma(conn: &mut SqliteConnection, name: &str) -> QueryResult<u64> {
-    let n: Num =
-        diesel::sql_query(format!("SELECT {name} AS n FROM pragma_{name}()")).get_result(conn)?;
-    Ok(n.n.max(0) as u64)
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-}
-
-/// The WAL file beside a database file.
-pub fn wal_path(db: &Path) -> std::path::PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push("-wal");
-    name.into()
-}
-
-/// Sizes and page counts of the database at `path`, through `conn`.
-pub fn figures(conn: &mut SqliteConnection, path: &Path) -> QueryResult<DbFigures> {
-    Ok(DbFigures {
-        db_bytes: file_len(path),
-        wal_bytes: file_len(&wal_path(path)),
-        page_size: pragma(conn, "page_size")?,
-        page_count: pragma(conn, "page_count")?,
-        freelist_count: pragma(conn, "freelist_count")?,
-    })
 }
 
 /// Rows of `table` according to the planner's statistics (`ANALYZE`),
@@ -108,7 +68,7 @@ mod tests {
         };
         prepare(&cfg).unwrap();
         let mut conn = open_writer(&cfg).unwrap();
-        let f = figures(&mut conn, &cfg.path).unwrap();
+        let f = crate::storage::maintenance::DbFigures::read(&mut conn, &cfg.path).unwrap();
         assert!(
             f.page_count > 0 && f.page_size == 4096 && f.db_bytes > 0,
             "{f:?}"

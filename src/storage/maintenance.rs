@@ -114,7 +114,7 @@ pub fn page_figures(conn: &mut SqliteConnection) -> Result<PageFigures, StorageE
 }
 
 /// The database's size on disk and in pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DbFigures {
     /// The main file's size.
     pub db_bytes: u64,
@@ -142,6 +142,7 @@ impl DbFigures {
         self.page_count.saturating_sub(self.freelist_count) * self.page_size
     }
 
+    /// Sizes and page counts of the database at `db`, through `conn`.
     pub fn read(conn: &mut SqliteConnection, db: &Path) -> Result<DbFigures, StorageError> {
         let p = page_figures(conn)?;
         Ok(DbFigures {

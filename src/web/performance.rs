@@ -11,7 +11,8 @@ use crate::perf::advice::{Evidence, PlannedQuery, SensorLoad, recommend};
 use crate::perf::{OpStats, SlowQuery};
 use crate::platform::proc::{ProcStats, TICKS_PER_SEC};
 use crate::storage::StorageError;
-use crate::storage::inspect::{self, DbFigures};
+use crate::storage::inspect;
+use crate::storage::maintenance::DbFigures;
 
 /// Above this many pages (400 MiB at 4 KiB) `readings` is not counted for
 /// the statistics-freshness check: the count would walk the whole table.
@@ -48,7 +49,7 @@ pub async fn db_figures(state: &AppState) -> Result<DbFigures, ApiError> {
     let path = state.config.storage.path.clone();
     Ok(web::block(move || {
         let mut conn = pool.get().map_err(|e| StorageError::Pool(e.to_string()))?;
-        inspect::figures(&mut conn, &path).map_err(StorageError::from)
+        DbFigures::read(&mut conn, &path)
     })
     .await??)
 }
@@ -102,7 +103,7 @@ pub async fn evidence(state: &AppState) -> Result<Evidence, ApiError> {
     let slow = state.perf.slow_queries();
     let (db, rows, analyzed, slow_queries) = web::block(move || {
         let mut conn = pool.get().map_err(|e| StorageError::Pool(e.to_string()))?;
-        let db = inspect::figures(&mut conn, &path)?;
+        let db = DbFigures::read(&mut conn, &path)?;
         let rows = inspect::readings_rows(&mut conn, db.page_count, COUNT_ROWS_UP_TO_PAGES);
         let analyzed = inspect::analyzed_rows(&mut conn, "readings");
         let planned: Vec<PlannedQuery> = slow
