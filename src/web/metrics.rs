@@ -52,6 +52,21 @@ impl Exposition {
         let _ = writeln!(self.text, " {}", number(value));
     }
 
+    /// A family with one sample per subject, each labelled `label="…"`.
+    fn per<'a>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        samples: impl IntoIterator<Item = (&'a str, f64)>,
+    ) {
+        self.family(name, kind, help);
+        for (subject, value) in samples {
+            self.sample(name, &[(label, subject)], value);
+        }
+    }
+
     /// A family with a single unlabelled sample.
     fn single(&mut self, name: &str, kind: &str, help: &str, value: f64) {
         self.family(name, kind, help);
@@ -128,30 +143,22 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             o.count as f64,
         );
     }
-    m.family(
+    m.per(
         "vigil_operation_errors_total",
         "counter",
         "Operations that failed.",
+        "op",
+        ops.iter().map(|o| (&*o.name, o.errors as f64)),
     );
-    for o in &ops {
-        m.sample(
-            "vigil_operation_errors_total",
-            &[("op", &o.name)],
-            o.errors as f64,
-        );
-    }
-    m.family(
+    m.per(
         "vigil_operation_units_total",
         "counter",
         "Things operations handled: rows committed, and so on.",
+        "op",
+        ops.iter()
+            .filter(|o| o.units > 0)
+            .map(|o| (&*o.name, o.units as f64)),
     );
-    for o in ops.iter().filter(|o| o.units > 0) {
-        m.sample(
-            "vigil_operation_units_total",
-            &[("op", &o.name)],
-            o.units as f64,
-        );
-    }
 
     let w = state.writer.status();
     m.single(
@@ -197,55 +204,41 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         w.queue.capacity as f64,
     );
 
-    m.family(
+    // One status snapshot per sensor for all its families.
+    let sensors: Vec<_> = state
+        .sensors
+        .iter()
+        .map(|s| (&*s.config.name, s.config.enabled, s.status()))
+        .collect();
+    m.per(
         "vigil_sensor_reads_total",
         "counter",
         "Successful reads per sensor.",
+        "sensor",
+        sensors.iter().map(|(n, _, st)| (*n, st.reads as f64)),
     );
-    for s in &state.sensors {
-        m.sample(
-            "vigil_sensor_reads_total",
-            &[("sensor", &s.config.name)],
-            s.status().reads as f64,
-        );
-    }
-    m.family(
+    m.per(
         "vigil_sensor_errors_total",
         "counter",
         "Failed reads per sensor.",
+        "sensor",
+        sensors.iter().map(|(n, _, st)| (*n, st.errors as f64)),
     );
-    for s in &state.sensors {
-        m.sample(
-            "vigil_sensor_errors_total",
-            &[("sensor", &s.config.name)],
-            s.status().errors as f64,
-        );
-    }
-    m.family(
+    let enabled = || sensors.iter().filter(|(_, enabled, _)| *enabled);
+    m.per(
         "vigil_sensor_available",
         "gauge",
         "1 while a sensor's data source is present.",
+        "sensor",
+        enabled().map(|(n, _, st)| (*n, b(st.available))),
     );
-    for s in state.sensors.iter().filter(|s| s.config.enabled) {
-        m.sample(
-            "vigil_sensor_available",
-            &[("sensor", &s.config.name)],
-            b(s.status().available),
-        );
-    }
-    m.family(
+    m.per(
         "vigil_sensor_interval_seconds",
         "gauge",
         "A sensor's polling interval now (after pacing).",
+        "sensor",
+        enabled().map(|(n, _, st)| (*n, st.effective_interval_ms as f64 / 1000.0)),
     );
-    for s in state.sensors.iter().filter(|s| s.config.enabled) {
-        let ms = s.status().effective_interval_ms as f64;
-        m.sample(
-            "vigil_sensor_interval_seconds",
-            &[("sensor", &s.config.name)],
-            ms / 1000.0,
-        );
-    }
 
     if let Ok(tree) = state.tree().await {
         let nodes: Vec<_> = tree.walk().into_iter().skip(1).collect();
