@@ -151,22 +151,18 @@ impl ExportCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StorageConfig;
-    use crate::storage::catalog::SeriesCatalog;
     use crate::storage::queue::{Reading, SeriesKey};
+    use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
-    use crate::storage::{open_writer, prepare};
 
     #[test]
     fn merges_lanes_in_time_order_within_a_bounded_buffer() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig {
-            path: dir.path().join("e.db"),
-            ..StorageConfig::default()
-        };
-        prepare(&cfg).unwrap();
-        let mut conn = open_writer(&cfg).unwrap();
-        let catalog = SeriesCatalog::default();
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
         let keys: Vec<_> = ["x", "y", "z"]
             .iter()
             .map(|m| {
@@ -226,14 +222,12 @@ mod tests {
 
     #[test]
     fn reads_lazily_one_chunk_at_a_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig {
-            path: dir.path().join("l.db"),
-            ..StorageConfig::default()
-        };
-        prepare(&cfg).unwrap();
-        let mut conn = open_writer(&cfg).unwrap();
-        let catalog = SeriesCatalog::default();
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
         let k = Arc::new(SeriesKey {
             sensor: "s".into(),
             metric: "v".into(),

@@ -487,19 +487,17 @@ mod tests {
     use crate::config::StorageConfig;
     use crate::storage::catalog::SeriesCatalog;
     use crate::storage::queue::{Reading, SeriesKey};
+    use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
-    use crate::storage::{open_writer, prepare};
     use std::sync::Arc;
 
     fn filled(rows: i64) -> (tempfile::TempDir, StorageConfig, SqliteConnection) {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig {
-            path: dir.path().join("m.db"),
-            ..StorageConfig::default()
-        };
-        prepare(&cfg).unwrap();
-        let mut conn = open_writer(&cfg).unwrap();
-        let catalog = SeriesCatalog::default();
+        let TestDb {
+            dir,
+            cfg,
+            mut conn,
+            catalog,
+        } = writer_db();
         let k = Arc::new(SeriesKey {
             sensor: "s".into(),
             metric: "v".into(),

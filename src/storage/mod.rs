@@ -19,6 +19,8 @@ pub mod retention;
 pub mod rollup;
 pub mod schema;
 pub mod series;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod writer;
 
 use std::path::{Path, PathBuf};

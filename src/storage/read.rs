@@ -192,22 +192,19 @@ pub fn merge_page(q: &PageQuery, per_series: Vec<(Arc<SeriesInfo>, Points)>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StorageConfig;
     use crate::storage::catalog::SeriesCatalog;
     use crate::storage::queue::{Reading, SeriesKey};
+    use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
-    use crate::storage::{open_writer, prepare};
     use std::collections::HashSet;
 
     fn db_with(rows: &[(&str, i64)]) -> (tempfile::TempDir, SqliteConnection, SeriesCatalog) {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig {
-            path: dir.path().join("r.db"),
-            ..StorageConfig::default()
-        };
-        prepare(&cfg).unwrap();
-        let mut conn = open_writer(&cfg).unwrap();
-        let catalog = SeriesCatalog::default();
+        let TestDb {
+            dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
         let keys: std::collections::HashMap<&str, Arc<SeriesKey>> = rows
             .iter()
             .map(|(m, _)| {

@@ -286,6 +286,7 @@ pub type Recent = Arc<RecentCache>;
 mod tests {
     use super::*;
     use crate::storage::catalog::SeriesInfo;
+    use crate::storage::testing::{TestDb, writer_db};
 
     fn query(limit: usize, order: Order) -> PageQuery {
         PageQuery {
@@ -378,21 +379,16 @@ mod tests {
 
     #[test]
     fn every_page_served_from_memory_equals_the_database_page() {
-        use crate::config::StorageConfig;
-        use crate::storage::catalog::SeriesCatalog;
         use crate::storage::queue::{Reading, SeriesKey};
         use crate::storage::read::{latest, merge_page, readings_page};
         use crate::storage::writer::commit_batch;
-        use crate::storage::{open_writer, prepare};
 
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig {
-            path: dir.path().join("e.db"),
-            ..StorageConfig::default()
-        };
-        prepare(&cfg).unwrap();
-        let mut conn = open_writer(&cfg).unwrap();
-        let catalog = SeriesCatalog::default();
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
         let keys: Vec<_> = ["a", "b", "c"]
             .iter()
             .map(|m| {

@@ -406,11 +406,9 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StorageConfig;
-    use crate::storage::catalog::SeriesCatalog;
     use crate::storage::queue::{Reading, SeriesKey};
+    use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
-    use crate::storage::{open_writer, prepare};
     use std::collections::HashMap;
     use std::sync::Arc;
 
@@ -603,14 +601,12 @@ mod tests {
 
     #[test]
     fn incremental_rollups_equal_a_brute_force_aggregate_of_the_raw_rows() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig {
-            path: dir.path().join("r.db"),
-            ..StorageConfig::default()
-        };
-        prepare(&cfg).unwrap();
-        let mut conn = open_writer(&cfg).unwrap();
-        let catalog = SeriesCatalog::default();
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
         let keys = [key("a"), key("b"), key("c")];
         let mut rng = fastrand::Rng::with_seed(7);
         let t0 = 1_795_392_000_000; // a UTC midnight
@@ -667,14 +663,12 @@ mod tests {
 
     #[test]
     fn commits_rewrite_only_the_open_periods_until_they_close() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig {
-            path: dir.path().join("o.db"),
-            ..StorageConfig::default()
-        };
-        prepare(&cfg).unwrap();
-        let mut conn = open_writer(&cfg).unwrap();
-        let catalog = SeriesCatalog::default();
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
         let keys = [key("a"), key("b")];
         let t0 = 1_795_392_000_000 + 30 * MINUTE_MS; // half past midnight
         let batch = |from: i64| -> Vec<Reading> {
@@ -768,14 +762,12 @@ mod tests {
 
     #[test]
     fn a_failed_batch_leaves_no_rollups_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig {
-            path: dir.path().join("f.db"),
-            ..StorageConfig::default()
-        };
-        prepare(&cfg).unwrap();
-        let mut conn = open_writer(&cfg).unwrap();
-        let catalog = SeriesCatalog::default();
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
         let k = key("a");
         let r = |ts| Reading {
             series: k.clone(),

@@ -333,13 +333,11 @@ pub fn query_tier(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StorageConfig;
-    use crate::storage::catalog::SeriesCatalog;
     use crate::storage::queue::{Reading, SeriesKey};
     use crate::storage::retention::{RetentionConfig, RetentionJob};
     use crate::storage::rollup::{DAY_MS, HOUR_MS, MINUTE_MS};
+    use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
-    use crate::storage::{open_writer, prepare};
     use std::sync::Arc;
 
     const T: i64 = 1_795_392_000_000; // a UTC midnight
@@ -472,14 +470,12 @@ mod tests {
 
     #[test]
     fn answers_match_a_direct_computation_from_every_tier() {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = StorageConfig {
-            path: dir.path().join("s.db"),
-            ..StorageConfig::default()
-        };
-        prepare(&cfg).unwrap();
-        let mut conn = open_writer(&cfg).unwrap();
-        let catalog = SeriesCatalog::default();
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
         let (a, other) = (key("a"), key("b"));
         // Ten days of readings every 7 s with an irregular signal, and a
         // second sensor that must not leak into the first one's answers.
