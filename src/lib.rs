@@ -41,18 +41,18 @@
 pub mod alerts;
 pub mod app;
 pub mod bench;
-pub mod clock;
-pub mod config;
-pub mod events;
+pub mod vocab;
+
 pub mod guard;
 pub mod pacing;
 pub mod perf;
 pub mod platform;
 pub mod sensors;
+pub mod shed;
 pub mod storage;
 pub mod supervisor;
 pub mod systemd;
 pub mod web;
 
+pub use app::Config;
 pub use app::{RunError, RunReport, run};
-pub use config::Config;

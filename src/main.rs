@@ -202,10 +202,7 @@ fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
 }
 
 fn init_logging(config: &Config) {
-    env_logger::Builder::new()
-        .parse_filters(&config.log.filter)
-        .format_timestamp_millis()
-        .init();
+    vigil::app::logging::init(&config.log.filter);
 }
 
 fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
@@ -271,7 +268,7 @@ fn optimize(path: Option<PathBuf>, full: bool) -> anyhow::Result<()> {
         &st.path,
         st.busy_timeout_ms,
         full,
-        vigil::clock::now_ms(),
+        vigil::vocab::clock::now_ms(),
     )
     .with_context(|| {
         if full {
@@ -319,7 +316,7 @@ fn backup(path: Option<PathBuf>) -> anyhow::Result<()> {
         &dir,
         create,
         config.maintenance.backup_keep,
-        vigil::clock::now_ms(),
+        vigil::vocab::clock::now_ms(),
         st.busy_timeout_ms,
     )
     .with_context(|| format!("backing up {} into {}", st.path.display(), dir.display()))?;

@@ -268,7 +268,7 @@ pub async fn watchdog(root: Addr<Supervisor>, writer: Arc<WriterShared>, deadlin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::OverflowPolicy;
+    use crate::storage::config::OverflowPolicy;
     use crate::storage::queue::QueueStats;
 
     fn node(name: &str, kind: &str, essential: bool, state: ChildState) -> TreeNode {

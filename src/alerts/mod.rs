@@ -17,25 +17,25 @@ pub mod store;
 pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{now_ms, rfc3339};
-use crate::config::{Config, ConfigError, positive};
-use crate::events::{self, Bus, Delivery, Event, SensorReading};
-use crate::guard::breaker::State as BreakerState;
-use crate::guard::{GuardShared, Guarded};
-use crate::pacing::Level;
+use crate::guard::GuardShared;
 use crate::storage::ReadPool;
 use crate::storage::writer::WriterShared;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
+use crate::vocab::alert::AlertView;
+use crate::vocab::bus::{self, Bus, Delivery, Event, SensorReading};
+use crate::vocab::check::{ConfigError, positive};
+use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::guard::{BreakerState, Guarded};
+use crate::vocab::pacing::Level;
 pub use rules::Severity;
 use rules::{Condition, RuleState, Transition};
-use store::{Alert, AlertView, Change};
+use store::{Alert, Change};
 use webhook::{WebhookConfig, WebhookView, Webhooks};
 
 /// How often silence rules and quiet periods are checked, and pending
@@ -822,8 +822,8 @@ impl Actor for AlertManager {
                 Ok(Err(e)) => log::error!("cannot load stored alerts: {e}"),
                 Err(e) => log::error!("cannot load stored alerts: {e}"),
             }
-            ctx.add_stream(events::stream(act.bus.subscribe_readings()));
-            ctx.add_stream(events::stream(act.bus.subscribe_events()));
+            ctx.add_stream(bus::stream(act.bus.subscribe_readings()));
+            ctx.add_stream(bus::stream(act.bus.subscribe_events()));
             ctx.run_interval(TICK, |act, ctx| act.tick(ctx));
             ctx.run_interval(PRUNE_EVERY, |act, ctx| act.prune(ctx));
             act.reporter.started();
@@ -981,70 +981,6 @@ pub fn manager_child(
             stop: addr.recipient(),
             supervisor: None,
         }
-    })
-}
-
-/// The outcome of re-reading the config file.
-#[derive(Debug, Clone, Serialize)]
-pub struct ReloadReport {
-    pub source: String,
-    pub rules: usize,
-    pub webhooks: usize,
-    /// Sections that differ from the running config but only take effect
-    /// after a restart.
-    pub needs_restart: Vec<&'static str>,
-}
-
-/// Why a reload was refused (the old rules stay in force).
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("vigil runs on its embedded defaults; there is no config file to reload")]
-    NoFile,
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("the alert manager is not running")]
-    NotRunning,
-}
-
-/// Re-reads the config file at `source`, validates all of it, and applies
-/// the alert rules and webhooks; other changed sections are reported as
-/// needing a restart. An invalid file changes nothing.
-pub async fn reload(
-    source: Option<&Path>,
-    running: &Config,
-    alerts: &AlertsShared,
-) -> Result<ReloadReport, ReloadError> {
-    let path = source.ok_or(ReloadError::NoFile)?;
-    let new = Config::load(Some(path))?;
-    let addr = alerts.current().ok_or(ReloadError::NotRunning)?;
-    let rules = addr
-        .send(Reload(new.alerts.clone()))
-        .await
-        .map_err(|_| ReloadError::NotRunning)?;
-    let mut needs_restart = Vec::new();
-    if new.server != running.server {
-        needs_restart.push("server");
-    }
-    if new.storage != running.storage {
-        needs_restart.push("storage");
-    }
-    if new.supervisor != running.supervisor {
-        needs_restart.push("supervisor");
-    }
-    if new.live != running.live {
-        needs_restart.push("live");
-    }
-    if new.guard != running.guard {
-        needs_restart.push("guard");
-    }
-    if new.sensors != running.sensors {
-        needs_restart.push("sensors");
-    }
-    Ok(ReloadReport {
-        source: path.display().to_string(),
-        rules,
-        webhooks: new.alerts.webhooks.len(),
-        needs_restart,
     })
 }
 

@@ -3,11 +3,11 @@
 //! without firing twice.
 
 use diesel::prelude::*;
-use serde::Serialize;
 
 use super::rules::Severity;
-use crate::clock::rfc3339;
 use crate::storage::StorageError;
+use crate::vocab::alert::AlertView;
+use crate::vocab::clock::rfc3339;
 
 diesel::table! {
     alerts (id) {
@@ -76,23 +76,6 @@ impl Alert {
             acked_at: self.acked_at.map(rfc3339),
         }
     }
-}
-
-/// The JSON shape of an alert.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct AlertView {
-    pub id: i64,
-    pub key: String,
-    pub rule: String,
-    pub severity: String,
-    pub state: String,
-    pub message: String,
-    pub value: Option<f64>,
-    pub fired_at: String,
-    pub fired_at_ms: i64,
-    pub resolved_at: Option<String>,
-    pub acknowledged: bool,
-    pub acked_at: Option<String>,
 }
 
 /// A change to record: the alert as it now is, and what happened.
@@ -170,7 +153,7 @@ pub fn prune(conn: &mut SqliteConnection, before: i64) -> Result<usize, StorageE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StorageConfig;
+    use crate::storage::config::StorageConfig;
     use crate::storage::{open_writer, prepare};
 
     fn alert(id: i64, state: &str) -> Alert {

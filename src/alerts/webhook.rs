@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::rules::Severity;
-use super::store::AlertView;
-use crate::config::{ConfigError, positive};
 use crate::guard::{CircuitBreaker, GuardShared};
+use crate::vocab::alert::AlertView;
+use crate::vocab::check::{ConfigError, positive};
 
 /// Deliveries allowed in flight across all webhooks; more are dropped and
 /// counted.
@@ -269,7 +269,7 @@ mod tests {
         let mut cfg = GuardConfig::default();
         cfg.webhooks.window = 2;
         cfg.webhooks.min_calls = 2;
-        let guard = GuardShared::new(cfg, crate::events::Bus::new());
+        let guard = GuardShared::new(cfg, crate::vocab::bus::Bus::new());
         let hooks = Webhooks::new(
             &[WebhookConfig {
                 max_attempts: 1,

@@ -76,7 +76,7 @@ pub fn run(exe: &Path, o: &FootprintOptions) -> Result<FootprintFigures, BenchEr
     let dir = tempfile::tempdir()?;
     let flush = o
         .flush_interval_ms
-        .unwrap_or(crate::config::StorageConfig::default().flush_interval_ms);
+        .unwrap_or(crate::storage::config::StorageConfig::default().flush_interval_ms);
     let config = format!(
         "[server]\nbind = \"127.0.0.1:0\"\n[log]\nfilter = \"warn,vigil::app=info\"\n\
          [storage]\npath = \"{}\"\nflush_interval_ms = {flush}\n",

@@ -13,14 +13,15 @@ use serde::Serialize;
 
 use super::rawsqlite::RawDb;
 use super::{BenchError, median_f64};
-use crate::config::{OverflowPolicy, StorageConfig};
-use crate::events::Bus;
 use crate::perf::Perf;
 use crate::storage::catalog::SeriesCatalog;
-use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
+use crate::storage::config::{OverflowPolicy, StorageConfig};
+use crate::storage::queue::IngestQueue;
 use crate::storage::writer::{DbWriter, WriterShared};
 use crate::storage::{self, StorageError};
 use crate::supervisor::{ChildHandle, ChildSpec, EventLog, RestartPolicy, Stop, Supervisor};
+use crate::vocab::bus::Bus;
+use crate::vocab::reading::{Reading, SeriesKey};
 
 /// Sizes of one ingest comparison.
 #[derive(Debug, Clone, Copy)]

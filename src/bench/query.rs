@@ -13,9 +13,9 @@ use serde::Serialize;
 use super::appliance::Appliance;
 use super::rawsqlite::RawDb;
 use super::{BenchError, load, median_f64};
-use crate::config::StorageConfig;
 use crate::platform::proc::ProcStats;
 use crate::storage;
+use crate::storage::config::StorageConfig;
 
 #[derive(Debug, Clone, Copy)]
 pub struct QueryOptions {

@@ -155,7 +155,7 @@ fn one_run(exe: &Path, o: &RestartOptions, base: u64) -> Result<Vec<(f64, f64)>,
 pub fn run(exe: &Path, o: &RestartOptions) -> Result<RestartFigures, BenchError> {
     let base = o
         .backoff_base_ms
-        .unwrap_or(crate::config::SupervisorConfig::default().backoff_base_ms);
+        .unwrap_or(crate::supervisor::config::SupervisorConfig::default().backoff_base_ms);
     let mut samples = Vec::new();
     for _ in 0..o.runs.max(1) {
         samples.extend(one_run(exe, o, base)?);

@@ -20,8 +20,8 @@ use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
 use super::series::{T0, fill};
-use crate::config::StorageConfig;
 use crate::storage::catalog::SeriesCatalog;
+use crate::storage::config::StorageConfig;
 use crate::storage::maintenance::page_figures;
 use crate::storage::retention::{RetentionConfig, RetentionJob, RetentionReport};
 use crate::storage::rollup::{Agg, Bucket, DAY_MS, Tier, upsert};

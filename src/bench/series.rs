@@ -17,13 +17,14 @@ use std::time::{Duration, Instant};
 use diesel::prelude::*;
 
 use super::{median_f64, percentile};
-use crate::config::{Config, StorageConfig};
+use crate::app::config::Config;
 use crate::storage::catalog::SeriesCatalog;
-use crate::storage::queue::{Reading, SeriesKey};
+use crate::storage::config::StorageConfig;
 use crate::storage::rollup::{DAY_MS, HOUR_MS, Tier};
 use crate::storage::series::{query, query_tier};
 use crate::storage::writer::commit_batch;
 use crate::storage::{StorageError, open_writer, prepare, read_pool};
+use crate::vocab::reading::{Reading, SeriesKey};
 
 /// Sizes of the measurement.
 #[derive(Debug, Clone, Copy)]

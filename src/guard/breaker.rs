@@ -23,7 +23,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use serde::Serialize;
+pub use crate::vocab::guard::BreakerState as State;
 use tokio::time::Instant;
 
 /// The numbers behind one breaker's decisions.
@@ -56,25 +56,6 @@ impl BreakerPolicy {
             .checked_mul(factor)
             .unwrap_or(self.open_wait_max)
             .min(self.open_wait_max)
-    }
-}
-
-/// Where a breaker is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Closed,
-    Open,
-    HalfOpen,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
-        }
     }
 }
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use super::breaker::BreakerPolicy;
-use super::limit::Cidr;
-use crate::config::{ConfigError, positive};
+use super::client::Cidr;
+use crate::vocab::check::{ConfigError, positive};
 
 /// `[guard]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -386,7 +386,7 @@ fn webhooks_breaker<'de, D: Deserializer<'de>>(d: D) -> Result<BreakerConfig, D:
 
 #[cfg(test)]
 mod tests {
-    use crate::config::Config;
+    use crate::app::config::Config;
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::from_toml(text, "t").map_err(|e| e.to_string())

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 /// The limit is left once RSS is below this fraction of it.
@@ -44,15 +43,6 @@ pub struct Verdict {
     pub crossed: Option<bool>,
     /// Shed buffers and caches now.
     pub shed: bool,
-}
-
-/// A change of memory pressure, as published on the event bus.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MemoryPressure {
-    /// True: above the soft limit; false: back below it.
-    pub above: bool,
-    pub rss_bytes: u64,
-    pub soft_limit_bytes: u64,
 }
 
 /// Hysteresis and shedding cadence around a soft limit.

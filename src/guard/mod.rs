@@ -6,7 +6,7 @@
 //! [`GuardShared`] holds all of it and outlives every actor: the writer,
 //! sensor actors and webhook deliveries take [`CircuitBreaker`]s from its
 //! registry by name, so a breaker's history survives restarts of the actor
-//! that uses it. The [`Guard`](actor::Guard) actor, a supervised child of
+//! that uses it. The `Guard` actor (`crate::shed`), a supervised child of
 //! the root, does the periodic work: it forgets idle rate-limiter clients and
 //! watches memory. Every breaker transition is logged and published on the
 //! bus (`Event::Breaker`), which the live feed forwards and the alert manager
@@ -16,8 +16,8 @@
 //! machine), [`limit`] (client addresses, trimming, overflow), [`memory`]
 //! (hysteresis).
 
-pub mod actor;
 pub mod breaker;
+pub mod client;
 pub mod config;
 pub mod limit;
 pub mod memory;
@@ -29,52 +29,13 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::clock::{now_ms, rfc3339};
-use crate::events::{Bus, Event};
-pub use actor::{Guard, GuardDeps, guard_child};
-use breaker::{Breaker, Rejected, State, Ticket, Transition};
+use crate::vocab::bus::{Bus, Event};
+use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::guard::{BreakerChange, BreakerState as State, Guarded};
+use breaker::{Breaker, Rejected, Ticket, Transition};
 pub use config::{BreakerConfig, GuardConfig};
 use limit::{ClientLimiter, ClientLimiterView, OpLimiter, OpLimiterView, Throttled};
-pub use memory::MemoryPressure;
 use memory::MemoryWatch;
-
-/// What a breaker protects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Guarded {
-    /// The writer's commits.
-    Database,
-    /// One sensor's driver.
-    Sensor,
-    /// Deliveries to one webhook URL.
-    Webhook,
-}
-
-impl Guarded {
-    fn prefix(self) -> &'static str {
-        match self {
-            Guarded::Database => "database",
-            Guarded::Sensor => "sensor",
-            Guarded::Webhook => "webhook",
-        }
-    }
-}
-
-/// A breaker transition, as published on the bus (`kind: "breaker"`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BreakerChange {
-    /// The breaker's name: `database`, `sensor:<name>`, `webhook:<url>`.
-    pub breaker: String,
-    pub guards: Guarded,
-    /// The sensor name or URL (`database` for the database).
-    pub subject: String,
-    pub from: State,
-    pub to: State,
-    pub reason: String,
-    pub trips: u64,
-    /// When open: when the first trial call may go.
-    pub next_trial_at: Option<String>,
-}
 
 /// A breaker as `GET /api/guards` shows it.
 #[derive(Debug, Clone, Serialize)]

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::Deserialize;
 
-use crate::sensors::Value;
+use crate::vocab::reading::Value;
 
 /// `[sensors.adaptive]` of one sensor. Its presence turns adaptive polling
 /// on for that sensor.

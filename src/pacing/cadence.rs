@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::policy::Level;
+use crate::vocab::pacing::Level;
 
 /// What every sensor is told about pacing.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, positive};
-use crate::sensors::cpu_temp::DEFAULT_THERMAL_ROOT;
+use crate::platform::thermal::DEFAULT_THERMAL_ROOT;
+use crate::vocab::check::{ConfigError, positive};
 
 /// The shortest load poll: sysinfo's CPU usage is a difference between two
 /// refreshes, which must be at least this far apart.
@@ -58,6 +58,45 @@ pub struct PacingConfig {
     /// The `vcgencmd` program (throttling flags, and the temperature when
     /// nothing else has it). Empty: not used.
     pub vcgencmd: String,
+}
+
+impl PacingConfig {
+    /// Whether `new` differs from this section in policy keys only
+    /// (thresholds, hysteresis, dwell, multipliers), which a reload applies
+    /// live; the other keys shape the monitors and need a restart. Every
+    /// field is named here, so a new key must be placed on one side.
+    pub fn policy_differs_only(&self, new: &PacingConfig) -> bool {
+        let PacingConfig {
+            enabled,
+            temp_warm_c: _,
+            temp_hot_c: _,
+            temp_critical_c: _,
+            temp_hysteresis_c: _,
+            cpu_warm_percent: _,
+            cpu_hot_percent: _,
+            cpu_hysteresis_percent: _,
+            min_dwell_ms: _,
+            multiplier_normal: _,
+            multiplier_warm: _,
+            multiplier_hot: _,
+            multiplier_critical: _,
+            watchdog_interval_ms,
+            load_interval_ms,
+            use_load,
+            thermal_root,
+            zone_type,
+            use_hwmon,
+            vcgencmd,
+        } = self;
+        *enabled == new.enabled
+            && *watchdog_interval_ms == new.watchdog_interval_ms
+            && *load_interval_ms == new.load_interval_ms
+            && *use_load == new.use_load
+            && *thermal_root == new.thermal_root
+            && *zone_type == new.zone_type
+            && *use_hwmon == new.use_hwmon
+            && *vcgencmd == new.vcgencmd
+    }
 }
 
 impl Default for PacingConfig {
@@ -210,7 +249,7 @@ impl PacingConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::app::config::Config;
 
     fn err(text: &str) -> String {
         Config::from_toml(text, "t.toml").unwrap_err().to_string()

@@ -29,5 +29,4 @@ pub use adaptive::{AdaptiveConfig, AdaptiveTracker};
 pub use cadence::{Cadence, Pace, scale, wait_turn};
 pub use config::PacingConfig;
 pub use monitor::{LoadMonitor, ThermalWatchdog, load_monitor_child, thermal_watchdog_child};
-pub use policy::Level;
-pub use shared::{PacingChange, PacingShared, PacingStatus};
+pub use shared::{PacingShared, PacingStatus};

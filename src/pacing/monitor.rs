@@ -16,13 +16,10 @@ use actix::prelude::*;
 use tokio::time::Instant;
 
 use super::load::{LoadError, LoadSample, LoadSource, LoadSourceFactory};
-use super::shared::PacingShared;
+use super::shared::{PROBE_TIMEOUT, PacingShared};
 use super::thermal::{ThermalProbe, ThermalReading};
 use crate::supervisor::child::panic_message;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
-
-/// A probe that takes longer than this fails its monitor.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Something a monitor reads off the actor thread.
 pub trait Probe: Send + Unpin + 'static {
@@ -161,7 +158,7 @@ pub fn thermal_watchdog_child(shared: Arc<PacingShared>) -> ChildSpec {
     ChildSpec::new(ThermalProbe::NAME, "pacing", false, move |reporter| {
         let config = shared.config();
         let interval = Duration::from_millis(config.watchdog_interval_ms);
-        let probe = ThermalProbe::new(config);
+        let probe = ThermalProbe::new(&config);
         let addr =
             ThermalWatchdog::new(shared.clone(), reporter, probe, interval, Duration::ZERO).start();
         ChildHandle {

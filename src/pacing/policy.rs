@@ -10,50 +10,12 @@
 //! observation for `min_dwell` supported a lower level, then to the highest
 //! level any of them supported. The clock is injected: callers pass `now`.
 
-use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::config::PacingConfig;
-
-/// How hard the appliance should back off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    Normal,
-    Warm,
-    Hot,
-    Critical,
-}
-
-impl Level {
-    const ALL: [Level; 4] = [Level::Normal, Level::Warm, Level::Hot, Level::Critical];
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    fn from_index(i: usize) -> Level {
-        Level::ALL[i.min(Level::ALL.len() - 1)]
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Normal => "normal",
-            Level::Warm => "warm",
-            Level::Hot => "hot",
-            Level::Critical => "critical",
-        }
-    }
-}
-
-impl fmt::Display for Level {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::vocab::pacing::{Cause, Level, Why};
 
 /// The figures the policy decides from; `None` when a source is absent or
 /// its last figure is too old.
@@ -61,28 +23,6 @@ impl fmt::Display for Level {
 pub struct Inputs {
     pub temperature_c: Option<f64>,
     pub cpu_percent: Option<f64>,
-}
-
-/// Which input set the level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Cause {
-    /// The temperature (it wins ties with CPU usage).
-    Temperature,
-    /// CPU usage.
-    Cpu,
-    /// Neither input supports more than normal.
-    Calm,
-}
-
-/// Why the policy is at its level: the figures at the moment it got there.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Why {
-    pub cause: Cause,
-    pub temperature_c: Option<f64>,
-    pub cpu_percent: Option<f64>,
-    /// One line for people, e.g. `temperature 81.0 °C ≥ 80.0 °C (critical)`.
-    pub summary: String,
 }
 
 /// A change of level decided by [`PacingPolicy::evaluate`].
@@ -171,6 +111,19 @@ impl PacingPolicy {
 
     pub fn why(&self) -> &Why {
         &self.why
+    }
+
+    /// Takes new thresholds, hysteresis, dwell and multipliers (a reload),
+    /// keeping the level, its cause and any pending drop: the next
+    /// observation is judged by the new figures.
+    pub fn retune(&mut self, config: &PacingConfig) {
+        let fresh = PacingPolicy::new(config, self.since);
+        self.temp_thresholds = fresh.temp_thresholds;
+        self.temp_hysteresis = fresh.temp_hysteresis;
+        self.cpu_thresholds = fresh.cpu_thresholds;
+        self.cpu_hysteresis = fresh.cpu_hysteresis;
+        self.min_dwell = fresh.min_dwell;
+        self.multipliers = fresh.multipliers;
     }
 
     pub fn multiplier(&self) -> f64 {

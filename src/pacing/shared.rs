@@ -21,32 +21,21 @@ use tokio::time::Instant;
 use super::cadence::Pace;
 use super::config::PacingConfig;
 use super::load::{LoadError, LoadSample};
-use super::monitor::PROBE_TIMEOUT;
-use super::policy::{Inputs, Level, PacingPolicy, Why};
+use super::policy::{Inputs, PacingPolicy};
 use super::thermal::ThermalReading;
-use crate::clock::{now_ms, rfc3339};
-use crate::events::{Bus, Event};
 use crate::platform::throttled::ThrottledFlags;
+use crate::vocab::bus::{Bus, Event};
+use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::pacing::{Level, PacingChange, Why};
+
+/// A probe that takes longer than this fails its monitor.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A figure is ignored once this many polls of its monitor have passed
 /// without a new one.
 pub const STALE_AFTER_POLLS: u32 = 3;
 /// Changes of level kept for `/api/pacing`.
 pub const CHANGES_CAPACITY: usize = 50;
-
-/// A change of level, as logged, published and listed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PacingChange {
-    pub at: String,
-    pub at_ms: i64,
-    pub from: Level,
-    pub to: Level,
-    /// The interval multiplier from now on.
-    pub multiplier: f64,
-    /// Optional sensors are paused from now on.
-    pub optional_paused: bool,
-    pub why: Why,
-}
 
 struct Observed<T> {
     at: Instant,
@@ -64,7 +53,9 @@ struct Inner {
 
 /// See the module docs.
 pub struct PacingShared {
-    config: PacingConfig,
+    /// The `[pacing]` section in force; [`PacingShared::retune`] changes
+    /// its policy keys live.
+    config: std::sync::RwLock<PacingConfig>,
     bus: Bus,
     tx: watch::Sender<Pace>,
     inner: Mutex<Inner>,
@@ -89,15 +80,41 @@ impl PacingShared {
             changes: VecDeque::new(),
         };
         PacingShared {
-            config,
+            config: std::sync::RwLock::new(config),
             bus,
             tx: watch::channel(pace).0,
             inner: Mutex::new(inner),
         }
     }
 
-    pub fn config(&self) -> &PacingConfig {
-        &self.config
+    /// The `[pacing]` section in force.
+    pub fn config(&self) -> PacingConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies a new `[pacing]` section whose differences are all policy
+    /// keys ([`PacingConfig::policy_differs_only`]): thresholds, hysteresis,
+    /// dwell and multipliers. The level stays; a new multiplier for it
+    /// reaches the sensors at once.
+    pub fn retune(&self, config: PacingConfig) {
+        let mut inner = self.lock();
+        inner.policy.retune(&config);
+        let enabled = config.enabled;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+        if enabled {
+            let pace = Pace {
+                level: inner.policy.level(),
+                multiplier: inner.policy.multiplier(),
+            };
+            self.tx.send_if_modified(|p| {
+                let changed = *p != pace;
+                *p = pace;
+                changed
+            });
+        }
     }
 
     /// A receiver of the pace, for a sensor actor.
@@ -148,6 +165,7 @@ impl PacingShared {
     }
 
     fn inputs(&self, inner: &Inner, now: Instant) -> Inputs {
+        let config = self.config();
         let fresh = |at: Instant, interval_ms| {
             now.saturating_duration_since(at) <= self.stale_after(interval_ms)
         };
@@ -155,12 +173,12 @@ impl PacingShared {
             temperature_c: inner
                 .thermal
                 .as_ref()
-                .filter(|o| fresh(o.at, self.config.watchdog_interval_ms))
+                .filter(|o| fresh(o.at, config.watchdog_interval_ms))
                 .and_then(|o| o.value.temperature_c),
             cpu_percent: inner
                 .load
                 .as_ref()
-                .filter(|o| fresh(o.at, self.config.load_interval_ms))
+                .filter(|o| fresh(o.at, config.load_interval_ms))
                 .and_then(|o| o.value.as_ref().ok())
                 .map(|s| s.cpu_percent),
         }
@@ -213,7 +231,7 @@ impl PacingShared {
         let now = Instant::now();
         let inner = self.lock();
         let (temp_level, cpu_level) = inner.policy.input_levels();
-        let c = &self.config;
+        let c = &self.config();
         let stale = |at: Instant, interval_ms| {
             now.saturating_duration_since(at) > self.stale_after(interval_ms)
         };
@@ -397,7 +415,7 @@ pub struct Thresholds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pacing::policy::Cause;
+    use crate::vocab::pacing::Cause;
 
     fn shared(dwell_ms: u64) -> PacingShared {
         PacingShared::new(

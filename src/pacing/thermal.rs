@@ -13,9 +13,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::PacingConfig;
+use crate::platform::thermal::{hwmon_celsius, list_zones, pick_zone, read_zone_celsius};
 use crate::platform::{Throttled, VcgencmdError, vcgencmd_temperature, vcgencmd_throttled};
-use crate::sensors::SensorError;
-use crate::sensors::cpu_temp::{hwmon_celsius, list_zones, pick_zone, read_zone_celsius};
 
 /// How long one `vcgencmd` query may take.
 pub const VCGENCMD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -101,11 +100,7 @@ impl ThermalProbe {
                     ))
                 }
                 Ok(t) => tried.push(format!("{} holds {t}", zone.temp_path.display())),
-                Err(
-                    SensorError::Transient(m)
-                    | SensorError::Permanent(m)
-                    | SensorError::Unavailable(m),
-                ) => tried.push(m),
+                Err(m) => tried.push(m),
             },
             None if self.zone_type.is_empty() => {
                 tried.push(format!("no thermal zone under {}", self.root.display()))

@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 pub use histogram::{Histogram, Summary};
 
-use crate::clock::{now_ms, rfc3339};
-use crate::config::{ConfigError, positive};
+use crate::vocab::check::{ConfigError, positive};
+use crate::vocab::clock::{now_ms, rfc3339};
 
 /// Slow queries remembered (distinct SQL texts).
 pub const SLOW_QUERIES_KEPT: usize = 50;
@@ -135,7 +135,10 @@ pub struct SlowQuery {
 pub struct Perf {
     ops: RwLock<BTreeMap<String, Arc<Op>>>,
     slow: Mutex<VecDeque<SlowQuery>>,
-    slow_after: Duration,
+    /// `performance.slow_query_ms`; changed live by a reload.
+    slow_after_ms: AtomicU64,
+    /// The `[performance]` section in force, for the recommendations.
+    config: RwLock<PerformanceConfig>,
 }
 
 impl Perf {
@@ -143,8 +146,34 @@ impl Perf {
         Perf {
             ops: RwLock::default(),
             slow: Mutex::default(),
-            slow_after: Duration::from_millis(slow_query_ms),
+            slow_after_ms: AtomicU64::new(slow_query_ms),
+            config: RwLock::new(PerformanceConfig {
+                slow_query_ms,
+                ..PerformanceConfig::default()
+            }),
         }
+    }
+
+    /// A registry working from the `[performance]` section.
+    pub fn with_config(config: PerformanceConfig) -> Perf {
+        let perf = Perf::new(config.slow_query_ms);
+        perf.set_config(config);
+        perf
+    }
+
+    /// The `[performance]` section in force.
+    pub fn config(&self) -> PerformanceConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies a new `[performance]` section from now on (a reload).
+    pub fn set_config(&self, config: PerformanceConfig) {
+        self.slow_after_ms
+            .store(config.slow_query_ms, Ordering::Relaxed);
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     /// The operation called `name`, created on first use. Callers that
@@ -165,7 +194,7 @@ impl Perf {
     /// (built only then).
     pub fn record_query(&self, name: &str, took: Duration, ok: bool, sql: impl FnOnce() -> String) {
         self.op(&format!("db.{name}")).record(took, ok);
-        if took < self.slow_after {
+        if took < Duration::from_millis(self.slow_after_ms.load(Ordering::Relaxed)) {
             return;
         }
         let sql = sql();

@@ -4,6 +4,7 @@
 //! answers "absent" rather than failing.
 
 pub mod proc;
+pub mod thermal;
 pub mod throttled;
 
 use std::io::Read;

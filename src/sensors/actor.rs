@@ -31,15 +31,17 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{BuildEnv, Priority, Sensor, SensorConfig, SensorError, Value};
-use crate::clock::{now_ms, rfc3339};
-use crate::events::{Bus, Event, SensorReading};
+use super::{BuildEnv, Priority, Sensor, SensorConfig, SensorError};
 use crate::guard::{Call, CircuitBreaker, GuardShared};
 use crate::pacing::{AdaptiveTracker, Pace, scale, wait_turn};
 use crate::perf::{Op, Perf};
-use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
+use crate::storage::queue::IngestQueue;
 use crate::supervisor::child::panic_message;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
+use crate::vocab::bus::{Bus, Event, SensorReading};
+use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::reading::Value;
+use crate::vocab::reading::{Reading, SeriesKey};
 
 /// A value as the API shows it.
 #[derive(Debug, Clone, Serialize)]

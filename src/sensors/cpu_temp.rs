@@ -4,25 +4,15 @@
 //! Containers and many VMs have neither; that is reported as `unavailable`
 //! with the places searched, not as an error to retry and log every tick.
 
-use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Sensor, SensorError, Value};
-
-/// Where Linux exposes thermal zones.
-pub const DEFAULT_THERMAL_ROOT: &str = "/sys/class/thermal";
-
-/// Zone types that are the CPU / SoC, in order of preference.
-const PREFERRED_ZONE_TYPES: &[&str] = &[
-    "cpu-thermal",
-    "cpu_thermal",
-    "soc_thermal",
-    "x86_pkg_temp",
-    "cpu",
-    "soc",
-];
+use super::{Sensor, SensorError};
+use crate::platform::thermal::{
+    DEFAULT_THERMAL_ROOT, hwmon_celsius, list_zones, pick_zone, read_zone_celsius,
+};
+use crate::vocab::reading::Value;
 
 /// `options` of a `kind = "cpu_temp"` sensor.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -46,86 +36,6 @@ impl Default for CpuTempOptions {
     }
 }
 
-/// A thermal zone found on disk.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Zone {
-    pub kind: String,
-    pub temp_path: PathBuf,
-}
-
-/// Lists `thermal_zone*` under `root` with their types, sorted by name.
-pub fn list_zones(root: &Path) -> Vec<Zone> {
-    let Ok(entries) = fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut zones: Vec<(String, Zone)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("thermal_zone") {
-                return None;
-            }
-            let dir = e.path();
-            let kind = fs::read_to_string(dir.join("type"))
-                .map(|s| s.trim().to_owned())
-                .unwrap_or_default();
-            Some((
-                name,
-                Zone {
-                    kind,
-                    temp_path: dir.join("temp"),
-                },
-            ))
-        })
-        .collect();
-    zones.sort_by(|a, b| a.0.cmp(&b.0));
-    zones.into_iter().map(|(_, z)| z).collect()
-}
-
-/// Picks the CPU zone: the requested type, else the first preferred type,
-/// else the first zone.
-pub fn pick_zone<'a>(zones: &'a [Zone], wanted: &str) -> Option<&'a Zone> {
-    if !wanted.is_empty() {
-        return zones.iter().find(|z| z.kind == wanted);
-    }
-    PREFERRED_ZONE_TYPES
-        .iter()
-        .find_map(|t| zones.iter().find(|z| z.kind == *t))
-        .or_else(|| zones.first())
-}
-
-/// Reads a zone's `temp` file (millidegrees Celsius) as degrees.
-pub fn read_zone_celsius(path: &Path) -> Result<f64, SensorError> {
-    let text = fs::read_to_string(path)
-        .map_err(|e| SensorError::Transient(format!("cannot read {}: {e}", path.display())))?;
-    let milli: f64 = text.trim().parse().map_err(|_| {
-        SensorError::Transient(format!(
-            "{} holds `{}`, not a temperature",
-            path.display(),
-            text.trim()
-        ))
-    })?;
-    Ok(milli / 1000.0)
-}
-
-/// The hottest hwmon component that looks like the CPU, through sysinfo.
-pub fn hwmon_celsius() -> Option<f64> {
-    let components = sysinfo::Components::new_with_refreshed_list().ok()?;
-    let cpu_like = |label: &str| {
-        let l = label.to_ascii_lowercase();
-        ["cpu", "core", "package", "soc", "tctl", "k10temp"]
-            .iter()
-            .any(|k| l.contains(k))
-    };
-    components
-        .iter()
-        .filter(|c| cpu_like(c.label()))
-        .filter_map(|c| c.temperature())
-        .map(f64::from)
-        .filter(|t| t.is_finite())
-        .reduce(f64::max)
-}
-
 /// Reads the CPU temperature on every call, re-discovering the zone, so a
 /// zone that appears later (a module loaded after boot) is picked up.
 pub struct CpuTempSensor {
@@ -145,7 +55,7 @@ impl Sensor for CpuTempSensor {
         let root = Path::new(&self.options.thermal_root);
         let zones = list_zones(root);
         let celsius = match pick_zone(&zones, &self.options.zone_type) {
-            Some(zone) => read_zone_celsius(&zone.temp_path)?,
+            Some(zone) => read_zone_celsius(&zone.temp_path).map_err(SensorError::Transient)?,
             None => match self.options.use_hwmon.then(hwmon_celsius).flatten() {
                 Some(t) => t,
                 None => {
@@ -173,6 +83,7 @@ impl Sensor for CpuTempSensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn zone(root: &Path, n: u32, kind: &str, temp: &str) {
         let dir = root.join(format!("thermal_zone{n}"));

@@ -12,46 +12,13 @@ pub mod hw;
 pub mod simulated;
 pub mod system;
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, positive};
 use crate::pacing::AdaptiveConfig;
-
-/// One named value from a read, e.g. `cpu = 12.5 %`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Value {
-    pub metric: Cow<'static, str>,
-    pub value: f64,
-    pub unit: Cow<'static, str>,
-    /// When the value was true, if not at the end of the read (epoch ms):
-    /// an edge a GPIO input recorded between reads, for instance. A read may
-    /// then return several values of one metric at different times.
-    pub ts_ms: Option<i64>,
-}
-
-impl Value {
-    pub fn new(
-        metric: impl Into<Cow<'static, str>>,
-        value: f64,
-        unit: impl Into<Cow<'static, str>>,
-    ) -> Value {
-        Value {
-            metric: metric.into(),
-            value,
-            unit: unit.into(),
-            ts_ms: None,
-        }
-    }
-
-    /// The same value, stamped with the time it was observed.
-    pub fn at(mut self, ts_ms: i64) -> Value {
-        self.ts_ms = Some(ts_ms);
-        self
-    }
-}
+use crate::vocab::check::{ConfigError, positive};
+use crate::vocab::reading::Value;
 
 /// Why a read produced no values. The kind decides what happens next.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -155,10 +122,10 @@ impl DriverConfig {
             DriverConfig::System(o) => Box::new(system::SystemSensor::new(o, env)?),
             DriverConfig::CpuTemp(o) => Box::new(cpu_temp::CpuTempSensor::new(o)),
             DriverConfig::Simulated(o) => Box::new(simulated::SimulatedSensor::new(o.clone())),
-            DriverConfig::Gpio(o) => hw::gpio::build(o)?,
+            DriverConfig::Gpio(o) => hw::build_gpio(o)?,
             DriverConfig::Bme280(o) => hw::bme280::build(o)?,
             DriverConfig::Ads1115(o) => hw::ads1115::build(o)?,
-            DriverConfig::Sound(o) => hw::sound::build(o)?,
+            DriverConfig::Sound(o) => hw::build_sound(o)?,
             DriverConfig::Throttled(o) => hw::throttled::build(o)?,
         })
     }
@@ -350,7 +317,7 @@ impl SensorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use crate::app::config::Config;
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::from_toml(text, "t").map_err(|e| e.to_string())

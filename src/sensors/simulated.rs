@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Sensor, SensorError, Value};
+use super::{Sensor, SensorError};
+use crate::vocab::reading::Value;
 
 /// Shape of the simulated signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -172,7 +173,7 @@ impl Sensor for SimulatedSensor {
                 FaultKind::Unavailable => SensorError::Unavailable(msg),
             });
         }
-        let value = self.sample(crate::clock::now_ms());
+        let value = self.sample(crate::vocab::clock::now_ms());
         Ok(vec![Value::new(
             self.options.metric.clone(),
             value,

@@ -7,7 +7,8 @@ use std::time::Instant;
 use serde::Deserialize;
 use sysinfo::{Disks, System};
 
-use super::{BuildEnv, Sensor, SensorError, Value};
+use super::{BuildEnv, Sensor, SensorError};
+use crate::vocab::reading::Value;
 
 /// `options` of a `kind = "system"` sensor.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

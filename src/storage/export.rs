@@ -151,9 +151,9 @@ impl ExportCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::queue::{Reading, SeriesKey};
     use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
+    use crate::vocab::reading::{Reading, SeriesKey};
 
     #[test]
     fn merges_lanes_in_time_order_within_a_bounded_buffer() {

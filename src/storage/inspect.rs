@@ -55,7 +55,7 @@ pub fn query_plan(conn: &mut SqliteConnection, sql: &str) -> QueryResult<Vec<Str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StorageConfig;
+    use crate::storage::config::StorageConfig;
     use crate::storage::{open_writer, prepare};
     use diesel::connection::SimpleConnection;
 

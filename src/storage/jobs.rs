@@ -19,13 +19,13 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::StorageError;
+use super::config::StorageConfig;
 use super::maintenance::{self, BackupReport, MaintenanceConfig, OptimizeReport};
 use super::retention::{RetentionConfig, RetentionJob, RetentionReport};
 use super::writer::{DbWriter, WriterShared};
-use crate::clock::{now_ms, rfc3339};
-use crate::config::{Config, StorageConfig};
-use crate::events::{Bus, Event};
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
+use crate::vocab::bus::{Bus, Event};
+use crate::vocab::clock::{now_ms, rfc3339};
 
 /// Asks the writer for a retention run at `now_ms`; replies when it ends.
 #[derive(Message)]
@@ -149,8 +149,10 @@ pub struct JobsStatus {
 /// Runs the storage jobs; shared by the API and the [`Scheduler`].
 pub struct Jobs {
     storage: StorageConfig,
-    retention: RetentionConfig,
-    maintenance: MaintenanceConfig,
+    /// `[retention]` and `[maintenance]` in force; a reload changes them
+    /// with [`Jobs::set_config`].
+    retention: std::sync::RwLock<RetentionConfig>,
+    maintenance: std::sync::RwLock<MaintenanceConfig>,
     writer: Arc<WriterShared>,
     bus: Bus,
     retention_running: tokio::sync::Mutex<()>,
@@ -159,12 +161,20 @@ pub struct Jobs {
     last: Mutex<Last>,
 }
 
+/// The config sections the jobs run from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobsConfig {
+    pub storage: StorageConfig,
+    pub retention: RetentionConfig,
+    pub maintenance: MaintenanceConfig,
+}
+
 impl Jobs {
-    pub fn new(config: &Config, writer: Arc<WriterShared>, bus: Bus) -> Jobs {
+    pub fn new(config: JobsConfig, writer: Arc<WriterShared>, bus: Bus) -> Jobs {
         Jobs {
-            storage: config.storage.clone(),
-            retention: config.retention.clone(),
-            maintenance: config.maintenance.clone(),
+            storage: config.storage,
+            retention: std::sync::RwLock::new(config.retention),
+            maintenance: std::sync::RwLock::new(config.maintenance),
             writer,
             bus,
             retention_running: tokio::sync::Mutex::new(()),
@@ -220,7 +230,7 @@ impl Jobs {
             Ok(addr) => addr
                 .send(RunRetention {
                     now_ms,
-                    config: self.retention.clone(),
+                    config: self.retention_config(),
                 })
                 .await
                 .unwrap_or(Err(StorageError::WriterUnavailable)),
@@ -288,8 +298,9 @@ impl Jobs {
     pub async fn backup(&self, now_ms: i64) -> Result<BackupReport, StorageError> {
         let _one_at_a_time = self.backup_running.lock().await;
         let db = self.storage.path.clone();
-        let (dir, create) = self.maintenance.backup_dir_for(&db);
-        let keep = self.maintenance.backup_keep;
+        let maint = self.maintenance_config();
+        let (dir, create) = maint.backup_dir_for(&db);
+        let keep = maint.backup_keep;
         let busy = self.storage.busy_timeout_ms;
         let result = tokio::task::spawn_blocking(move || {
             maintenance::backup(&db, &dir, create, keep, now_ms, busy)
@@ -310,18 +321,50 @@ impl Jobs {
 
     pub fn status(&self) -> JobsStatus {
         let last = self.last();
+        let (retention, maint) = (self.retention_config(), self.maintenance_config());
         JobsStatus {
             retention: last.retention.clone(),
             optimize: last.optimize.clone(),
             backup: last.backup.clone(),
-            retention_every_s: self.retention.interval_secs,
-            optimize_every_s: self.maintenance.optimize_interval_secs,
-            backup_every_s: self.maintenance.backup_interval_secs,
+            retention_every_s: retention.interval_secs,
+            optimize_every_s: maint.optimize_interval_secs,
+            backup_every_s: maint.backup_interval_secs,
         }
     }
 
-    pub fn retention_config(&self) -> &RetentionConfig {
-        &self.retention
+    /// The `[retention]` section in force.
+    pub fn retention_config(&self) -> RetentionConfig {
+        self.retention
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The `[maintenance]` section in force.
+    pub fn maintenance_config(&self) -> MaintenanceConfig {
+        self.maintenance
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Applies new `[retention]` and `[maintenance]` sections from the next
+    /// job on (a reload). Returns whether a schedule changed, in which case
+    /// the [`Scheduler`] must be restarted to follow it.
+    pub fn set_config(&self, retention: RetentionConfig, maintenance: MaintenanceConfig) -> bool {
+        let before = self.status();
+        *self.retention.write().unwrap_or_else(|p| p.into_inner()) = retention;
+        *self.maintenance.write().unwrap_or_else(|p| p.into_inner()) = maintenance;
+        let after = self.status();
+        (
+            before.retention_every_s,
+            before.optimize_every_s,
+            before.backup_every_s,
+        ) != (
+            after.retention_every_s,
+            after.optimize_every_s,
+            after.backup_every_s,
+        )
     }
 }
 
@@ -357,23 +400,16 @@ impl Actor for Scheduler {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Failures are logged, kept for the API and published by `Jobs`.
-        self.every(ctx, self.jobs.retention.interval_secs, |jobs| async move {
+        let schedule = self.jobs.status();
+        self.every(ctx, schedule.retention_every_s, |jobs| async move {
             let _ = jobs.retention(now_ms()).await;
         });
-        self.every(
-            ctx,
-            self.jobs.maintenance.optimize_interval_secs,
-            |jobs| async move {
-                let _ = jobs.optimize(false, now_ms()).await;
-            },
-        );
-        self.every(
-            ctx,
-            self.jobs.maintenance.backup_interval_secs,
-            |jobs| async move {
-                let _ = jobs.backup(now_ms()).await;
-            },
-        );
+        self.every(ctx, schedule.optimize_every_s, |jobs| async move {
+            let _ = jobs.optimize(false, now_ms()).await;
+        });
+        self.every(ctx, schedule.backup_every_s, |jobs| async move {
+            let _ = jobs.backup(now_ms()).await;
+        });
         self.reporter.started();
     }
 
@@ -391,8 +427,11 @@ impl Handler<Stop> for Scheduler {
 }
 
 /// The scheduler as a child of a supervisor.
+/// The scheduler's name in the supervision tree.
+pub const SCHEDULER_CHILD: &str = "maintenance";
+
 pub fn scheduler_child(jobs: Arc<Jobs>) -> ChildSpec {
-    ChildSpec::new("maintenance", "maintenance", false, move |reporter| {
+    ChildSpec::new(SCHEDULER_CHILD, "maintenance", false, move |reporter| {
         let addr = Scheduler::new(jobs.clone(), reporter).start();
         ChildHandle {
             stop: addr.recipient(),
@@ -404,13 +443,13 @@ pub fn scheduler_child(jobs: Arc<Jobs>) -> ChildSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::storage::catalog::SeriesCatalog;
-    use crate::storage::queue::{IngestQueue, Reading, SeriesKey};
+    use crate::storage::queue::IngestQueue;
     use crate::storage::rollup::{DAY_MS, MINUTE_MS};
     use crate::storage::writer::commit_batch;
     use crate::storage::{open_writer, prepare};
     use crate::supervisor::ChildEvent;
+    use crate::vocab::reading::{Reading, SeriesKey};
 
     /// Stands in for a supervisor: takes lifecycle events and ignores them.
     struct Sink;
@@ -435,7 +474,7 @@ mod tests {
     #[actix_rt::test]
     async fn retention_runs_in_chunks_through_the_writer_while_ingestion_continues() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
+        let mut config = JobsConfig::default();
         config.storage.path = dir.path().join("j.db");
         config.storage.batch_size = 1;
         config.retention.chunk_rows = 200;
@@ -445,7 +484,7 @@ mod tests {
 
         // A hundred thousand readings a second apart, 86,400 of them older
         // than the raw horizon, stored before the writer starts.
-        let now = crate::clock::now_ms();
+        let now = crate::vocab::clock::now_ms();
         let horizon = now - i64::from(config.retention.raw_days) * DAY_MS;
         let key = Arc::new(SeriesKey {
             sensor: "s".into(),
@@ -489,7 +528,7 @@ mod tests {
                 DbWriter::new(st, shared, LifecycleReporter::new(0, 1, sink))
             })
         };
-        let jobs = Jobs::new(&config, shared.clone(), bus.clone());
+        let jobs = Jobs::new(config.clone(), shared.clone(), bus.clone());
         let mut events = bus.subscribe_events();
 
         // A producer pushes a fresh reading every millisecond (a sensor at
@@ -584,7 +623,7 @@ mod tests {
     #[actix_rt::test]
     async fn jobs_fail_cleanly_without_a_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
+        let mut config = JobsConfig::default();
         config.storage.path = dir.path().join("n.db");
         prepare(&config.storage).unwrap();
         let st = &config.storage;
@@ -600,7 +639,7 @@ mod tests {
             &crate::perf::Perf::new(100),
             Arc::new(crate::storage::recent::RecentCache::new(1001)),
         ));
-        let jobs = Jobs::new(&config, shared, Bus::new());
+        let jobs = Jobs::new(config.clone(), shared, Bus::new());
         assert!(matches!(
             jobs.retention(0).await,
             Err(StorageError::WriterUnavailable)

@@ -21,9 +21,12 @@ use diesel::sql_types::{BigInt, Text};
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-use super::retention::RELEASE_PAGES_PER_STEP;
-use crate::clock::rfc3339;
-use crate::config::{ConfigError, positive};
+use crate::vocab::check::{ConfigError, positive};
+use crate::vocab::clock::rfc3339;
+
+/// Free pages handed back to the file system per transaction, by retention
+/// when the file is over the cap and by the incremental vacuum step.
+pub const RELEASE_PAGES_PER_STEP: u32 = 128;
 
 /// `ANALYZE` looks at about this many rows per index (`PRAGMA
 /// analysis_limit`), so that statistics cost milliseconds even on a large
@@ -484,11 +487,11 @@ pub fn backup(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StorageConfig;
     use crate::storage::catalog::SeriesCatalog;
-    use crate::storage::queue::{Reading, SeriesKey};
+    use crate::storage::config::StorageConfig;
     use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
+    use crate::vocab::reading::{Reading, SeriesKey};
     use std::sync::Arc;
 
     fn filled(rows: i64) -> (tempfile::TempDir, StorageConfig, SqliteConnection) {

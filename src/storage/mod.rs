@@ -8,6 +8,7 @@
 //! the switch would race); migrations last.
 
 pub mod catalog;
+pub mod config;
 pub mod export;
 pub mod inspect;
 pub mod jobs;
@@ -32,7 +33,7 @@ use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool};
 use diesel::sql_types::Text;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-use crate::config::StorageConfig;
+use crate::storage::config::StorageConfig;
 
 /// The schema migrations, compiled into the binary.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");

@@ -7,27 +7,10 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
-use crate::config::OverflowPolicy;
-
-/// What a value measures: sensor, metric and unit. Shared by every reading of
-/// the series, so a reading is a pointer, a timestamp and a number.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct SeriesKey {
-    pub sensor: Arc<str>,
-    pub metric: Arc<str>,
-    pub unit: Arc<str>,
-}
-
-/// One value at one instant.
-#[derive(Debug, Clone)]
-pub struct Reading {
-    pub series: Arc<SeriesKey>,
-    /// Epoch milliseconds, taken when the driver returned the value.
-    pub ts_ms: i64,
-    pub value: f64,
-}
+use crate::storage::config::OverflowPolicy;
+use crate::vocab::reading::Reading;
 
 /// The result of offering readings to the queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -231,6 +214,8 @@ impl IngestQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::reading::SeriesKey;
+    use std::sync::Arc;
     use std::sync::atomic::AtomicUsize;
 
     fn key() -> Arc<SeriesKey> {

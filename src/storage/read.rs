@@ -193,9 +193,9 @@ pub fn merge_page(q: &PageQuery, per_series: Vec<(Arc<SeriesInfo>, Points)>) -> 
 mod tests {
     use super::*;
     use crate::storage::catalog::SeriesCatalog;
-    use crate::storage::queue::{Reading, SeriesKey};
     use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
+    use crate::vocab::reading::{Reading, SeriesKey};
     use std::collections::HashSet;
 
     fn db_with(rows: &[(&str, i64)]) -> (tempfile::TempDir, SqliteConnection, SeriesCatalog) {

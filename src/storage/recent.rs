@@ -379,9 +379,9 @@ mod tests {
 
     #[test]
     fn every_page_served_from_memory_equals_the_database_page() {
-        use crate::storage::queue::{Reading, SeriesKey};
         use crate::storage::read::{latest, merge_page, readings_page};
         use crate::storage::writer::commit_batch;
+        use crate::vocab::reading::{Reading, SeriesKey};
 
         let TestDb {
             dir: _dir,

@@ -22,10 +22,10 @@ use diesel::sql_types::BigInt;
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-use super::maintenance::{PageFigures, page_figures};
+use super::maintenance::{PageFigures, RELEASE_PAGES_PER_STEP, page_figures};
 use super::rollup::{DAY_MS, HOUR_MS, Tier};
-use crate::clock::rfc3339;
-use crate::config::{ConfigError, positive};
+use crate::vocab::check::{ConfigError, positive};
+use crate::vocab::clock::rfc3339;
 
 /// When pruning for the cap, the newest raw readings are always kept: the
 /// readings API should still show the present.
@@ -35,9 +35,6 @@ pub const CAP_STEP_MS: i64 = HOUR_MS;
 /// Cap pruning stops once the database is at most this fraction of the
 /// cap, so that it is not back over the cap a few commits later.
 pub const CAP_LOW_WATER: f64 = 0.9;
-/// Free pages handed back to the file system per transaction when the file
-/// is over the cap.
-pub const RELEASE_PAGES_PER_STEP: u32 = 128;
 
 /// `[retention]`: how long each tier is kept, and the size cap.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -480,12 +477,12 @@ impl RetentionJob {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StorageConfig;
     use crate::storage::catalog::SeriesCatalog;
-    use crate::storage::queue::{Reading, SeriesKey};
+    use crate::storage::config::StorageConfig;
     use crate::storage::rollup::MINUTE_MS;
     use crate::storage::writer::commit_batch;
     use crate::storage::{open_writer, prepare};
+    use crate::vocab::reading::{Reading, SeriesKey};
     use std::sync::Arc;
 
     #[test]

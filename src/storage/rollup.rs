@@ -406,9 +406,9 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::queue::{Reading, SeriesKey};
     use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
+    use crate::vocab::reading::{Reading, SeriesKey};
     use std::collections::HashMap;
     use std::sync::Arc;
 

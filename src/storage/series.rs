@@ -333,11 +333,11 @@ pub fn query_tier(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::queue::{Reading, SeriesKey};
     use crate::storage::retention::{RetentionConfig, RetentionJob};
     use crate::storage::rollup::{DAY_MS, HOUR_MS, MINUTE_MS};
     use crate::storage::testing::{TestDb, writer_db};
     use crate::storage::writer::commit_batch;
+    use crate::vocab::reading::{Reading, SeriesKey};
     use std::sync::Arc;
 
     const T: i64 = 1_795_392_000_000; // a UTC midnight

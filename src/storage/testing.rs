@@ -6,7 +6,7 @@ use diesel::SqliteConnection;
 
 use super::catalog::SeriesCatalog;
 use super::{open_writer, prepare};
-use crate::config::StorageConfig;
+use crate::storage::config::StorageConfig;
 
 /// A temporary database and the writer's view of it. `dir` holds the
 /// files: keep it alive as long as the database is used.

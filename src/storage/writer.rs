@@ -24,17 +24,18 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Serialize;
 
 use super::catalog::{SeriesCatalog, SeriesInfo};
-use super::queue::{IngestQueue, QueueStats, Reading, SeriesKey};
+use super::queue::{IngestQueue, QueueStats};
 use super::recent::RecentCache;
 use super::rollup;
 use super::schema::{readings, series};
 use super::{StorageError, open_writer};
-use crate::clock::{now_ms, rfc3339};
-use crate::config::StorageConfig;
-use crate::events::{Bus, Event};
 use crate::guard::{Call, CircuitBreaker};
 use crate::perf::{Op, Perf};
+use crate::storage::config::StorageConfig;
 use crate::supervisor::{LifecycleReporter, Stop};
+use crate::vocab::bus::{Bus, Event};
+use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::reading::{Reading, SeriesKey};
 
 /// A reading whose (series, timestamp) is already stored is moved forward by
 /// a millisecond at a time, at most this often, rather than lost.

@@ -8,6 +8,7 @@
 //! written down in `ARCHITECTURE.md`.
 
 pub mod child;
+pub mod config;
 pub mod policy;
 
 use std::collections::VecDeque;
@@ -32,8 +33,9 @@ pub use child::{
 pub struct RestartChild(pub String);
 pub use policy::{Decision, RestartPolicy, RestartTracker};
 
-use crate::clock::{now_ms, rfc3339};
-use crate::events::{Bus, Event};
+use crate::vocab::bus::{Bus, Event};
+use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::supervision::SupervisorEvent;
 
 /// How long a supervisor waits for a nested supervisor's subtree.
 const TREE_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -91,18 +93,6 @@ impl TreeNode {
         }
         out
     }
-}
-
-/// A supervision event, kept in the [`EventLog`] and logged.
-#[derive(Debug, Clone, Serialize)]
-pub struct SupervisorEvent {
-    pub at: String,
-    pub at_ms: i64,
-    pub supervisor: String,
-    pub child: String,
-    /// `started`, `failed`, `restart_scheduled`, `gave_up`, `stopped`.
-    pub event: &'static str,
-    pub detail: Option<String>,
 }
 
 /// The recent supervision events of the whole tree, newest last; each is

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::SupervisorConfig;
+use crate::supervisor::config::SupervisorConfig;
 
 /// The numbers behind restart decisions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

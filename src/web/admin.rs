@@ -61,7 +61,7 @@ impl FromRequest for Admin {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = req
             .app_data::<web::Data<AppState>>()
-            .map(|s| s.config.server.admin_token.clone());
+            .map(|s| s.server.admin_token.clone());
         let Some(token) = token else {
             return ready(Err(ApiError::Unavailable(
                 "admin configuration missing".into(),

@@ -10,11 +10,11 @@ use super::AppState;
 use super::admin::Admin;
 use super::error::ApiError;
 use super::params::Params;
-use crate::clock::now_ms;
 use crate::storage::StorageError;
 use crate::storage::jobs::JobsStatus;
 use crate::storage::maintenance::DbFigures;
 use crate::storage::retention::RetentionConfig;
+use crate::vocab::clock::now_ms;
 
 /// The query parameters `POST /api/admin/optimize` accepts.
 pub const OPTIMIZE_PARAMS: &[&str] = &["full"];
@@ -69,15 +69,15 @@ struct Storage {
 
 pub async fn storage(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let pool = state.pool.clone();
-    let path = state.config.storage.path.clone();
+    let path = state.storage.path.clone();
     let figures = web::block(move || {
         let mut conn = pool.get().map_err(|e| StorageError::Pool(e.to_string()))?;
         DbFigures::read(&mut conn, &path)
     })
     .await??;
-    let retention = state.jobs.retention_config().clone();
+    let retention = state.jobs.retention_config();
     Ok(HttpResponse::Ok().json(Storage {
-        path: state.config.storage.path.display().to_string(),
+        path: state.storage.path.display().to_string(),
         used_bytes: figures.used_bytes(),
         figures,
         cap_bytes: retention.cap_bytes(),

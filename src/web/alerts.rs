@@ -1,5 +1,4 @@
-//! Alert endpoints: list, acknowledge, the rules in force, and reloading
-//! them from the config file.
+//! Alert endpoints: list, acknowledge, and the rules in force.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
@@ -8,7 +7,7 @@ use super::AppState;
 use super::admin::Admin;
 use super::error::ApiError;
 use super::params::Params;
-use crate::alerts::{Ack, AlertFilter, AlertManager, GetAlerts, GetRules, ReloadError, Severity};
+use crate::alerts::{Ack, AlertFilter, AlertManager, GetAlerts, GetRules, Severity};
 
 fn manager(state: &AppState) -> Result<actix::Addr<AlertManager>, ApiError> {
     state
@@ -75,23 +74,4 @@ pub async fn ack(
 pub async fn rules(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let view = manager(&state)?.send(GetRules).await.map_err(gone)?;
     Ok(HttpResponse::Ok().json(view))
-}
-
-/// `POST /api/admin/reload` (admin): re-reads the config file and applies
-/// the alert rules and webhooks; an invalid file changes nothing. An
-/// expensive operation (see `guard.admin`).
-pub async fn reload(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state.guard.admit_expensive("reload")?;
-    match crate::alerts::reload(state.config.source.as_deref(), &state.config, &state.alerts).await
-    {
-        Ok(report) => Ok(HttpResponse::Ok().json(report)),
-        Err(ReloadError::NotRunning) => Err(ApiError::Unavailable(
-            "the alert manager is not running".into(),
-        )),
-        Err(e @ ReloadError::NoFile) => Err(ApiError::Conflict(e.to_string())),
-        Err(ReloadError::Config(e)) => Err(ApiError::bad(
-            "config",
-            format!("the config file is invalid and nothing was changed: {e}"),
-        )),
-    }
 }

@@ -13,9 +13,9 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
-use crate::clock::{now_ms, rfc3339};
 use crate::storage::export::{ExportCursor, ExportRow};
 use crate::storage::{ReadPool, StorageError};
+use crate::vocab::clock::{now_ms, rfc3339};
 
 /// Rows per chunk of the response body (a few hundred kilobytes).
 pub const EXPORT_CHUNK_ROWS: usize = 5000;

@@ -10,7 +10,7 @@ use actix_web::{HttpResponse, ResponseError, web};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::guard::limit::client_address;
+use crate::guard::client::client_address;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 

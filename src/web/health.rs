@@ -7,10 +7,10 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
-use crate::clock::now_ms;
-use crate::guard::Guarded;
 use crate::storage::writer::WriterStatus;
 use crate::supervisor::ChildState;
+use crate::vocab::clock::now_ms;
+use crate::vocab::guard::Guarded;
 
 #[derive(Serialize)]
 struct Health {

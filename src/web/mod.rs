@@ -9,7 +9,9 @@
 pub mod admin;
 pub mod admin_storage;
 pub mod alerts;
+pub mod config;
 pub mod dashboard;
+pub mod endpoint;
 pub mod error;
 pub mod export;
 pub mod guards;
@@ -21,6 +23,7 @@ pub mod pacing;
 pub mod params;
 pub mod performance;
 pub mod readings;
+pub mod reload;
 pub mod routes;
 pub mod series;
 pub mod status;
@@ -36,15 +39,17 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Compress, Next, from_fn};
 use actix_web::{App, HttpRequest, HttpServer, web};
 
-use crate::config::Config;
-use crate::events::Bus;
 use crate::pacing::PacingShared;
 use crate::sensors::actor::SensorShared;
 use crate::storage::ReadPool;
 use crate::storage::catalog::SeriesInfo;
+use crate::storage::config::StorageConfig;
 use crate::storage::jobs::Jobs;
 use crate::storage::writer::WriterShared;
+use crate::supervisor::config::SupervisorConfig;
 use crate::supervisor::{EventLog, GetTree, Supervisor, TreeNode};
+use crate::vocab::bus::Bus;
+use config::ServerConfig;
 use error::ApiError;
 pub use routes::configure;
 
@@ -56,7 +61,14 @@ pub const PROCESS_TIME_HEADER: &str = "x-process-time";
 
 /// Everything handlers need, shared by all workers.
 pub struct AppState {
-    pub config: Arc<Config>,
+    /// `[server]`: the listener, workers, admin token, page size.
+    pub server: ServerConfig,
+    /// `[storage]` as started (its path, for the stats and admin views).
+    pub storage: StorageConfig,
+    /// `[supervisor]`, for the tree's restart policy.
+    pub supervisor_config: SupervisorConfig,
+    /// Re-reads the config file (`POST /api/admin/reload`).
+    pub reloader: Arc<dyn reload::Reloader>,
     pub pool: ReadPool,
     pub writer: Arc<WriterShared>,
     /// Every configured sensor, enabled or not, in config order.
@@ -138,7 +150,7 @@ async fn timing(
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let slow_ms = state
         .as_ref()
-        .map_or(u64::MAX, |s| s.config.server.slow_request_ms);
+        .map_or(u64::MAX, |s| s.server.slow_request_ms);
     let method = req.method().clone();
     let path = req.path().to_owned();
     let mut res = next.call(req).await?;
@@ -168,9 +180,9 @@ async fn timing(
 /// Builds the HTTP server on an already bound listener. Signals are left to
 /// the caller, who stops the server through its handle.
 pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
-    let workers = state.config.server.workers;
+    let workers = state.server.workers;
     let tracker = state.connections.clone();
-    let grace = state.config.server.shutdown_grace_secs;
+    let grace = state.server.shutdown_grace_secs;
     listener.set_nonblocking(true)?;
     let server = HttpServer::new(move || {
         App::new()

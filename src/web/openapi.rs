@@ -1,13 +1,10 @@
 //! `GET /api/openapi.json`: the API as an OpenAPI 3.0.3 document, built from
-//! the route table the server registers its routes from (`routes.rs`), so
-//! the document describes exactly the routes there are.
+//! the route table the server registers its routes from (`routes.rs` hands
+//! it over), so the document describes exactly the routes there are.
 
-use std::sync::OnceLock;
-
-use actix_web::HttpResponse;
 use serde_json::{Map, Value as Json, json};
 
-use super::routes::{Answer, ENDPOINTS, Endpoint, In, Param, Type, Value};
+use super::endpoint::{Answer, Endpoint, In, Param, Type, Value};
 
 /// The OpenAPI version the document follows.
 pub const OPENAPI_VERSION: &str = "3.0.3";
@@ -17,20 +14,11 @@ pub const BEARER: &str = "bearerAuth";
 
 const ERROR_REF: &str = "#/components/responses/Error";
 
-/// `GET /api/openapi.json`
-pub async fn openapi() -> HttpResponse {
-    static BODY: OnceLock<String> = OnceLock::new();
-    let body = BODY.get_or_init(|| document().to_string());
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body.as_str())
-}
-
-/// The whole document.
-pub fn document() -> Json {
+/// The whole document for `endpoints`.
+pub fn document(endpoints: &[Endpoint]) -> Json {
     let mut paths = Map::new();
     let mut tags: Vec<&str> = Vec::new();
-    for e in ENDPOINTS {
+    for e in endpoints {
         if !tags.contains(&e.tag) {
             tags.push(e.tag);
         }
@@ -199,10 +187,11 @@ fn parameter(p: &Param) -> Json {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::web::routes::ENDPOINTS;
 
     #[test]
     fn every_endpoint_is_an_operation_and_nothing_else_is() {
-        let doc = document();
+        let doc = document(ENDPOINTS);
         let mut ops = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
@@ -222,7 +211,7 @@ mod tests {
 
     #[test]
     fn parameters_say_what_the_handlers_accept() {
-        let doc = document();
+        let doc = document(ENDPOINTS);
         let format = &doc["paths"]["/api/readings/export"]["get"]["parameters"]
             .as_array()
             .unwrap()

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::error::ApiError;
-use crate::clock::parse_time;
+use crate::vocab::clock::parse_time;
 
 /// The parameters of one request, checked against the names a route accepts.
 pub struct Params {

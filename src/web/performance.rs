@@ -32,7 +32,7 @@ pub struct ProcessFigures {
 /// This process's figures now.
 pub fn process_figures(state: &AppState) -> Option<ProcessFigures> {
     let p = ProcStats::read(std::process::id()).ok()?;
-    let uptime_s = ((crate::clock::now_ms() - state.started_ms) as f64 / 1000.0).max(0.001);
+    let uptime_s = ((crate::vocab::clock::now_ms() - state.started_ms) as f64 / 1000.0).max(0.001);
     let cpu_seconds = p.cpu_ticks as f64 / TICKS_PER_SEC;
     Some(ProcessFigures {
         rss_bytes: p.rss_kib * 1024,
@@ -46,7 +46,7 @@ pub fn process_figures(state: &AppState) -> Option<ProcessFigures> {
 /// The database's figures, from a read connection.
 pub async fn db_figures(state: &AppState) -> Result<DbFigures, ApiError> {
     let pool = state.pool.clone();
-    let path = state.config.storage.path.clone();
+    let path = state.storage.path.clone();
     Ok(web::block(move || {
         let mut conn = pool.get().map_err(|e| StorageError::Pool(e.to_string()))?;
         DbFigures::read(&mut conn, &path)
@@ -64,7 +64,7 @@ struct StatsView {
     live_sessions: usize,
     http_connections: usize,
     ws_updates_dropped: u64,
-    pacing_level: crate::pacing::Level,
+    pacing_level: crate::vocab::pacing::Level,
     pacing_multiplier: f64,
     supervisor_restarts: u64,
 }
@@ -99,7 +99,7 @@ pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
 /// Gathers the evidence behind the recommendations.
 pub async fn evidence(state: &AppState) -> Result<Evidence, ApiError> {
     let pool = state.pool.clone();
-    let path = state.config.storage.path.clone();
+    let path = state.storage.path.clone();
     let slow = state.perf.slow_queries();
     let (db, rows, analyzed, slow_queries) = web::block(move || {
         let mut conn = pool.get().map_err(|e| StorageError::Pool(e.to_string()))?;
@@ -147,14 +147,14 @@ pub async fn evidence(state: &AppState) -> Result<Evidence, ApiError> {
         process_cpu_percent: process_figures(state).map(|p| p.cpu_percent),
         queue_dropped: queue.dropped,
         queue_capacity: queue.capacity,
-        max_db_bytes: state.config.retention.cap_bytes(),
+        max_db_bytes: state.jobs.retention_config().cap_bytes(),
     })
 }
 
 /// `GET /api/performance/recommendations`
 pub async fn recommendations(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let evidence = evidence(&state).await?;
-    let advice = recommend(&evidence, &state.config.performance);
+    let advice = recommend(&evidence, &state.perf.config());
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "recommendations": advice,
         "evidence": evidence,

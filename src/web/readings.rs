@@ -11,10 +11,10 @@ use serde::ser::SerializeMap;
 use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
-use crate::clock::{RFC3339_LEN, format_rfc3339, rfc3339};
 use crate::storage::read::{
     Cursor, Order, Page, PageQuery, Row, latest, merge_page, readings_page, readings_page_sql,
 };
+use crate::vocab::clock::{RFC3339_LEN, format_rfc3339, rfc3339};
 
 /// Rows per page when `limit` is not given.
 pub const DEFAULT_LIMIT: u64 = 100;
@@ -162,7 +162,7 @@ pub async fn readings(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     let p = Params::parse(req.query_string(), PARAMS)?;
-    let max = u64::from(state.config.server.max_page_size);
+    let max = u64::from(state.server.max_page_size);
     let limit = p.int("limit", DEFAULT_LIMIT.min(max), 1, max)? as usize;
     let from = p.time("from")?;
     let to = p.time("to")?;

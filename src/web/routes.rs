@@ -8,182 +8,17 @@
 //! like every other route: one mechanism, no unlisted routes.
 
 use std::collections::HashSet;
+use std::sync::OnceLock;
 
 use actix_web::http::header::{ALLOW, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, ResponseError, Route, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
+pub use super::endpoint::{Answer, Endpoint, In, Method, Param, Type, Value};
 use super::error::ApiError;
 use super::{
     admin_storage, alerts, dashboard, export, guards, health, live, metrics, openapi, pacing,
-    performance, readings, series, status,
+    performance, readings, reload, series, status,
 };
-
-/// The HTTP methods vigil's routes use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Method {
-    Get,
-    Post,
-}
-
-impl Method {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Post => "POST",
-        }
-    }
-
-    pub fn http(self) -> actix_web::http::Method {
-        match self {
-            Method::Get => actix_web::http::Method::GET,
-            Method::Post => actix_web::http::Method::POST,
-        }
-    }
-}
-
-/// Where a parameter is given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum In {
-    Query,
-    Path,
-}
-
-/// A parameter's type, as the handler parses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Type {
-    String,
-    Integer,
-    Number,
-    Boolean,
-}
-
-/// A parameter's default value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value {
-    Str(&'static str),
-    Int(i64),
-    Bool(bool),
-}
-
-/// One query or path parameter an endpoint accepts.
-#[derive(Debug, Clone, Copy)]
-pub struct Param {
-    pub name: &'static str,
-    pub location: In,
-    pub required: bool,
-    pub ty: Type,
-    pub description: &'static str,
-    /// The only values accepted, when the handler takes a fixed set.
-    pub choices: &'static [&'static str],
-    pub default: Option<Value>,
-    pub minimum: Option<i64>,
-    pub maximum: Option<i64>,
-}
-
-impl Param {
-    /// An optional query parameter.
-    pub const fn query(name: &'static str, ty: Type, description: &'static str) -> Param {
-        Param {
-            name,
-            location: In::Query,
-            required: false,
-            ty,
-            description,
-            choices: &[],
-            default: None,
-            minimum: None,
-            maximum: None,
-        }
-    }
-
-    /// A path parameter (always required).
-    pub const fn path(name: &'static str, ty: Type, description: &'static str) -> Param {
-        Param {
-            location: In::Path,
-            required: true,
-            ..Param::query(name, ty, description)
-        }
-    }
-
-    pub const fn required(self) -> Param {
-        Param {
-            required: true,
-            ..self
-        }
-    }
-
-    pub const fn choices(self, choices: &'static [&'static str]) -> Param {
-        Param { choices, ..self }
-    }
-
-    pub const fn default(self, value: Value) -> Param {
-        Param {
-            default: Some(value),
-            ..self
-        }
-    }
-
-    pub const fn range(self, minimum: Option<i64>, maximum: Option<i64>) -> Param {
-        Param {
-            minimum,
-            maximum,
-            ..self
-        }
-    }
-}
-
-/// What a successful call answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
-    /// This status with a body of one of these media types.
-    Body {
-        status: u16,
-        media: &'static [&'static str],
-    },
-    /// A WebSocket upgrade: 101 Switching Protocols, then the live feed.
-    Upgrade,
-}
-
-impl Answer {
-    pub const JSON: Answer = Answer::Body {
-        status: 200,
-        media: &["application/json"],
-    };
-}
-
-/// One route: a method on a path pattern, its handler, and its description.
-#[derive(Clone, Copy)]
-pub struct Endpoint {
-    pub method: Method,
-    /// An actix pattern; `{name}` is a path parameter.
-    pub path: &'static str,
-    /// A unique name for the operation (OpenAPI `operationId`).
-    pub id: &'static str,
-    /// The area it belongs to (OpenAPI tag).
-    pub tag: &'static str,
-    pub summary: &'static str,
-    /// More than the summary says; empty for nothing more.
-    pub description: &'static str,
-    pub params: &'static [Param],
-    /// Needs admin authorisation: a bearer token, or loopback when no
-    /// `server.admin_token` is configured (see `admin.rs`).
-    pub admin: bool,
-    pub answer: Answer,
-    /// The handler, without a method guard: [`configure`] adds the guard
-    /// for `method`, so the method is stated once.
-    pub route: fn() -> Route,
-}
-
-impl Endpoint {
-    /// The names in `{}` in the path pattern, in order.
-    pub fn path_names(&self) -> Vec<&'static str> {
-        self.path
-            .split('{')
-            .skip(1)
-            .filter_map(|s| s.split_once('}').map(|(name, _)| name))
-            .collect()
-    }
-}
 
 const SENSOR: Param = Param::query(
     "sensor",
@@ -552,7 +387,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         params: &[],
         admin: true,
         answer: Answer::JSON,
-        route: || web::to(alerts::reload),
+        route: || web::to(reload::reload),
     },
     Endpoint {
         method: Method::Post,
@@ -637,13 +472,22 @@ pub static ENDPOINTS: &[Endpoint] = &[
         params: &[],
         admin: false,
         answer: Answer::JSON,
-        route: || web::to(openapi::openapi),
+        route: || web::to(openapi_json),
     },
 ];
 
 /// Registers every route of [`ENDPOINTS`]: one resource per path, holding
 /// each method's route; other methods on a known path get a JSON 405 naming
 /// the allowed ones (and an `Allow` header).
+/// `GET /api/openapi.json`: the document of [`ENDPOINTS`], built once.
+async fn openapi_json() -> HttpResponse {
+    static BODY: OnceLock<String> = OnceLock::new();
+    let body = BODY.get_or_init(|| openapi::document(ENDPOINTS).to_string());
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.as_str())
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut seen = HashSet::new();
     for first in ENDPOINTS {

@@ -8,10 +8,10 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
-use crate::clock::{now_ms, rfc3339};
 use crate::storage::StorageError;
 use crate::storage::rollup::{DAY_MS, Tier};
 use crate::storage::series::{SeriesAnswer, query};
+use crate::vocab::clock::{now_ms, rfc3339};
 
 /// Buckets when `points` is not given.
 pub const DEFAULT_POINTS: u64 = 500;

@@ -9,7 +9,8 @@ use super::admin::Admin;
 use super::error::ApiError;
 use crate::sensors::Priority;
 use crate::sensors::actor::{SensorStatus, ValueView};
-use crate::supervisor::{ChildState, RestartChild, SupervisorEvent, TreeNode};
+use crate::supervisor::{ChildState, RestartChild, TreeNode};
+use crate::vocab::supervision::SupervisorEvent;
 
 /// A sensor's status word, combining the supervisor's view of its actor
 /// with the sensor's own view of its data source.
@@ -143,7 +144,7 @@ struct PolicyView {
 
 pub async fn supervisor(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let tree = state.tree().await?;
-    let c = &state.config.supervisor;
+    let c = &state.supervisor_config;
     Ok(HttpResponse::Ok().json(SupervisorView {
         tree,
         policy: PolicyView {

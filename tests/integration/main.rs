@@ -4,6 +4,7 @@
 
 mod alerts;
 mod api;
+mod architecture;
 mod bench;
 mod browser;
 mod cli;

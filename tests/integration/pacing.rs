@@ -13,21 +13,22 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use vigil::config::OverflowPolicy;
-use vigil::events::Bus;
 use vigil::guard::{GuardConfig, GuardShared};
 use vigil::pacing::load::{LoadError, LoadSample, LoadSource, LoadSourceFactory, ManualLoad};
 use vigil::pacing::{
-    AdaptiveConfig, Level, PacingConfig, PacingShared, load_monitor_child, thermal_watchdog_child,
+    AdaptiveConfig, PacingConfig, PacingShared, load_monitor_child, thermal_watchdog_child,
 };
 use vigil::sensors::actor::{SensorDeps, SensorShared, SensorStatus, sensor_child};
 use vigil::sensors::cpu_temp::CpuTempOptions;
 use vigil::sensors::simulated::{SimulatedOptions, Waveform};
 use vigil::sensors::{BuildEnv, DriverConfig, Priority, SensorConfig};
+use vigil::storage::config::OverflowPolicy;
 use vigil::storage::queue::IngestQueue;
 use vigil::supervisor::{
     ChildSpec, EventLog, GetTree, RestartPolicy, Stop, Supervisor, install_panic_hook,
 };
+use vigil::vocab::bus::Bus;
+use vigil::vocab::pacing::Level;
 
 use crate::util::TestServer;
 

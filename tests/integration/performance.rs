@@ -172,9 +172,9 @@ async fn a_fragmented_database_is_advised_to_reclaim_space() {
 #[test]
 fn a_slow_full_scan_on_a_real_database_gets_an_index_recommendation() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = vigil::config::StorageConfig {
+    let cfg = vigil::storage::config::StorageConfig {
         path: dir.path().join("p.db"),
-        ..vigil::config::StorageConfig::default()
+        ..vigil::storage::config::StorageConfig::default()
     };
     vigil::storage::prepare(&cfg).unwrap();
     let mut conn = vigil::storage::open_writer(&cfg).unwrap();

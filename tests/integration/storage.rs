@@ -46,7 +46,7 @@ fn seeded(rows: i64, start: i64) -> tempfile::TempDir {
 }
 
 fn now_ms() -> i64 {
-    vigil::clock::now_ms()
+    vigil::vocab::clock::now_ms()
 }
 
 #[derive(Debug, Default, Clone, Copy)]

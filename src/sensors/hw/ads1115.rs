@@ -16,7 +16,8 @@ use serde::Deserialize;
 
 use super::mq135::Mq135Options;
 use super::{BusError, HostFacts, HwOptions, check_address, read_regs, write_reg16};
-use crate::sensors::{Sensor, SensorError, Value};
+use crate::sensors::{Sensor, SensorError};
+use crate::vocab::reading::Value;
 
 /// ADDR pin to GND, VDD, SDA, SCL.
 pub const ADDRESSES: [u8; 4] = [0x48, 0x49, 0x4A, 0x4B];

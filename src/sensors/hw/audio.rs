@@ -18,8 +18,8 @@ use cpal::{ErrorKind, FromSample, SampleFormat, SizedSample};
 use super::sound::{
     Capture, SharedWindows, SoundOptions, SoundSensor, WINDOWS_KEPT, samples_per_window,
 };
-use crate::clock::now_ms;
 use crate::sensors::SensorError;
+use crate::vocab::clock::now_ms;
 
 /// How long the device may take to open and start.
 const START_TIMEOUT: Duration = Duration::from_millis(1500);

@@ -11,8 +11,8 @@ use rppal::gpio::{Gpio, InputPin, Trigger};
 use rppal::i2c::I2c;
 
 use super::gpio::{EdgeQueue, Pull, RawEdge};
-use crate::clock::now_ms;
 use crate::sensors::SensorError;
+use crate::vocab::clock::now_ms;
 
 /// Opens I2C bus `bus` (`/dev/i2c-<bus>`).
 pub fn open_i2c(bus: u8) -> Result<I2c, SensorError> {

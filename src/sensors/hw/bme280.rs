@@ -13,7 +13,8 @@ use embedded_hal::i2c::I2c;
 use serde::Deserialize;
 
 use super::{BusError, HostFacts, HwOptions, check_address, read_regs, write_reg8};
-use crate::sensors::{Sensor, SensorError, Value};
+use crate::sensors::{Sensor, SensorError};
+use crate::vocab::reading::Value;
 
 /// The two addresses the chip can have (SDO to ground / to VDDIO).
 pub const ADDRESSES: [u8; 2] = [0x76, 0x77];

@@ -17,10 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use embedded_hal::digital::InputPin;
 use serde::Deserialize;
 
+use super::HwOptions;
 use super::debounce::{Change, Debouncer, Edge};
-use super::{HostFacts, HwOptions};
-use crate::clock::now_ms;
-use crate::sensors::{Sensor, SensorError, Value};
+use crate::sensors::{Sensor, SensorError};
+use crate::vocab::clock::now_ms;
+use crate::vocab::reading::Value;
 
 /// The highest BCM GPIO number on the 40-pin header.
 pub const MAX_HEADER_GPIO: u8 = 27;
@@ -263,29 +264,6 @@ impl<P: InputPin + Send + 'static> Sensor for GpioSensor<P> {
     }
 }
 
-/// Opens the configured input on this host.
-pub fn build(options: &GpioOptions) -> Result<Box<dyn Sensor>, SensorError> {
-    HostFacts::current().check_gpio()?;
-    open(options)
-}
-
-#[cfg(feature = "pi")]
-fn open(options: &GpioOptions) -> Result<Box<dyn Sensor>, SensorError> {
-    let edges = EdgeQueue::new(options.edge_buffer);
-    let pin = super::backend::open_input(options.pin, options.pull, edges.clone())?;
-    Ok(Box::new(GpioSensor::new(
-        pin,
-        edges,
-        options.clone(),
-        now_ms(),
-    )?))
-}
-
-#[cfg(not(feature = "pi"))]
-fn open(_: &GpioOptions) -> Result<Box<dyn Sensor>, SensorError> {
-    Err(super::without_feature("pi"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,7 +452,9 @@ mod tests {
         if crate::platform::raspberry_pi_model().is_some() {
             return;
         }
-        let e = build(&GpioOptions::default()).err().unwrap();
+        let e = super::super::build_gpio(&GpioOptions::default())
+            .err()
+            .unwrap();
         assert!(matches!(e, SensorError::Unavailable(_)), "{e:?}");
     }
 }

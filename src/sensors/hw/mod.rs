@@ -196,6 +196,44 @@ pub(crate) fn check_address(option: &str, address: u8, allowed: &[u8]) -> Result
     }
 }
 
+/// Opens a configured GPIO input on this host, through the `pi` backend.
+pub fn build_gpio(options: &gpio::GpioOptions) -> Result<Box<dyn super::Sensor>, SensorError> {
+    HostFacts::current().check_gpio()?;
+    #[cfg(feature = "pi")]
+    {
+        let edges = gpio::EdgeQueue::new(options.edge_buffer);
+        let pin = backend::open_input(options.pin, options.pull, edges.clone())?;
+        Ok(Box::new(gpio::GpioSensor::new(
+            pin,
+            edges,
+            options.clone(),
+            crate::vocab::clock::now_ms(),
+        )?))
+    }
+    #[cfg(not(feature = "pi"))]
+    {
+        let _ = options;
+        Err(without_feature("pi"))
+    }
+}
+
+/// Opens the configured microphone on this host, through cpal.
+pub fn build_sound(options: &sound::SoundOptions) -> Result<Box<dyn super::Sensor>, SensorError> {
+    if !cfg!(feature = "audio") {
+        return Err(without_feature("audio"));
+    }
+    sound::check_sound_devices(Path::new("/dev"))?;
+    #[cfg(feature = "audio")]
+    {
+        Ok(Box::new(audio::open(options)?))
+    }
+    #[cfg(not(feature = "audio"))]
+    {
+        let _ = options;
+        Err(without_feature("audio"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,8 +301,8 @@ mod tests {
         i2c.done();
     }
 
-    fn parse(text: &str) -> Result<crate::config::Config, String> {
-        crate::config::Config::from_toml(text, "t").map_err(|e| e.to_string())
+    fn parse(text: &str) -> Result<crate::app::config::Config, String> {
+        crate::app::config::Config::from_toml(text, "t").map_err(|e| e.to_string())
     }
 
     #[test]
@@ -314,7 +352,7 @@ mod tests {
 
     /// The hardware examples commented out in `config/vigil.toml`, as TOML.
     fn documented_examples() -> String {
-        let doc = crate::config::DEFAULT_TOML;
+        let doc = crate::app::config::DEFAULT_TOML;
         let start = doc.find("# Hardware sensors.").expect("hardware section");
         doc[start..]
             .lines()

@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::HwOptions;
-use crate::sensors::{Sensor, SensorError, Value};
+use crate::sensors::{Sensor, SensorError};
+use crate::vocab::reading::Value;
 
 /// Completed windows kept for the reader; older ones are dropped (counted).
 pub const WINDOWS_KEPT: usize = 256;
@@ -411,25 +412,6 @@ pub fn check_sound_devices(dev: &Path) -> Result<(), SensorError> {
             snd.display()
         )))
     }
-}
-
-/// Opens the configured microphone on this host.
-pub fn build(options: &SoundOptions) -> Result<Box<dyn Sensor>, SensorError> {
-    if !cfg!(feature = "audio") {
-        return Err(super::without_feature("audio"));
-    }
-    check_sound_devices(Path::new("/dev"))?;
-    open(options)
-}
-
-#[cfg(feature = "audio")]
-fn open(options: &SoundOptions) -> Result<Box<dyn Sensor>, SensorError> {
-    Ok(Box::new(super::audio::open(options)?))
-}
-
-#[cfg(not(feature = "audio"))]
-fn open(_: &SoundOptions) -> Result<Box<dyn Sensor>, SensorError> {
-    Err(super::without_feature("audio"))
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use serde::Deserialize;
 
 use super::HwOptions;
 use crate::platform::{VcgencmdError, raspberry_pi_model, vcgencmd_throttled};
-use crate::sensors::{Sensor, SensorError, Value};
+use crate::sensors::{Sensor, SensorError};
+use crate::vocab::reading::Value;
 
 /// `options` of a `kind = "throttled"` sensor.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

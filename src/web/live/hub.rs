@@ -17,8 +17,8 @@ use tokio::time::Instant;
 use super::outbox::Outgoing;
 use super::protocol::{alert_text, readings_body, status_text};
 use super::{Deliver, LiveShared};
-use crate::events::{self, Bus, Delivery, Event, SensorReading};
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
+use crate::vocab::bus::{self, Bus, Delivery, Event, SensorReading};
 
 /// Fans readings and events out to WebSocket sessions.
 pub struct LiveHub {
@@ -111,8 +111,8 @@ impl Actor for LiveHub {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.add_stream(events::stream(self.bus.subscribe_readings()));
-        ctx.add_stream(events::stream(self.bus.subscribe_events()));
+        ctx.add_stream(bus::stream(self.bus.subscribe_readings()));
+        ctx.add_stream(bus::stream(self.bus.subscribe_events()));
         self.reporter.started();
     }
 

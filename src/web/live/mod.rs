@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::config::{ConfigError, positive};
 use crate::perf::{Op, Perf};
+use crate::vocab::check::{ConfigError, positive};
 pub use hub::LiveHub;
 use outbox::Outgoing;
 use protocol::Subscription;

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::storage::queue::Reading;
+use crate::vocab::reading::Reading;
 
 /// Close code: the server is shutting down.
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -190,7 +190,7 @@ pub fn pong_text(id: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::queue::SeriesKey;
+    use crate::vocab::reading::SeriesKey;
     use std::sync::Arc;
 
     #[test]

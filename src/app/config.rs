@@ -5,8 +5,6 @@
 //! an impossible value becomes a [`ConfigError`] that names the key. A handful
 //! of environment variables override the keys operators change most.
 
-use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -16,13 +14,17 @@ use crate::guard::GuardConfig;
 use crate::pacing::PacingConfig;
 use crate::perf::PerformanceConfig;
 use crate::sensors::SensorConfig;
+use crate::storage::config::StorageConfig;
 use crate::storage::maintenance::MaintenanceConfig;
 use crate::storage::retention::RetentionConfig;
+use crate::supervisor::config::SupervisorConfig;
+use crate::vocab::check::ConfigError;
+use crate::web::config::{ServerConfig, parse_bind};
 use crate::web::live::LiveConfig;
 
 /// The documented default configuration, embedded so that `vigil serve` with
 /// no file runs exactly what `config/vigil.toml` describes.
-pub const DEFAULT_TOML: &str = include_str!("../config/vigil.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/vigil.toml");
 
 /// Environment variable naming the database file (`storage.path`).
 pub const ENV_DB: &str = "VIGIL_DB";
@@ -32,34 +34,6 @@ pub const ENV_BIND: &str = "VIGIL_BIND";
 pub const ENV_LOG: &str = "VIGIL_LOG";
 /// Environment variable with the admin bearer token (`server.admin_token`).
 pub const ENV_ADMIN_TOKEN: &str = "VIGIL_ADMIN_TOKEN";
-
-/// Why a configuration could not be used. Every variant names where the
-/// problem is: a file, a key, or an environment variable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{origin}: {key}: {message}")]
-    Parse {
-        origin: String,
-        key: String,
-        message: String,
-    },
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
-}
-
-impl ConfigError {
-    pub(crate) fn invalid(key: impl Into<String>, message: impl fmt::Display) -> Self {
-        ConfigError::Invalid {
-            key: key.into(),
-            message: message.to_string(),
-        }
-    }
-}
 
 /// The whole configuration after validation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -108,53 +82,6 @@ impl Default for Config {
     }
 }
 
-/// `[server]`: the HTTP listener.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Address and port to listen on.
-    pub bind: String,
-    /// Requests slower than this are logged with method, path and duration.
-    pub slow_request_ms: u64,
-    /// HTTP worker threads.
-    pub workers: usize,
-    /// Bearer token for admin endpoints; empty means loopback-only.
-    pub admin_token: String,
-    /// Readings API: the largest `limit` a client may ask for.
-    pub max_page_size: u32,
-    /// Seconds to let in-flight requests finish on shutdown.
-    pub shutdown_grace_secs: u64,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            bind: "127.0.0.1:8080".into(),
-            slow_request_ms: 500,
-            workers: 2,
-            admin_token: String::new(),
-            max_page_size: 1000,
-            shutdown_grace_secs: 5,
-        }
-    }
-}
-
-impl ServerConfig {
-    /// The parsed listen address.
-    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
-        parse_bind(&self.bind)
-    }
-}
-
-fn parse_bind(bind: &str) -> Result<SocketAddr, ConfigError> {
-    bind.parse::<SocketAddr>().map_err(|e| {
-        ConfigError::invalid(
-            "server.bind",
-            format!("`{bind}` is not an address:port with a port in 0-65535 ({e})"),
-        )
-    })
-}
-
 /// `[log]`: diagnostics.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -167,107 +94,6 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             filter: "info".into(),
-        }
-    }
-}
-
-/// How hard SQLite syncs to disk (`PRAGMA synchronous`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Synchronous {
-    /// Syncs at checkpoints only: a power cut may lose the last commits, never
-    /// consistency. Process crashes lose nothing committed.
-    Normal,
-    /// Syncs the WAL on every commit: a power cut loses nothing committed.
-    Full,
-}
-
-impl Synchronous {
-    pub fn pragma_value(self) -> &'static str {
-        match self {
-            Synchronous::Normal => "NORMAL",
-            Synchronous::Full => "FULL",
-        }
-    }
-}
-
-/// What the ingest queue does when it is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OverflowPolicy {
-    /// Make room by dropping the oldest queued readings (fresh data wins).
-    DropOldest,
-    /// Refuse the incoming readings (history wins).
-    DropNewest,
-}
-
-/// `[storage]`: the SQLite database and its single writer.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StorageConfig {
-    /// Database file; relative paths are resolved from the working directory.
-    pub path: PathBuf,
-    /// `normal` or `full`.
-    pub synchronous: Synchronous,
-    /// The writer commits when this many readings are waiting.
-    pub batch_size: usize,
-    /// ... or when the oldest waiting reading is this old.
-    pub flush_interval_ms: u64,
-    /// Readings held in memory waiting for (or, on database faults, retrying) a commit.
-    pub queue_capacity: usize,
-    /// `drop_oldest` or `drop_newest`.
-    pub overflow: OverflowPolicy,
-    /// How long a connection waits for a lock before giving up.
-    pub busy_timeout_ms: u64,
-    /// Read-only connections for the API.
-    pub read_pool_size: u32,
-    /// Page cache per connection, in KiB.
-    pub cache_kib: u32,
-    /// Memory-mapped I/O per connection, in MiB (0 disables).
-    pub mmap_mib: u32,
-}
-
-impl Default for StorageConfig {
-    fn default() -> Self {
-        StorageConfig {
-            path: PathBuf::from("vigil.db"),
-            synchronous: Synchronous::Normal,
-            batch_size: 1000,
-            flush_interval_ms: 60_000,
-            queue_capacity: 100_000,
-            overflow: OverflowPolicy::DropOldest,
-            busy_timeout_ms: 5000,
-            read_pool_size: 4,
-            cache_kib: 8192,
-            mmap_mib: 64,
-        }
-    }
-}
-
-/// `[supervisor]`: restart policy for every supervised actor.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SupervisorConfig {
-    /// First restart delay; doubles on each consecutive failure.
-    pub backoff_base_ms: u64,
-    /// Restart delays never exceed this.
-    pub backoff_max_ms: u64,
-    /// Restart intensity: more than this many restarts ...
-    pub max_restarts: u32,
-    /// ... within this many seconds and the child is given up (`failed`).
-    pub restart_window_secs: u64,
-    /// Shutdown waits this long for the writer to flush before giving up.
-    pub shutdown_timeout_ms: u64,
-}
-
-impl Default for SupervisorConfig {
-    fn default() -> Self {
-        SupervisorConfig {
-            backoff_base_ms: 500,
-            backoff_max_ms: 60_000,
-            max_restarts: 5,
-            restart_window_secs: 60,
-            shutdown_timeout_ms: 10_000,
         }
     }
 }
@@ -328,50 +154,13 @@ impl Config {
 
     /// Checks every value that the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let s = &self.server;
-        parse_bind(&s.bind)?;
-        positive("server.workers", s.workers as u64)?;
-        positive("server.max_page_size", u64::from(s.max_page_size))?;
-        if s.admin_token.chars().any(char::is_whitespace) {
-            return Err(ConfigError::invalid(
-                "server.admin_token",
-                "must not contain whitespace",
-            ));
-        }
+        self.server.validate()?;
 
-        let st = &self.storage;
-        if st.path.as_os_str().is_empty() {
-            return Err(ConfigError::invalid("storage.path", "must not be empty"));
-        }
-        positive("storage.batch_size", st.batch_size as u64)?;
-        positive("storage.flush_interval_ms", st.flush_interval_ms)?;
-        positive("storage.queue_capacity", st.queue_capacity as u64)?;
-        if st.queue_capacity < st.batch_size {
-            return Err(ConfigError::invalid(
-                "storage.queue_capacity",
-                format!(
-                    "{} is smaller than storage.batch_size ({}); a batch could never fill",
-                    st.queue_capacity, st.batch_size
-                ),
-            ));
-        }
-        positive("storage.read_pool_size", u64::from(st.read_pool_size))?;
+        self.storage.validate()?;
         self.retention.validate()?;
         self.maintenance.validate()?;
 
-        let sv = &self.supervisor;
-        positive("supervisor.backoff_base_ms", sv.backoff_base_ms)?;
-        if sv.backoff_max_ms < sv.backoff_base_ms {
-            return Err(ConfigError::invalid(
-                "supervisor.backoff_max_ms",
-                format!(
-                    "{} is below supervisor.backoff_base_ms ({})",
-                    sv.backoff_max_ms, sv.backoff_base_ms
-                ),
-            ));
-        }
-        positive("supervisor.restart_window_secs", sv.restart_window_secs)?;
-        positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
+        self.supervisor.validate()?;
         self.live.validate()?;
         self.performance.validate()?;
         self.pacing.validate()?;
@@ -388,15 +177,6 @@ impl Config {
                 ));
             }
         }
-        Ok(())
-    }
-}
-
-/// Rejects zero for keys where zero is meaningless.
-pub(crate) fn positive(key: &str, value: u64) -> Result<(), ConfigError> {
-    if value == 0 {
-        Err(ConfigError::invalid(key, "must be greater than 0"))
-    } else {
         Ok(())
     }
 }

@@ -12,6 +12,10 @@
 //! writer, which commits everything queued and checkpoints the WAL), and the
 //! writer's arbiter ends.
 
+pub mod config;
+pub mod logging;
+pub mod reload;
+
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,17 +25,15 @@ use actix::prelude::*;
 use actix_web::web;
 
 use crate::alerts::{AlertsShared, manager_child};
-use crate::clock::now_ms;
-use crate::config::Config;
-use crate::events::Bus;
-use crate::guard::{GuardDeps, GuardShared, guard_child};
+use crate::guard::GuardShared;
 use crate::pacing::load::SysinfoLoad;
 use crate::pacing::{PacingShared, load_monitor_child, thermal_watchdog_child};
 use crate::perf::Perf;
 use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
+use crate::shed::{GuardDeps, guard_child};
 use crate::storage::catalog::SeriesCatalog;
-use crate::storage::jobs::{Jobs, scheduler_child};
+use crate::storage::jobs::{Jobs, JobsConfig, scheduler_child};
 use crate::storage::queue::{IngestQueue, QueueStats};
 use crate::storage::recent::RecentCache;
 use crate::storage::writer::{DbWriter, WriterShared};
@@ -40,10 +42,14 @@ use crate::supervisor::{
     ChildHandle, ChildSpec, EventLog, RestartPolicy, Stop, Supervisor, install_panic_hook,
     supervisor_child,
 };
+use crate::vocab::bus::Bus;
+use crate::vocab::clock::now_ms;
 use crate::web::live::LiveShared;
 use crate::web::live::hub::hub_child;
 use crate::web::live::protocol::CLOSE_GOING_AWAY;
 use crate::web::{AppState, serve};
+pub use config::Config;
+use reload::Reloads;
 
 /// Why the appliance could not run.
 #[derive(Debug, thiserror::Error)]
@@ -67,27 +73,37 @@ pub struct RunReport {
     pub produced: Vec<(String, u64)>,
 }
 
-/// Re-reads the config's alert rules on every SIGHUP.
-async fn reload_on_sighup(state: web::Data<AppState>) {
+/// Reloads the config file on every SIGHUP.
+async fn reload_on_sighup(reloads: Arc<Reloads>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         log::warn!("cannot listen for SIGHUP; reload through POST /api/admin/reload");
         return;
     };
     while hup.recv().await.is_some() {
-        match crate::alerts::reload(state.config.source.as_deref(), &state.config, &state.alerts)
-            .await
-        {
-            Ok(r) if r.needs_restart.is_empty() => {
-                log::info!("SIGHUP: reloaded {} alert rules from {}", r.rules, r.source)
-            }
-            Ok(r) => log::warn!(
-                "SIGHUP: reloaded {} alert rules from {}; changes to {} need a restart",
-                r.rules,
+        match reloads.reload().await {
+            Ok(r) if r.needs_restart.is_empty() => log::info!(
+                "SIGHUP: reloaded {} ({} alert rules); applied: {}",
                 r.source,
+                r.rules,
+                if r.applied.is_empty() {
+                    "nothing changed".into()
+                } else {
+                    r.applied.join(", ")
+                }
+            ),
+            Ok(r) => log::warn!(
+                "SIGHUP: reloaded {} ({} alert rules); applied: {}; changes to {} need a restart",
+                r.source,
+                r.rules,
+                if r.applied.is_empty() {
+                    "nothing".into()
+                } else {
+                    r.applied.join(", ")
+                },
                 r.needs_restart.join(", ")
             ),
-            Err(e) => log::error!("SIGHUP: reload refused, old rules kept: {e}"),
+            Err(e) => log::error!("SIGHUP: reload refused, nothing changed: {e}"),
         }
     }
 }
@@ -125,7 +141,7 @@ pub async fn run(
         st.overflow,
         st.batch_size,
     ));
-    let perf = Arc::new(Perf::new(config.performance.slow_query_ms));
+    let perf = Arc::new(Perf::with_config(config.performance.clone()));
     let writer = Arc::new(
         WriterShared::new(
             queue.clone(),
@@ -227,7 +243,15 @@ pub async fn run(
             pacing_specs.push(load_monitor_child(pacing.clone(), SysinfoLoad::factory()));
         }
     }
-    let jobs = Arc::new(Jobs::new(&config, writer.clone(), bus.clone()));
+    let jobs = Arc::new(Jobs::new(
+        JobsConfig {
+            storage: config.storage.clone(),
+            retention: config.retention.clone(),
+            maintenance: config.maintenance.clone(),
+        },
+        writer.clone(),
+        bus.clone(),
+    ));
     let root = Supervisor::new(
         "root",
         policy,
@@ -249,8 +273,20 @@ pub async fn run(
     .start();
 
     let addr = listener.local_addr()?;
+    let reloads = Arc::new(Reloads {
+        source: config.source.clone(),
+        running: std::sync::Mutex::new((*config).clone()),
+        alerts: alerts.clone(),
+        pacing: pacing.clone(),
+        jobs: jobs.clone(),
+        perf: perf.clone(),
+        root: root.clone(),
+    });
     let state = web::Data::new(AppState {
-        config: config.clone(),
+        server: config.server.clone(),
+        storage: config.storage.clone(),
+        supervisor_config: config.supervisor.clone(),
+        reloader: reloads.clone(),
         pool,
         writer: writer.clone(),
         sensors: sensors.clone(),
@@ -266,7 +302,7 @@ pub async fn run(
         started_ms: now_ms(),
         jobs,
     });
-    let reloads = actix_web::rt::spawn(reload_on_sighup(state.clone()));
+    let sighup = actix_web::rt::spawn(reload_on_sighup(reloads));
     let server = serve(state, listener)?;
     let handle = server.handle();
     let mut server_task = actix_web::rt::spawn(server);
@@ -296,7 +332,7 @@ pub async fn run(
         "stopping: storing {} queued readings",
         queue.len()
     ));
-    reloads.abort();
+    sighup.abort();
     // Live sessions first: they would otherwise hold the HTTP server's
     // graceful stop open for its whole grace period.
     live.close_all(

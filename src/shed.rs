@@ -1,4 +1,5 @@
-//! The Guard actor: the periodic side of [`GuardShared`]. It forgets idle
+//! The Guard actor, the coordinator above storage and the live feed: the
+//! periodic side of [`GuardShared`]. It forgets idle
 //! rate-limiter clients (`retain_recent`) every `guard.trim_interval_ms`
 //! and watches the process's RSS every `guard.memory.check_interval_ms`;
 //! above the soft limit it sheds what can go without losing an accepted
@@ -14,13 +15,14 @@ use std::time::Duration;
 use actix::prelude::*;
 use diesel::connection::SimpleConnection;
 
-use super::GuardShared;
-use super::memory::{MemoryPressure, rss_bytes};
-use crate::events::{Bus, Event};
+use crate::guard::GuardShared;
+use crate::guard::memory::rss_bytes;
 use crate::storage::ReadPool;
 use crate::storage::queue::IngestQueue;
 use crate::storage::writer::WriterShared;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
+use crate::vocab::bus::{Bus, Event};
+use crate::vocab::guard::MemoryPressure;
 use crate::web::live::{Deliver, LiveShared};
 
 /// What the memory guard can shed.

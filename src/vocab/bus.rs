@@ -14,11 +14,11 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::alerts::store::AlertView;
-use crate::guard::{BreakerChange, MemoryPressure};
-use crate::pacing::PacingChange;
-use crate::storage::queue::Reading;
-use crate::supervisor::SupervisorEvent;
+use super::alert::AlertView;
+use super::guard::{BreakerChange, MemoryPressure};
+use super::pacing::PacingChange;
+use super::reading::Reading;
+use super::supervision::SupervisorEvent;
 
 /// Readings buffered per subscriber before it lags.
 pub const READINGS_CAPACITY: usize = 4096;

@@ -1,0 +1,73 @@
+//! `[server]`: the HTTP listener, its workers, the admin token and the
+//! readings API's page limit.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::vocab::check::{ConfigError, positive};
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub bind: String,
+    /// Requests slower than this are logged with method, path and duration.
+    pub slow_request_ms: u64,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// Bearer token for admin endpoints; empty means loopback-only.
+    pub admin_token: String,
+    /// Readings API: the largest `limit` a client may ask for.
+    pub max_page_size: u32,
+    /// Seconds to let in-flight requests finish on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+            slow_request_ms: 500,
+            workers: 2,
+            admin_token: String::new(),
+            max_page_size: 1000,
+            shutdown_grace_secs: 5,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The parsed listen address.
+    pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
+        parse_bind(&self.bind)
+    }
+}
+
+/// Parses a listen address, naming `server.bind` when it is not one.
+pub fn parse_bind(bind: &str) -> Result<SocketAddr, ConfigError> {
+    bind.parse::<SocketAddr>().map_err(|e| {
+        ConfigError::invalid(
+            "server.bind",
+            format!("`{bind}` is not an address:port with a port in 0-65535 ({e})"),
+        )
+    })
+}
+
+impl ServerConfig {
+    /// Checks every value that the types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = self;
+        parse_bind(&s.bind)?;
+        positive("server.workers", s.workers as u64)?;
+        positive("server.max_page_size", u64::from(s.max_page_size))?;
+        if s.admin_token.chars().any(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "server.admin_token",
+                "must not contain whitespace",
+            ));
+        }
+        Ok(())
+    }
+}
