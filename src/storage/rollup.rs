@@ -127,20 +127,63 @@ pub fn bucket_start(ts: i64, width_ms: i64) -> i64 {
     ts.div_euclid(width_ms) * width_ms
 }
 
-/// The aggregate of some readings.
+/// The aggregate of some readings: count, minimum, maximum, sum and the
+/// latest reading. The one aggregate of storage: rollup rows are built and
+/// merged as `Agg`s here, and chart buckets ([`super::series`]) fold them
+/// the same way, so the two can never disagree on what a merge means.
+///
+/// [`Agg::merge`] is the Rust twin of the SQL merge of rollup rows
+/// (`MERGE` below) and must stay its equal: counts and sums add, extremes
+/// widen, the latest reading moves only forward in time. It is commutative
+/// and associative, exactly so for everything but `sum`, which is so up to
+/// float rounding (and `last` when two readings share a timestamp: the
+/// one merged in later wins, as in SQL).
+///
+/// [`Agg::EMPTY`] (no readings) is the identity of `merge`: merging it in,
+/// or merging into it, changes nothing. Its extremes are the identities of
+/// `min` and `max` (+∞ and −∞), its sum 0, and it has no latest reading
+/// (`last_ts` is `i64::MIN` and `last` NaN).
+///
+/// **The NaN rule: NaN means "no number", and it is never hidden.** A NaN
+/// reading makes `min`, `max`, `sum` and [`Agg::mean`] NaN (it still
+/// counts), and `last` too while it is the latest: it does not vanish into
+/// a plausible value, as it would through `f64::min` and `f64::max` alone.
+/// That is SQLite's rule too, where a NaN is stored as NULL and `min`,
+/// `max` and `+` of a NULL are NULL; and as the rollup columns are NOT
+/// NULL, an aggregate carrying a NaN fails its batch loudly instead of
+/// being stored, as a NaN raw reading already does. The other way round,
+/// NaN out says "no number there": the mean of the empty aggregate is NaN,
+/// never 0 (a reading like any other), and so is the latest reading of an
+/// aggregate that has none. Finite readings never merge into a NaN: sensors
+/// refuse NaN, and values beyond ±1e300 that could overflow a sum into
+/// ∞ − ∞, before anything reaches storage. So wherever a NaN shows, a NaN
+/// went in or no reading did.
+///
+/// `PartialEq` compares floats as IEEE does, so an aggregate holding a NaN
+/// (`EMPTY` among them) is not equal to itself; use [`Agg::is_empty`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Agg {
     pub count: i64,
     pub min: f64,
     pub max: f64,
     pub sum: f64,
-    /// Timestamp of the latest reading.
+    /// Timestamp of the latest reading (`i64::MIN` if none is known).
     pub last_ts: i64,
-    /// The latest reading.
+    /// The latest reading (NaN if none is known).
     pub last: f64,
 }
 
 impl Agg {
+    /// The aggregate of no readings: the identity of [`Agg::merge`].
+    pub const EMPTY: Agg = Agg {
+        count: 0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        sum: 0.0,
+        last_ts: i64::MIN,
+        last: f64::NAN,
+    };
+
     /// The aggregate of one reading.
     pub fn one(ts: i64, value: f64) -> Agg {
         Agg {
@@ -153,12 +196,39 @@ impl Agg {
         }
     }
 
-    /// Folds `other` in. The same rule as the SQL merge: the latest value
-    /// is replaced only by one at least as recent.
+    /// An aggregate read without its latest reading (chart queries select
+    /// only the count, extremes and sum of rollup rows): the latest is
+    /// unknown, as in [`Agg::EMPTY`].
+    pub fn without_latest(count: i64, min: f64, max: f64, sum: f64) -> Agg {
+        Agg {
+            count,
+            min,
+            max,
+            sum,
+            last_ts: i64::MIN,
+            last: f64::NAN,
+        }
+    }
+
+    /// Whether no readings went in.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Folds `other` in: the same rule as the SQL merge, with the latest
+    /// reading replaced only by one at least as recent; see the type's
+    /// docs for NaN.
     pub fn merge(&mut self, other: &Agg) {
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            *self = *other;
+            return;
+        }
         self.count += other.count;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
+        self.min = nan_or(self.min, other.min, f64::min);
+        self.max = nan_or(self.max, other.max, f64::max);
         self.sum += other.sum;
         if other.last_ts >= self.last_ts {
             self.last_ts = other.last_ts;
@@ -166,12 +236,23 @@ impl Agg {
         }
     }
 
+    /// The mean reading; NaN for the empty aggregate, which has none.
     pub fn mean(&self) -> f64 {
-        if self.count == 0 {
+        if self.is_empty() {
             f64::NAN
         } else {
             self.sum / self.count as f64
         }
+    }
+}
+
+/// `f(a, b)`, or NaN if either is NaN (`f64::min` and `f64::max` would
+/// return the other operand).
+fn nan_or(a: f64, b: f64, f: fn(f64, f64) -> f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        f(a, b)
     }
 }
 
@@ -447,6 +528,180 @@ mod tests {
             }
         );
         assert_eq!(x.mean(), 3.0);
+    }
+
+    /// An aggregate's fields, floats by their bits (so that NaN compares
+    /// equal to NaN).
+    fn bits(a: &Agg) -> (i64, u64, u64, u64, i64, u64) {
+        (
+            a.count,
+            a.min.to_bits(),
+            a.max.to_bits(),
+            a.sum.to_bits(),
+            a.last_ts,
+            a.last.to_bits(),
+        )
+    }
+
+    /// A few aggregates of every kind: single readings, merged ones, chart
+    /// rows without their latest reading, and the empty one.
+    fn samples() -> Vec<Agg> {
+        let mut merged = Agg::one(5, 2.5);
+        merged.merge(&Agg::one(-7, -4.0));
+        merged.merge(&Agg::one(9, 1e6));
+        vec![
+            Agg::one(0, 0.0),
+            Agg::one(i64::MIN, -1.5),
+            Agg::one(i64::MAX, 1e300),
+            merged,
+            Agg::without_latest(4, -1.0, 3.0, 6.0),
+            Agg::EMPTY,
+        ]
+    }
+
+    #[test]
+    fn the_empty_aggregate_is_the_identity_of_merge() {
+        for a in samples() {
+            let mut left = Agg::EMPTY;
+            left.merge(&a);
+            assert_eq!(bits(&left), bits(&a), "EMPTY + {a:?}");
+            let mut right = a;
+            right.merge(&Agg::EMPTY);
+            assert_eq!(bits(&right), bits(&a), "{a:?} + EMPTY");
+        }
+        let e = Agg::EMPTY;
+        assert!(e.is_empty() && e.count == 0 && e.sum == 0.0);
+        assert!(
+            e.last.is_nan() && e.last_ts == i64::MIN,
+            "no latest reading"
+        );
+        assert!(!Agg::one(0, 0.0).is_empty());
+    }
+
+    #[test]
+    fn merge_is_associative_up_to_float_rounding() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        let mut pool = samples();
+        for _ in 0..200 {
+            let n = rng.usize(1..6);
+            let mut a = Agg::one(rng.i64(-1000..1000), (rng.f64() - 0.5) * 1e4);
+            for _ in 1..n {
+                a.merge(&Agg::one(rng.i64(-1000..1000), (rng.f64() - 0.5) * 1e4));
+            }
+            pool.push(a);
+        }
+        for _ in 0..5000 {
+            let pick = |rng: &mut fastrand::Rng| pool[rng.usize(0..pool.len())];
+            let (a, b, c) = (pick(&mut rng), pick(&mut rng), pick(&mut rng));
+            // (a + b) + c
+            let mut x = a;
+            x.merge(&b);
+            x.merge(&c);
+            // a + (b + c)
+            let mut bc = b;
+            bc.merge(&c);
+            let mut y = a;
+            y.merge(&bc);
+            assert_eq!(
+                (x.count, x.min.to_bits(), x.max.to_bits()),
+                (y.count, y.min.to_bits(), y.max.to_bits()),
+                "{a:?} {b:?} {c:?}"
+            );
+            assert_eq!((x.last_ts, x.last.to_bits()), (y.last_ts, y.last.to_bits()));
+            let tol = 1e-9 * x.sum.abs().max(y.sum.abs()).max(1.0);
+            assert!((x.sum - y.sum).abs() <= tol, "{} vs {}", x.sum, y.sum);
+        }
+    }
+
+    #[test]
+    fn the_mean_of_no_readings_is_nan_not_zero() {
+        assert!(Agg::EMPTY.mean().is_nan());
+        let mut e = Agg::EMPTY;
+        e.merge(&Agg::EMPTY);
+        assert!(e.is_empty() && e.mean().is_nan());
+        // Zero is a reading like any other.
+        assert_eq!(Agg::one(3, 0.0).mean(), 0.0);
+        assert_eq!(Agg::one(3, -2.5).mean(), -2.5);
+        assert_eq!(Agg::without_latest(4, -1.0, 3.0, 6.0).mean(), 1.5);
+    }
+
+    #[test]
+    fn extremes_start_from_the_infinities_and_only_widen() {
+        assert_eq!(Agg::EMPTY.min, f64::INFINITY);
+        assert_eq!(Agg::EMPTY.max, f64::NEG_INFINITY);
+        let mut a = Agg::EMPTY;
+        for (ts, v) in [(1, 4.0), (2, -3.0), (3, 10.0), (4, 0.5)] {
+            a.merge(&Agg::one(ts, v));
+        }
+        assert_eq!((a.count, a.min, a.max, a.sum), (4, -3.0, 10.0, 11.5));
+        assert_eq!((a.last_ts, a.last), (4, 0.5));
+        // A reading inside the extremes leaves them; an earlier one leaves
+        // the latest.
+        a.merge(&Agg::one(0, 1.0));
+        assert_eq!((a.min, a.max, a.last_ts, a.last), (-3.0, 10.0, 4, 0.5));
+        // Chart rows carry extremes alone and widen the same way.
+        a.merge(&Agg::without_latest(2, -7.0, 12.0, 5.0));
+        assert_eq!((a.count, a.min, a.max, a.sum), (7, -7.0, 12.0, 17.5));
+        assert_eq!((a.last_ts, a.last), (4, 0.5), "the known latest stays");
+    }
+
+    #[test]
+    fn a_nan_reading_makes_the_aggregate_nan_and_is_never_hidden() {
+        let nan = Agg::one(1, f64::NAN);
+        let fine = Agg::one(2, 5.0);
+        for (x, y) in [(nan, fine), (fine, nan)] {
+            let mut a = x;
+            a.merge(&y);
+            assert_eq!(a.count, 2, "a NaN still counts");
+            assert!(a.min.is_nan() && a.max.is_nan(), "{a:?}");
+            assert!(a.sum.is_nan() && a.mean().is_nan(), "{a:?}");
+            // The latest is the reading at 2, whatever the order.
+            assert_eq!((a.last_ts, a.last), (2, 5.0));
+            // More finite readings do not wash it out.
+            a.merge(&Agg::one(3, -1.0));
+            assert!(a.min.is_nan() && a.max.is_nan() && a.sum.is_nan());
+        }
+        let mut latest_nan = fine;
+        latest_nan.merge(&Agg::one(9, f64::NAN));
+        assert!(latest_nan.last.is_nan() && latest_nan.last_ts == 9);
+        // Finite readings never give a NaN.
+        let mut a = Agg::one(0, crate::sensors::actor::MAX_ABS_VALUE);
+        for ts in 1..1000 {
+            let v = crate::sensors::actor::MAX_ABS_VALUE * if ts % 2 == 0 { 1.0 } else { -1.0 };
+            a.merge(&Agg::one(ts, v));
+        }
+        assert!(!(a.min.is_nan() || a.max.is_nan() || a.sum.is_nan() || a.mean().is_nan()));
+    }
+
+    #[test]
+    fn rollup_tables_refuse_a_nan_aggregate_and_the_empty_one() {
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog: _,
+        } = writer_db();
+        let bucket = |agg| Bucket {
+            series_id: 1,
+            start: 0,
+            agg,
+        };
+        let mut poisoned = Agg::one(1, 2.0);
+        poisoned.merge(&Agg::one(0, f64::NAN));
+        for agg in [poisoned, Agg::EMPTY] {
+            assert!(
+                upsert(&mut conn, Tier::Minute, &[bucket(agg)]).is_err(),
+                "{agg:?} stored"
+            );
+        }
+        // Nor is a NaN merged into a stored row: the row stays as it was.
+        upsert(&mut conn, Tier::Minute, &[bucket(Agg::one(1, 2.0))]).unwrap();
+        assert!(upsert(&mut conn, Tier::Minute, &[bucket(poisoned)]).is_err());
+        assert_eq!(
+            table_rows(&mut conn, Tier::Minute)[&(1, 0)],
+            Agg::one(1, 2.0),
+            "the stored row is unchanged"
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use diesel::connection::DefaultLoadingMode;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use super::rollup::{Tier, bucket_start};
+use super::rollup::{Agg, Tier, bucket_start};
 use super::schema::readings;
 
 /// The oldest key (`ts`, or period start) of each tier for one series.
@@ -148,41 +148,10 @@ pub fn plan(from: i64, to: i64, points: u32, tier: Tier) -> Plan {
     }
 }
 
-/// What a chart bucket holds: count, extremes and sum (for the mean).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stats {
-    pub count: i64,
-    pub min: f64,
-    pub max: f64,
-    pub sum: f64,
-}
-
-impl Stats {
-    pub fn one(value: f64) -> Stats {
-        Stats {
-            count: 1,
-            min: value,
-            max: value,
-            sum: value,
-        }
-    }
-
-    pub fn merge(&mut self, o: &Stats) {
-        self.count += o.count;
-        self.min = self.min.min(o.min);
-        self.max = self.max.max(o.max);
-        self.sum += o.sum;
-    }
-
-    pub fn mean(&self) -> f64 {
-        self.sum / self.count.max(1) as f64
-    }
-}
-
-/// Folds keyed stats (in any order) into the plan's buckets; returns the
-/// non-empty ones, in time order, with their start.
-pub fn fold(plan: &Plan, rows: impl IntoIterator<Item = (i64, Stats)>) -> Vec<(i64, Stats)> {
-    let mut slots: Vec<Option<Stats>> = vec![None; plan.buckets];
+/// Folds keyed aggregates (in any order) into the plan's buckets; returns
+/// the non-empty ones, in time order, with their start.
+pub fn fold(plan: &Plan, rows: impl IntoIterator<Item = (i64, Agg)>) -> Vec<(i64, Agg)> {
+    let mut slots: Vec<Option<Agg>> = vec![None; plan.buckets];
     for (key, agg) in rows {
         let i = (key - plan.start).div_euclid(plan.width);
         if let Some(slot) = usize::try_from(i).ok().and_then(|i| slots.get_mut(i)) {
@@ -207,17 +176,18 @@ pub struct SeriesAnswer {
     /// Start of the first bucket; before the requested `from` when the tier
     /// is a rollup whose period straddles it.
     pub start_ms: i64,
-    /// Non-empty buckets: start and stats.
+    /// Non-empty buckets: start and aggregate (without the latest reading
+    /// when a rollup tier answered).
     #[serde(skip)]
-    pub buckets: Vec<(i64, Stats)>,
+    pub buckets: Vec<(i64, Agg)>,
 }
 
 /// [`fold`] over rows as the database yields them, stopping at the first
 /// error.
 fn fold_rows(
     plan: &Plan,
-    rows: impl Iterator<Item = QueryResult<(i64, Stats)>>,
-) -> QueryResult<Vec<(i64, Stats)>> {
+    rows: impl Iterator<Item = QueryResult<(i64, Agg)>>,
+) -> QueryResult<Vec<(i64, Agg)>> {
     let mut err = None;
     let out = fold(plan, rows.map_while(|r| r.map_err(|e| err = Some(e)).ok()));
     match err {
@@ -267,15 +237,7 @@ macro_rules! load_rollups {
             $plan,
             open.into_iter().map(Ok).chain(rows).map(|r| {
                 r.map(|(bucket, count, min, max, sum)| {
-                    (
-                        bucket,
-                        Stats {
-                            count,
-                            min,
-                            max,
-                            sum,
-                        },
-                    )
+                    (bucket, Agg::without_latest(count, min, max, sum))
                 })
             }),
         )?
@@ -315,7 +277,7 @@ pub fn query_tier(
                     .filter(readings::ts.lt(to))
                     .select((readings::ts, readings::value))
                     .load_iter::<(i64, f64), DefaultLoadingMode>(conn)?;
-                fold_rows(&p, rows.map(|r| r.map(|(ts, v)| (ts, Stats::one(v)))))?
+                fold_rows(&p, rows.map(|r| r.map(|(ts, v)| (ts, Agg::one(ts, v)))))?
             }
             Tier::Minute => load_rollups!(rollup_minute, tier, conn, &p, series_id, to),
             Tier::Hour => load_rollups!(rollup_hour, tier, conn, &p, series_id, to),
@@ -436,20 +398,20 @@ mod tests {
 
     /// The direct computation: every raw reading in the range, bucketed by
     /// the same plan.
-    fn direct(rows: &[(i64, f64)], p: &Plan, lo: i64, hi: i64) -> Vec<(i64, Stats)> {
-        let mut out: Vec<(i64, Stats)> = Vec::new();
+    fn direct(rows: &[(i64, f64)], p: &Plan, lo: i64, hi: i64) -> Vec<(i64, Agg)> {
+        let mut out: Vec<(i64, Agg)> = Vec::new();
         for &(ts, v) in rows.iter().filter(|(ts, _)| *ts >= lo && *ts < hi) {
             let b = p.start + (ts - p.start).div_euclid(p.width) * p.width;
             match out.iter_mut().find(|(s, _)| *s == b) {
-                Some((_, a)) => a.merge(&Stats::one(v)),
-                None => out.push((b, Stats::one(v))),
+                Some((_, a)) => a.merge(&Agg::one(ts, v)),
+                None => out.push((b, Agg::one(ts, v))),
             }
         }
         out.sort_by_key(|(s, _)| *s);
         out
     }
 
-    fn same(got: &[(i64, Stats)], want: &[(i64, Stats)], what: &str) {
+    fn same(got: &[(i64, Agg)], want: &[(i64, Agg)], what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: bucket count");
         for ((gs, g), (ws, w)) in got.iter().zip(want) {
             assert_eq!(gs, ws, "{what}");
