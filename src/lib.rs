@@ -34,12 +34,14 @@
 //! - [`clock`]: wall-clock timestamps as stored and shown.
 //! - [`platform`]: host facts: is this a Raspberry Pi, `vcgencmd` and
 //!   the firmware's throttling flags.
-//! - [`bench`]: the benchmarks behind `vigil bench`.
+//! - `bench` (feature `bench`): the benchmarks behind the `vigil-bench`
+//!   tool, kept out of the appliance binary.
 //!
 //! `ARCHITECTURE.md` draws the tree and states the invariants.
 
 pub mod alerts;
 pub mod app;
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod vocab;
 

@@ -1,4 +1,4 @@
-//! `vigil bench fanout`: live-feed delivery latency with many WebSocket
+//! `vigil-bench fanout`: live-feed delivery latency with many WebSocket
 //! clients on loopback.
 //!
 //! Starts the appliance as its own process with one simulated sensor read

@@ -1,4 +1,4 @@
-//! `vigil bench footprint`: the appliance left to run with its default
+//! `vigil-bench footprint`: the appliance left to run with its default
 //! sensors and settings (only the database path and port changed, or the
 //! flush window when comparing), measured from outside: resident memory,
 //! CPU share of one core, and bytes written to storage per stored reading

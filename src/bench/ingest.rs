@@ -1,4 +1,4 @@
-//! `vigil bench ingest`: readings through the path sensors use (pushed into
+//! `vigil-bench ingest`: readings through the path sensors use (pushed into
 //! the `IngestQueue`, committed by the supervised `DbWriter` on its own
 //! thread, rollups and all) against plain SQLite inserting the same rows
 //! (`rawsqlite`: one prepared INSERT, a transaction per batch of the same

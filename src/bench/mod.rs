@@ -1,4 +1,4 @@
-//! Benchmarks shipped with the binary (`vigil bench <what>`), so that every
+//! The benchmarks behind `vigil-bench <what>` (feature `bench`), so that every
 //! figure in `docs/BENCHMARKS.md` can be reproduced with one command on the
 //! machine in question. Each benchmark builds its own data in a temporary
 //! directory and reports medians over several runs.

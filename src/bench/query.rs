@@ -1,4 +1,4 @@
-//! `vigil bench query`: `GET /api/readings?sensor=…&limit=100` against a
+//! `vigil-bench query`: `GET /api/readings?sensor=…&limit=100` against a
 //! large database (10 million rows by default, spread over sensors with one
 //! metric each, a reading a second), from [`super::load`] over 64 keep-alive
 //! connections on loopback. The appliance runs as its own process with no

@@ -1,4 +1,4 @@
-//! `vigil bench restart`: how soon a panicked sensor delivers again. The
+//! `vigil-bench restart`: how soon a panicked sensor delivers again. The
 //! appliance runs as its own process with simulated sensors that panic on
 //! their second read; for each sensor's first failure the benchmark takes
 //! the supervisor's `failed` event and the timestamp of the first reading

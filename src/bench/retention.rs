@@ -1,4 +1,4 @@
-//! `vigil bench retention`: a year of `sensors` sensors at 1 Hz under the
+//! `vigil-bench retention`: a year of `sensors` sensors at 1 Hz under the
 //! default tiered retention and a size cap. Reports the size of each tier,
 //! what one retention run deletes, and its longest write-lock hold.
 //!

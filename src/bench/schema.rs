@@ -1,4 +1,4 @@
-//! `vigil bench schema`: the measurement behind the readings table's layout.
+//! `vigil-bench schema`: the measurement behind the readings table's layout.
 //!
 //! Loads the same rows into two layouts, a table clustered on
 //! `(series_id, ts)` (`WITHOUT ROWID`, what vigil uses) and a rowid table with

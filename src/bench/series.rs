@@ -1,4 +1,4 @@
-//! `vigil bench series`: how fast a chart range comes back, measured two
+//! `vigil-bench series`: how fast a chart range comes back, measured two
 //! ways on the same database: the storage query alone (tier choice, read,
 //! bucketing) on a read-pool connection, and `GET /api/series` end to end
 //! against the real server (HTTP/1.1 keep-alive on loopback, JSON body).

@@ -1,4 +1,4 @@
-//! `vigil bench startup`: from spawning `vigil serve` to the first
+//! `vigil-bench startup`: from spawning `vigil serve` to the first
 //! `GET /health` answered 200 (migrations done, port bound, writer and tree
 //! up), on a fresh database and on an existing one; medians of several runs.
 

@@ -15,7 +15,7 @@
 //! in one page; finished periods move into the tier tables only when the
 //! open minutes span [`CLOSE_MINUTES_AFTER_MS`], or an hour or day has
 //! ended. A commit thus rewrites one rollup page, not a leaf of each tier
-//! table per series: `vigil bench footprint` measured the bytes written per
+//! table per series: `vigil-bench footprint` measured the bytes written per
 //! reading. The merge being additive, a period's aggregate is always the
 //! merge of its tier-table row and its open row, whichever exist (readers
 //! use [`OPEN`] with the tier table), and moving a row is never wrong, only

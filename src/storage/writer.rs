@@ -612,7 +612,7 @@ fn insert_batch(
 /// bound as a single parameter and expanded by `json_each`, so the statement
 /// is the same for every batch size (prepared once, cached by diesel) and
 /// the per-row cost is SQLite's, not three bound parameters per row through
-/// diesel's bind machinery. `vigil bench ingest` measured this against
+/// diesel's bind machinery. `vigil-bench ingest` measured this against
 /// multi-row `VALUES` statements of 64 rows: about 15 % more rows per
 /// second. Values are written in Rust's shortest round-trip form, which
 /// SQLite parses back to the same `f64` (see the tests); the sensor actor

@@ -220,3 +220,47 @@ fn sigterm_exits_zero_with_every_produced_reading_stored() {
     assert_eq!(db.count("SELECT count(*) AS n FROM readings"), stored);
     assert_eq!(db.integrity_check(), "ok");
 }
+
+#[test]
+fn the_appliance_has_no_benchmarks_and_the_bench_tool_has_them_all() {
+    let help = vigil().arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for command in ["serve", "migrate", "check-config", "optimize", "backup"] {
+        assert!(text.contains(command), "{text}");
+    }
+    assert!(!text.contains("bench"), "{text}");
+    let bench = vigil().arg("bench").output().unwrap();
+    assert!(!bench.status.success(), "`vigil bench` is not a command");
+
+    #[cfg(feature = "bench")]
+    {
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil-bench"))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for what in [
+            "query",
+            "startup",
+            "footprint",
+            "restart",
+            "ingest",
+            "fanout",
+            "series",
+            "retention",
+            "schema",
+        ] {
+            assert!(text.contains(what), "{what} missing from:\n{text}");
+        }
+        // A missing appliance binary is named, not a panic.
+        let out = Command::new(env!("CARGO_BIN_EXE_vigil-bench"))
+            .args(["--vigil", "/nonexistent/vigil", "startup", "--runs", "1"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("/nonexistent/vigil"), "{err}");
+    }
+}

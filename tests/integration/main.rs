@@ -5,6 +5,7 @@
 mod alerts;
 mod api;
 mod architecture;
+#[cfg(feature = "bench")]
 mod bench;
 mod browser;
 mod cli;
