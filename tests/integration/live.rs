@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 
 use crate::util::{TestServer, config};
-use vigil::bench::wsclient::WsClient;
+use crate::wsclient::WsClient;
 
 const TWO: &str = r#"
 [[sensors]]

@@ -23,3 +23,8 @@ mod performance;
 mod storage;
 mod systemd;
 mod util;
+// The WebSocket client the fan-out benchmark uses, self-contained (it
+// imports nothing of vigil), shared by path so the tests need no feature.
+#[allow(dead_code)]
+#[path = "../../src/bench/wsclient.rs"]
+mod wsclient;
