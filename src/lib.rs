@@ -2,59 +2,89 @@
 //!
 //! # Layout
 //!
-//! - [`app`]: assembly. [`run`] is the entry point: it takes a validated
-//!   [`Config`], an already bound listener and a shutdown future, so the
-//!   binary and the integration tests start the very same appliance.
-//! - [`config`]: the TOML configuration, its validation and environment
-//!   overrides. Every key is documented in `config/vigil.toml`.
-//! - [`supervisor`]: the supervision tree: lifecycle events, restart policy
-//!   (backoff, intensity), and the `Supervisor` actor.
-//! - [`sensors`]: the `Sensor` trait, the built-in drivers, and the
-//!   `SensorActor` that polls a driver off the actor thread.
-//! - [`storage`]: SQLite through diesel: migrations, the bounded ingest
-//!   queue, the single `DbWriter`, the series catalog and read queries;
-//!   rollups, tiered retention and the size cap, chart series, export,
-//!   optimize and backup, and the scheduler that runs them.
-//! - [`web`]: the only module that knows HTTP and JSON: routes, handlers,
-//!   errors, middleware.
-//! - [`alerts`]: alert rules, the `AlertManager` actor, persistence and
-//!   webhooks.
-//! - [`perf`]: the performance monitor (latency histograms of every
-//!   operation, slow queries) and evidence-based recommendations.
-//! - [`events`]: the internal event bus (readings as produced, and events
-//!   such as supervision and writer health) that the live feed and alerts
-//!   subscribe to.
-//! - [`pacing`]: the thermal watchdog and load monitor, the pacing policy
-//!   that stretches sensor intervals under heat and load, and
-//!   variance-adaptive polling.
-//! - [`guard`]: circuit breakers (database commits, sensor drivers,
-//!   webhooks), rate limits (HTTP clients, admin operations) and the memory
-//!   guard, with the `Guard` actor that trims and watches them.
-//! - [`systemd`]: readiness, status and the watchdog for `Type=notify`.
-//! - [`clock`]: wall-clock timestamps as stored and shown.
-//! - [`platform`]: host facts: is this a Raspberry Pi, `vcgencmd` and
-//!   the firmware's throttling flags.
-//! - `bench` (feature `bench`): the benchmarks behind the `vigil-bench`
-//!   tool, kept out of the appliance binary.
+//! The modules stand on floors; a module imports only from its own floor or
+//! the ones below (`tests/integration/architecture.rs` checks it, and
+//! ARCHITECTURE.md draws it):
 //!
-//! `ARCHITECTURE.md` draws the tree and states the invariants.
+//! - **ground**: `vocab`, the shared vocabulary: readings and series keys,
+//!   the event bus and its payloads, the config error and checks, the clock.
+//! - **building blocks**: `platform` (host facts: a Pi?, `vcgencmd`,
+//!   throttling, thermal zones), `perf` (latency histograms, slow queries,
+//!   recommendations), `supervisor` (lifecycle events, restart policy, the
+//!   `Supervisor` actor), `guard` (circuit breakers, rate limits, the
+//!   memory probe, who the client is), `storage` (SQLite through diesel: the
+//!   ingest queue, the single `DbWriter`, rollups, retention, series,
+//!   export, optimize, backup), `pacing` (thermal watchdog, load monitor,
+//!   pacing policy, adaptive polling), `sensors` (the `Sensor` trait, the
+//!   drivers, the `SensorActor`), `systemd` (readiness and the watchdog).
+//! - **coordinators**: `alerts` (rules, the `AlertManager`, webhooks),
+//!   `web` (the only module that speaks HTTP: routes, handlers, the live
+//!   feed), `shed` (the `Guard` actor that trims limiters and sheds memory
+//!   across storage and the live feed).
+//! - **assembly**: `app`: the aggregate [`Config`], reload, logging, and
+//!   [`run`], which takes a validated config, a bound listener and a
+//!   shutdown future, so the binary and the tests start the same appliance.
+//! - **tools**: `bench` (feature `bench`), the benchmarks behind the
+//!   `vigil-bench` binary, kept out of the appliance.
+//!
+//! Every module is private; what the binary, the benchmarks, the tests and
+//! programs embedding vigil may use is re-exported below, by purpose.
 
-pub mod alerts;
-pub mod app;
+mod alerts;
+mod app;
 #[cfg(feature = "bench")]
 pub mod bench;
-pub mod vocab;
+mod guard;
+mod pacing;
+mod perf;
+mod platform;
+mod sensors;
+mod shed;
+mod storage;
+mod supervisor;
+mod systemd;
+mod vocab;
+mod web;
 
-pub mod guard;
-pub mod pacing;
-pub mod perf;
-pub mod platform;
-pub mod sensors;
-pub mod shed;
-pub mod storage;
-pub mod supervisor;
-pub mod systemd;
-pub mod web;
+// Running the appliance.
+pub use app::config::DEFAULT_TOML;
+pub use app::{Config, RunError, RunReport, logging, run};
+pub use web::config::ServerConfig;
 
-pub use app::Config;
-pub use app::{RunError, RunReport, run};
+// The shared vocabulary.
+pub use vocab::bus::{Bus, Event, SensorReading};
+pub use vocab::check::ConfigError;
+pub use vocab::clock;
+pub use vocab::pacing::Level;
+pub use vocab::reading::{Reading, SeriesKey, Value};
+
+// Writing a sensor, and running sensors outside the appliance.
+pub use sensors::actor::{SensorDeps, SensorShared, SensorStatus, sensor_child};
+pub use sensors::cpu_temp::CpuTempOptions;
+pub use sensors::simulated::{SimulatedOptions, Waveform};
+pub use sensors::{BuildEnv, DriverConfig, Priority, Sensor, SensorConfig, SensorError};
+
+// Supervision.
+pub use supervisor::{
+    ChildSpec, EventLog, GetTree, RestartPolicy, Stop, Supervisor, install_panic_hook,
+};
+
+// Storage: the command line's migrate, optimize and backup, and tests that
+// prepare databases.
+pub use storage::config::{OverflowPolicy, StorageConfig, Synchronous};
+pub use storage::queue::IngestQueue;
+pub use storage::{StorageError, inspect, maintenance, open_writer, prepare};
+
+// Pacing, guards and performance.
+pub use guard::config::HttpLimitConfig;
+pub use guard::{BreakerConfig, GuardConfig, GuardShared};
+pub use pacing::{
+    AdaptiveConfig, PacingConfig, PacingShared, load, load_monitor_child, thermal_watchdog_child,
+};
+pub use perf::{Perf, PerformanceConfig, advice};
+
+// Host facts.
+pub use platform::{raise_fd_limit, raspberry_pi_model};
+
+// The route table, for clients and the OpenAPI checks.
+pub use web::routes;

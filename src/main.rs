@@ -87,7 +87,7 @@ fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
 }
 
 fn init_logging(config: &Config) {
-    vigil::app::logging::init(&config.log.filter);
+    vigil::logging::init(&config.log.filter);
 }
 
 fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
@@ -95,7 +95,7 @@ fn serve(path: Option<PathBuf>) -> anyhow::Result<()> {
     init_logging(&config);
     // Every live-feed session holds sockets; the usual soft limit of 1024
     // is lower than the hard limit systemd and most shells allow.
-    vigil::platform::raise_fd_limit();
+    vigil::raise_fd_limit();
     let addr = config.server.bind_addr()?;
     let listener = TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     actix_rt::System::new().block_on(async move {
@@ -134,7 +134,7 @@ async fn shutdown_signal() {
 fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(&config);
-    let applied = vigil::storage::prepare(&config.storage)?;
+    let applied = vigil::prepare(&config.storage)?;
     if applied.is_empty() {
         println!("{}: schema up to date", config.storage.path.display());
     } else {
@@ -149,11 +149,11 @@ fn optimize(path: Option<PathBuf>, full: bool) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(&config);
     let st = &config.storage;
-    let report = vigil::storage::maintenance::optimize_path(
+    let report = vigil::maintenance::optimize_path(
         &st.path,
         st.busy_timeout_ms,
         full,
-        vigil::vocab::clock::now_ms(),
+        vigil::clock::now_ms(),
     )
     .with_context(|| {
         if full {
@@ -196,12 +196,12 @@ fn backup(path: Option<PathBuf>) -> anyhow::Result<()> {
     init_logging(&config);
     let st = &config.storage;
     let (dir, create) = config.maintenance.backup_dir_for(&st.path);
-    let report = vigil::storage::maintenance::backup(
+    let report = vigil::maintenance::backup(
         &st.path,
         &dir,
         create,
         config.maintenance.backup_keep,
-        vigil::vocab::clock::now_ms(),
+        vigil::clock::now_ms(),
         st.busy_timeout_ms,
     )
     .with_context(|| format!("backing up {} into {}", st.path.display(), dir.display()))?;

@@ -94,10 +94,6 @@ impl RuleState {
         }
     }
 
-    pub fn is_firing(&self) -> bool {
-        self.firing
-    }
-
     /// Restores a rule that was firing before a restart, so it does not
     /// fire again.
     pub fn set_firing(&mut self) {

@@ -292,7 +292,6 @@ pub async fn run(
         sensors: sensors.clone(),
         supervisor: root.clone(),
         events,
-        bus,
         live: live.clone(),
         connections: Arc::default(),
         alerts,

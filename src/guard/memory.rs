@@ -66,20 +66,12 @@ impl MemoryWatch {
         }
     }
 
-    pub fn soft_limit(&self) -> u64 {
-        self.soft_limit
-    }
-
     pub fn above(&self) -> bool {
         self.above
     }
 
     pub fn sheds(&self) -> u64 {
         self.sheds
-    }
-
-    pub fn last_rss(&self) -> Option<u64> {
-        self.last_rss
     }
 
     /// Takes a reading of RSS at `now`.

@@ -26,7 +26,7 @@ pub mod shared;
 pub mod thermal;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveTracker};
-pub use cadence::{Cadence, Pace, scale, wait_turn};
+pub use cadence::{Pace, scale, wait_turn};
 pub use config::PacingConfig;
-pub use monitor::{LoadMonitor, ThermalWatchdog, load_monitor_child, thermal_watchdog_child};
+pub use monitor::{load_monitor_child, thermal_watchdog_child};
 pub use shared::{PacingShared, PacingStatus};

@@ -104,11 +104,6 @@ impl PacingPolicy {
         self.level
     }
 
-    /// When the current level was entered.
-    pub fn since(&self) -> Instant {
-        self.since
-    }
-
     pub fn why(&self) -> &Why {
         &self.why
     }

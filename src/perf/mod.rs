@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use histogram::{Histogram, Summary};
+pub use histogram::Histogram;
 
 use crate::vocab::check::{ConfigError, positive};
 use crate::vocab::clock::{now_ms, rfc3339};

@@ -48,6 +48,7 @@ impl ProcStats {
         })
     }
 
+    #[cfg(any(test, feature = "bench"))]
     /// CPU use between two snapshots `secs` apart, in percent of one core.
     pub fn cpu_percent(before: &ProcStats, after: &ProcStats, secs: f64) -> f64 {
         let ticks = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64;

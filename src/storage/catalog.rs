@@ -84,10 +84,6 @@ impl SeriesCatalog {
         self.read().by_sensor.get(sensor)?.get(metric).cloned()
     }
 
-    pub fn by_id(&self, id: i64) -> Option<Arc<SeriesInfo>> {
-        self.read().by_id.get(&id).cloned()
-    }
-
     /// The series of one sensor, ordered by id.
     pub fn for_sensor(&self, sensor: &str) -> Vec<Arc<SeriesInfo>> {
         let mut v: Vec<_> = self

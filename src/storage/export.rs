@@ -132,16 +132,19 @@ impl ExportCursor {
         Ok(out)
     }
 
+    #[cfg(test)]
     /// The most rows held in memory at once so far.
     pub fn high_water(&self) -> usize {
         self.high_water
     }
 
+    #[cfg(test)]
     /// The bound on [`high_water`](Self::high_water).
     pub fn bound(&self) -> usize {
         self.lanes.len() * self.per_lane
     }
 
+    #[cfg(test)]
     /// Database reads so far.
     pub fn reads(&self) -> u64 {
         self.reads

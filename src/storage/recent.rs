@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockWriteGuard};
 
 use super::read::{Cursor, Order, PageQuery, Points};
 
@@ -156,6 +156,7 @@ impl RecentCache {
         }
     }
 
+    #[cfg(test)]
     /// The database no longer holds readings older than `ts` (retention
     /// deleted them): drop them here too. A series that held every reading
     /// from `ts` on now holds its whole remaining history.
@@ -228,17 +229,6 @@ impl RecentCache {
         }
     }
 
-    /// Whether `id` is warm.
-    pub fn is_warm(&self, id: i64) -> bool {
-        matches!(
-            self.series
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&id),
-            Some(Slot::Warm(_))
-        )
-    }
-
     /// The rows of one series that a page needs (up to `limit + 1`, in page
     /// order), if the cache provably holds all of them; `None` means ask
     /// the database. `Err(id)` names a series that is not warm yet.
@@ -279,14 +269,12 @@ impl RecentCache {
     }
 }
 
-/// Shared handle.
-pub type Recent = Arc<RecentCache>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::catalog::SeriesInfo;
     use crate::storage::testing::{TestDb, writer_db};
+    use std::sync::Arc;
 
     fn query(limit: usize, order: Order) -> PageQuery {
         PageQuery {

@@ -463,6 +463,7 @@ impl RetentionJob {
         self.report
     }
 
+    #[cfg(any(test, feature = "bench"))]
     /// Runs the whole job on `conn` (for the CLI and benchmarks; the server
     /// drives it from the writer, a step per message).
     pub fn run_to_end(

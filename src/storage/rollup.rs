@@ -174,6 +174,7 @@ pub struct Agg {
 }
 
 impl Agg {
+    #[cfg(test)]
     /// The aggregate of no readings: the identity of [`Agg::merge`].
     pub const EMPTY: Agg = Agg {
         count: 0,
@@ -393,6 +394,7 @@ fn upsert_into(
     Ok(())
 }
 
+#[cfg(any(test, feature = "bench"))]
 /// Merges `buckets` into a rollup tier's own table (bypassing
 /// `rollup_open`: for building history in bulk).
 pub fn upsert(
@@ -458,6 +460,7 @@ fn close_finished(conn: &mut SqliteConnection, newest: i64) -> Result<(), Storag
     Ok(())
 }
 
+#[cfg(test)]
 /// Moves every open period into its tier table (tests and benchmarks that
 /// read the tier tables alone).
 pub fn close_all(conn: &mut SqliteConnection) -> Result<(), StorageError> {

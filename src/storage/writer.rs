@@ -185,6 +185,7 @@ impl WriterShared {
             .filter(Addr::connected)
     }
 
+    #[cfg(any(test, feature = "bench"))]
     /// Commits everything queued so far through the running writer. Returns
     /// false if no writer is running.
     pub async fn flush(&self) -> bool {

@@ -48,7 +48,6 @@ use crate::storage::jobs::Jobs;
 use crate::storage::writer::WriterShared;
 use crate::supervisor::config::SupervisorConfig;
 use crate::supervisor::{EventLog, GetTree, Supervisor, TreeNode};
-use crate::vocab::bus::Bus;
 use config::ServerConfig;
 use error::ApiError;
 pub use routes::configure;
@@ -75,7 +74,7 @@ pub struct AppState {
     pub sensors: Vec<Arc<SensorShared>>,
     pub supervisor: Addr<Supervisor>,
     pub events: Arc<EventLog>,
-    pub bus: Bus,
+
     pub live: Arc<live::LiveShared>,
     pub connections: Arc<live::ConnTracker>,
     pub alerts: Arc<crate::alerts::AlertsShared>,

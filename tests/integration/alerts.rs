@@ -370,3 +370,82 @@ panic_every = 1
     .await;
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn reload_applies_pacing_retention_and_performance_live_and_names_what_needs_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vigil.toml");
+    let db = dir.path().join("vigil.db");
+    let base = format!(
+        "[server]\nbind = \"127.0.0.1:0\"\nworkers = 1\n[log]\nfilter = \"warn\"\n\
+         [storage]\npath = \"{}\"\nflush_interval_ms = 100\n",
+        db.display()
+    );
+    std::fs::write(&file, format!("{base}\n{STEP}\n")).unwrap();
+    let cfg = vigil::Config::load(Some(&file)).unwrap();
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), cfg).await;
+    let pacing = s.get_ok("/api/pacing").await;
+    assert_eq!(pacing["thresholds"]["temp_c"][0], 65.0);
+
+    // The change the defaults' users make most: thresholds and the cap.
+    std::fs::write(
+        &file,
+        format!(
+            "{base}\n{STEP}\n[pacing]\ntemp_warm_c = 60.0\n[retention]\nmax_db_mb = 500\n\
+             [maintenance]\nbackup_keep = 3\n[performance]\nslow_query_ms = 7\n"
+        ),
+    )
+    .unwrap();
+    let (status, body) = post(&s, "/api/admin/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["applied"],
+        json!(["pacing", "retention", "maintenance", "performance"]),
+        "{body}"
+    );
+    assert_eq!(body["needs_restart"], json!([]), "{body}");
+    let pacing = s.get_ok("/api/pacing").await;
+    assert_eq!(pacing["thresholds"]["temp_c"][0], 60.0);
+    let storage = s.get_ok("/api/storage").await;
+    assert_eq!(storage["cap_bytes"], 500 * 1024 * 1024, "{storage}");
+    assert_eq!(storage["retention"]["max_db_mb"], 500, "{storage}");
+    // A changed schedule restarts the maintenance scheduler to follow it;
+    // backup_keep alone does not change the schedule, so it started once.
+    let started = |sup: &Value| {
+        sup["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["child"] == "maintenance" && e["event"] == "started")
+            .count()
+    };
+    assert_eq!(started(&s.get_ok("/api/supervisor").await), 1);
+
+    // A monitor key and the listener need a restart: named, not applied,
+    // and named again by the next reload, since the old values still run.
+    std::fs::write(
+        &file,
+        format!(
+            "{base}\n{STEP}\n[pacing]\ntemp_warm_c = 60.0\nwatchdog_interval_ms = 1234\n\
+             [retention]\nmax_db_mb = 500\n[maintenance]\nbackup_keep = 3\n\
+             optimize_interval_secs = 7200\n[performance]\nslow_query_ms = 7\n\
+             [live]\nmax_sessions = 7\n"
+        ),
+    )
+    .unwrap();
+    for applied in [json!(["maintenance"]), json!([])] {
+        let (status, body) = post(&s, "/api/admin/reload", None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["applied"], applied, "{body}");
+        assert_eq!(body["needs_restart"], json!(["live", "pacing"]), "{body}");
+    }
+    s.wait_for(
+        "the scheduler to restart on its new schedule",
+        Duration::from_secs(10),
+        async |s| started(&s.get_ok("/api/supervisor").await) == 2,
+    )
+    .await;
+    let storage = s.get_ok("/api/storage").await;
+    assert_eq!(storage["jobs"]["optimize_every_s"], 7200, "{storage}");
+    s.stop().await;
+}

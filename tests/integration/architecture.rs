@@ -47,8 +47,10 @@ fn module_path(rel: &Path) -> Option<Vec<String>> {
         .collect();
     let last = parts.pop()?;
     let stem = last.strip_suffix(".rs")?;
-    if parts.is_empty() && (stem == "lib" || stem == "main") {
-        return None; // the crate root re-exports; the binary is the top
+    if parts.is_empty() && (stem == "lib" || stem == "main")
+        || parts.first().is_some_and(|p| p == "bin")
+    {
+        return None; // the crate root re-exports; binaries are the top
     }
     if stem != "mod" {
         parts.push(stem.to_owned());

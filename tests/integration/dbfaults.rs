@@ -16,7 +16,7 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use serde_json::Value;
-use vigil::guard::BreakerConfig;
+use vigil::BreakerConfig;
 
 use crate::live::Client;
 use crate::util::{TestServer, config, open_db};

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vigil::guard::BreakerConfig;
-use vigil::guard::config::HttpLimitConfig;
+use vigil::BreakerConfig;
+use vigil::HttpLimitConfig;
 
 use crate::util::{TestServer, config};
 

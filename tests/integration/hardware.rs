@@ -69,7 +69,7 @@ fn reason(sensor: &Value) -> String {
 
 #[actix_rt::test]
 async fn hardware_sensors_off_a_pi_are_unavailable_with_reasons_and_the_rest_runs() {
-    if vigil::platform::raspberry_pi_model().is_some() {
+    if vigil::raspberry_pi_model().is_some() {
         // On a real Pi these sensors may well be present.
         return;
     }

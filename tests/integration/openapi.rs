@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use vigil::web::routes::{Answer, ENDPOINTS, Endpoint, In, Method};
+use vigil::routes::{Answer, ENDPOINTS, Endpoint, In, Method};
 
 use crate::util::{TestServer, config};
 

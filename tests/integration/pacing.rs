@@ -13,22 +13,20 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use vigil::guard::{GuardConfig, GuardShared};
-use vigil::pacing::load::{LoadError, LoadSample, LoadSource, LoadSourceFactory, ManualLoad};
-use vigil::pacing::{
+use vigil::Bus;
+use vigil::CpuTempOptions;
+use vigil::IngestQueue;
+use vigil::Level;
+use vigil::OverflowPolicy;
+use vigil::load::{LoadError, LoadSample, LoadSource, LoadSourceFactory, ManualLoad};
+use vigil::{
     AdaptiveConfig, PacingConfig, PacingShared, load_monitor_child, thermal_watchdog_child,
 };
-use vigil::sensors::actor::{SensorDeps, SensorShared, SensorStatus, sensor_child};
-use vigil::sensors::cpu_temp::CpuTempOptions;
-use vigil::sensors::simulated::{SimulatedOptions, Waveform};
-use vigil::sensors::{BuildEnv, DriverConfig, Priority, SensorConfig};
-use vigil::storage::config::OverflowPolicy;
-use vigil::storage::queue::IngestQueue;
-use vigil::supervisor::{
-    ChildSpec, EventLog, GetTree, RestartPolicy, Stop, Supervisor, install_panic_hook,
-};
-use vigil::vocab::bus::Bus;
-use vigil::vocab::pacing::Level;
+use vigil::{BuildEnv, DriverConfig, Priority, SensorConfig};
+use vigil::{ChildSpec, EventLog, GetTree, RestartPolicy, Stop, Supervisor, install_panic_hook};
+use vigil::{GuardConfig, GuardShared};
+use vigil::{SensorDeps, SensorShared, SensorStatus, sensor_child};
+use vigil::{SimulatedOptions, Waveform};
 
 use crate::util::TestServer;
 
@@ -100,7 +98,7 @@ impl Rig {
             queue: Arc::new(IngestQueue::new(100_000, OverflowPolicy::DropOldest, 1000)),
             bus: bus.clone(),
             pace: pacing.subscribe(),
-            perf: Arc::new(vigil::perf::Perf::new(100)),
+            perf: Arc::new(vigil::Perf::new(100)),
             guard: Arc::new(GuardShared::new(GuardConfig::default(), bus.clone())),
         };
         let sensors: Vec<_> = sensors

@@ -8,9 +8,9 @@ use std::time::Duration;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use serde_json::Value;
-use vigil::perf::Perf;
-use vigil::perf::advice::{Evidence, PlannedQuery, recommend};
-use vigil::storage::inspect;
+use vigil::Perf;
+use vigil::advice::{Evidence, PlannedQuery, recommend};
+use vigil::inspect;
 
 use crate::live::Client;
 use crate::util::{TestServer, config};
@@ -147,7 +147,7 @@ async fn a_fragmented_database_is_advised_to_reclaim_space() {
     let cfg = config(&dir, SENSORS);
     // Garbage before start: a table filled and emptied leaves free pages
     // (incremental auto-vacuum does not give them back by itself).
-    vigil::storage::prepare(&cfg.storage).unwrap();
+    vigil::prepare(&cfg.storage).unwrap();
     let mut conn = SqliteConnection::establish(cfg.storage.path.to_str().unwrap()).unwrap();
     conn.batch_execute(
         "CREATE TABLE scratch (x BLOB);
@@ -172,12 +172,12 @@ async fn a_fragmented_database_is_advised_to_reclaim_space() {
 #[test]
 fn a_slow_full_scan_on_a_real_database_gets_an_index_recommendation() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = vigil::storage::config::StorageConfig {
+    let cfg = vigil::StorageConfig {
         path: dir.path().join("p.db"),
-        ..vigil::storage::config::StorageConfig::default()
+        ..vigil::StorageConfig::default()
     };
-    vigil::storage::prepare(&cfg).unwrap();
-    let mut conn = vigil::storage::open_writer(&cfg).unwrap();
+    vigil::prepare(&cfg).unwrap();
+    let mut conn = vigil::open_writer(&cfg).unwrap();
     let perf = Perf::new(0);
     // A query by a column nothing indexes, measured like any other.
     let sql = "SELECT id FROM alerts WHERE message = ?";
@@ -200,7 +200,7 @@ fn a_slow_full_scan_on_a_real_database_gets_an_index_recommendation() {
             slow_queries: planned,
             ..Evidence::default()
         },
-        &vigil::perf::PerformanceConfig::default(),
+        &vigil::PerformanceConfig::default(),
     );
     assert_eq!(advice.len(), 1, "{advice:?}");
     assert_eq!(advice[0].id, "index_for_slow_query");

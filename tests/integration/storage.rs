@@ -35,7 +35,7 @@ fn quiet(dir: &tempfile::TempDir, extra: &str) -> vigil::Config {
 fn seeded(rows: i64, start: i64) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let cfg = quiet(&dir, "");
-    vigil::storage::prepare(&cfg.storage).unwrap();
+    vigil::prepare(&cfg.storage).unwrap();
     open_db(&cfg.storage.path).execute(&format!(
         "INSERT INTO series (id, sensor, metric, unit) VALUES (1, 'bulk', 'v', 'kPa'), (2, 'bulk', 'w', 'a,b');
          WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {last})
@@ -46,7 +46,7 @@ fn seeded(rows: i64, start: i64) -> tempfile::TempDir {
 }
 
 fn now_ms() -> i64 {
-    vigil::vocab::clock::now_ms()
+    vigil::clock::now_ms()
 }
 
 #[derive(Debug, Default, Clone, Copy)]

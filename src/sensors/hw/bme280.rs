@@ -428,6 +428,7 @@ impl<I: I2c, D: DelayNs> Bme280<I, D> {
         Ok(dev)
     }
 
+    #[cfg(test)]
     pub fn calibration(&self) -> &Calibration {
         &self.calibration
     }

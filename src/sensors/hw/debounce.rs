@@ -45,6 +45,7 @@ impl Debouncer {
         }
     }
 
+    #[cfg(test)]
     /// The accepted (debounced) level.
     pub fn level(&self) -> bool {
         self.stable
@@ -81,6 +82,7 @@ impl Debouncer {
     }
 }
 
+#[cfg(test)]
 /// Debounces a whole edge history from a known starting level: the pure
 /// form of [`Debouncer`], for one-shot use.
 pub fn debounce(

@@ -105,6 +105,7 @@ pub fn dbfs(amplitude: f64, floor: f64) -> f64 {
     }
 }
 
+#[cfg(test)]
 /// Root mean square of a buffer (0 for an empty one).
 pub fn rms(samples: &[f32]) -> f64 {
     if samples.is_empty() {

@@ -26,7 +26,6 @@ use super::AppState;
 use super::error::ApiError;
 use crate::perf::{Op, Perf};
 use crate::vocab::check::{ConfigError, positive};
-pub use hub::LiveHub;
 use outbox::Outgoing;
 use protocol::Subscription;
 pub use session::WsSession;

@@ -97,12 +97,9 @@ impl Outbox {
         dropped
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.items.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
     }
 }
 
