@@ -198,16 +198,21 @@ async fn admin_actions_need_the_token_when_one_is_configured() {
     s.stop().await;
 }
 
-#[actix_rt::test]
-async fn rules_reload_from_the_file_and_a_bad_file_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("vigil.toml");
-    let db = dir.path().join("vigil.db");
+/// A config file in `dir` and the part of it every reload test keeps: a
+/// listener, a quiet log and a database in `dir`.
+fn reloadable(dir: &std::path::Path) -> (std::path::PathBuf, String) {
     let base = format!(
         "[server]\nbind = \"127.0.0.1:0\"\nworkers = 1\n[log]\nfilter = \"warn\"\n\
          [storage]\npath = \"{}\"\nflush_interval_ms = 100\n",
-        db.display()
+        dir.join("vigil.db").display()
     );
+    (dir.join("vigil.toml"), base)
+}
+
+#[actix_rt::test]
+async fn rules_reload_from_the_file_and_a_bad_file_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, base) = reloadable(dir.path());
     let write = |rules: &str| std::fs::write(&file, format!("{base}\n{STEP}\n{rules}")).unwrap();
     write("");
     let cfg = vigil::Config::load(Some(&file)).unwrap();
@@ -374,13 +379,7 @@ panic_every = 1
 #[actix_rt::test]
 async fn reload_applies_pacing_retention_and_performance_live_and_names_what_needs_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("vigil.toml");
-    let db = dir.path().join("vigil.db");
-    let base = format!(
-        "[server]\nbind = \"127.0.0.1:0\"\nworkers = 1\n[log]\nfilter = \"warn\"\n\
-         [storage]\npath = \"{}\"\nflush_interval_ms = 100\n",
-        db.display()
-    );
+    let (file, base) = reloadable(dir.path());
     std::fs::write(&file, format!("{base}\n{STEP}\n")).unwrap();
     let cfg = vigil::Config::load(Some(&file)).unwrap();
     let s = TestServer::start_with(tempfile::tempdir().unwrap(), cfg).await;
