@@ -53,6 +53,19 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// Names the document a value came from (a path, "embedded defaults")
+    /// in an error about that value.
+    pub fn in_origin(self, origin: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid { key, message } => ConfigError::Parse {
+                origin: origin.to_owned(),
+                key,
+                message,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn invalid(key: impl Into<String>, message: impl fmt::Display) -> Self {
         ConfigError::Invalid {
             key: key.into(),
@@ -124,6 +137,8 @@ pub struct ServerConfig {
     pub max_page_size: u32,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// What connections may cost: limits and timeouts.
+    pub connections: crate::web::connlimit::ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -135,6 +150,7 @@ impl Default for ServerConfig {
             admin_token: String::new(),
             max_page_size: 1000,
             shutdown_grace_secs: 5,
+            connections: crate::web::connlimit::ConnectionLimits::default(),
         }
     }
 }
@@ -225,6 +241,9 @@ pub struct StorageConfig {
     pub cache_kib: u32,
     /// Memory-mapped I/O per connection, in MiB (0 disables).
     pub mmap_mib: u32,
+    /// Where the WAL index lives: `heap` (no `-shm` file; other processes
+    /// are kept out while vigil runs) or `file` (`-shm`, shared with them).
+    pub wal_index: crate::storage::walindex::WalIndex,
 }
 
 impl Default for StorageConfig {
@@ -240,6 +259,7 @@ impl Default for StorageConfig {
             read_pool_size: 4,
             cache_kib: 8192,
             mmap_mib: 64,
+            wal_index: crate::storage::walindex::WalIndex::Heap,
         }
     }
 }
@@ -281,7 +301,7 @@ impl Config {
             let key = e.path().to_string();
             parse_error(origin, &key, e.inner())
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| e.in_origin(origin))?;
         Ok(config)
     }
 
@@ -332,6 +352,7 @@ impl Config {
         parse_bind(&s.bind)?;
         positive("server.workers", s.workers as u64)?;
         positive("server.max_page_size", u64::from(s.max_page_size))?;
+        s.connections.validate()?;
         if s.admin_token.chars().any(char::is_whitespace) {
             return Err(ConfigError::invalid(
                 "server.admin_token",
@@ -467,7 +488,7 @@ mod tests {
         let e = err(
             "[[sensors]]\nname = \"a\"\nkind = \"system\"\n[[sensors]]\nname = \"a\"\nkind = \"system\"\n",
         );
-        assert!(e.contains("sensors[a].name"), "{e}");
+        assert!(e.contains("test.toml: sensors[a].name"), "{e}");
     }
 
     #[test]

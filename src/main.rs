@@ -164,6 +164,24 @@ enum Bench {
         #[arg(long, default_value_t = 5000)]
         chunk_rows: u32,
     },
+    /// Rounds of half-open connection floods on loopback: the appliance's
+    /// RSS before, at the peak of, and after each round.
+    Flood {
+        /// Connections per round.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Idle seconds after each round before its "after" figure.
+        #[arg(long, default_value_t = 30)]
+        settle_secs: u64,
+        /// server.connections.max_connections for the run (default: the default).
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// server.connections.max_per_client for the run.
+        #[arg(long)]
+        max_per_client: Option<usize>,
+    },
     /// Compare readings-table layouts: insert rate, size, query latency, WAL
     /// bytes per small commit.
     Schema {
@@ -191,10 +209,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vigil: {e:#}");
+            eprintln!("vigil: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once: most of vigil's
+/// errors already include their cause's text, which `{:#}` would repeat.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -263,10 +298,42 @@ fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs an admin operation through the server that holds the database
+/// (`storage.wal_index = "heap"` keeps other processes out), printing its
+/// report.
+fn through_server(config: &Config, what: &str, path_and_query: &str) -> anyhow::Result<()> {
+    let bind = config.server.bind.clone();
+    let token = config.server.admin_token.clone();
+    let path_and_query = path_and_query.to_owned();
+    let report = actix_rt::System::new().block_on(async move {
+        vigil::web::remote::post_admin(
+            &bind,
+            &token,
+            &path_and_query,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+    })?;
+    println!(
+        "{}: a running server holds the database; it did the {what}",
+        config.storage.path.display()
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 fn optimize(path: Option<PathBuf>, full: bool) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(&config);
     let st = &config.storage;
+    vigil::storage::walindex::set_mode(st.wal_index);
+    if vigil::storage::walindex::held_elsewhere(&st.path) {
+        return through_server(
+            &config,
+            "optimize",
+            &format!("/api/admin/optimize?full={full}"),
+        );
+    }
     let report = vigil::storage::maintenance::optimize_path(
         &st.path,
         st.busy_timeout_ms,
@@ -313,6 +380,10 @@ fn backup(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(&config);
     let st = &config.storage;
+    vigil::storage::walindex::set_mode(st.wal_index);
+    if vigil::storage::walindex::held_elsewhere(&st.path) {
+        return through_server(&config, "backup", "/api/admin/backup");
+    }
     let (dir, create) = config.maintenance.backup_dir_for(&st.path);
     let report = vigil::storage::maintenance::backup(
         &st.path,
@@ -551,6 +622,47 @@ fn bench(what: Bench) -> anyhow::Result<()> {
                 chunk_rows,
             })?;
             vigil::bench::retention::print(&f);
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        Bench::Flood {
+            connections,
+            rounds,
+            settle_secs,
+            max_connections,
+            max_per_client,
+        } => {
+            let o = vigil::bench::flood::FloodOptions {
+                connections,
+                rounds,
+                settle_secs,
+                max_connections,
+                max_per_client,
+                ..Default::default()
+            };
+            let f = vigil::bench::flood::run(&exe, &o)?;
+            println!(
+                "{} connections a round, limits {} total / {} per client; RSS at start {:.1} MiB, {} fds",
+                f.connections, f.max_connections, f.max_per_client, f.start_mib, f.start_fds
+            );
+            for (i, r) in f.rounds.iter().enumerate() {
+                println!(
+                    "  round {}: RSS {:.1} -> peak {:.1} -> {:.1} MiB after {} s; {} opened, {} refused, {} held, peak {} fds, {:.1} s",
+                    i + 1,
+                    r.before_mib,
+                    r.peak_mib,
+                    r.after_mib,
+                    settle_secs,
+                    r.opened,
+                    r.refused,
+                    r.held,
+                    r.peak_fds,
+                    r.flood_secs
+                );
+            }
+            println!(
+                "peak median {:.1} MiB, max {:.1} MiB; after the last round {:+.1} MiB from the start",
+                f.peak_median_mib, f.peak_max_mib, f.end_above_start_mib
+            );
             println!("{}", serde_json::to_string(&f)?);
         }
         Bench::Schema {

@@ -11,6 +11,7 @@ mod crash;
 mod dbfaults;
 mod faults;
 mod guards;
+mod hardening;
 mod hardware;
 mod headers;
 mod lifecycle;
