@@ -394,6 +394,15 @@ impl Config {
         positive("supervisor.restart_window_secs", sv.restart_window_secs)?;
         positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
         self.live.validate()?;
+        if self.server.connections.max_connections <= self.live.max_sessions {
+            return Err(ConfigError::invalid(
+                "server.connections.max_connections",
+                format!(
+                    "{} leaves no room beside live.max_sessions ({}): every live session holds a connection",
+                    self.server.connections.max_connections, self.live.max_sessions
+                ),
+            ));
+        }
         self.performance.validate()?;
         self.pacing.validate()?;
         self.guard.validate()?;

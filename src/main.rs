@@ -120,6 +120,9 @@ enum Bench {
         rows: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Where the writer's WAL index lives: heap or file.
+        #[arg(long, default_value = "heap")]
+        wal_index: String,
     },
     /// Live-feed delivery latency with many WebSocket clients on loopback,
     /// plus the server's CPU and memory.
@@ -181,6 +184,10 @@ enum Bench {
         /// server.connections.max_per_client for the run.
         #[arg(long)]
         max_per_client: Option<usize>,
+        /// guard.memory.check_interval_ms for the run (a huge value: no
+        /// memory guard, so no freed heap handed back).
+        #[arg(long)]
+        memory_check_ms: Option<u64>,
     },
     /// Compare readings-table layouts: insert rate, size, query latency, WAL
     /// bytes per small commit.
@@ -526,10 +533,20 @@ fn bench(what: Bench) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&f)?);
         }
-        Bench::Ingest { rows, runs } => {
+        Bench::Ingest {
+            rows,
+            runs,
+            wal_index,
+        } => {
+            let wal_index = match wal_index.as_str() {
+                "heap" => vigil::storage::walindex::WalIndex::Heap,
+                "file" => vigil::storage::walindex::WalIndex::File,
+                other => anyhow::bail!("--wal-index: `{other}` is neither heap nor file"),
+            };
             let o = vigil::bench::ingest::IngestOptions {
                 rows,
                 runs,
+                wal_index,
                 ..Default::default()
             };
             let f = vigil::bench::ingest::run(&o)?;
@@ -630,6 +647,7 @@ fn bench(what: Bench) -> anyhow::Result<()> {
             settle_secs,
             max_connections,
             max_per_client,
+            memory_check_ms,
         } => {
             let o = vigil::bench::flood::FloodOptions {
                 connections,
@@ -637,6 +655,7 @@ fn bench(what: Bench) -> anyhow::Result<()> {
                 settle_secs,
                 max_connections,
                 max_per_client,
+                memory_check_ms,
                 ..Default::default()
             };
             let f = vigil::bench::flood::run(&exe, &o)?;

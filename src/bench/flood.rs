@@ -36,6 +36,10 @@ pub struct FloodOptions {
     /// `[server.connections]` limits for the run (`None`: the defaults).
     pub max_connections: Option<usize>,
     pub max_per_client: Option<usize>,
+    /// `guard.memory.check_interval_ms` for the run (`None`: the default).
+    /// The memory guard is what hands freed heap back to the kernel, so a
+    /// huge interval shows the appliance without it.
+    pub memory_check_ms: Option<u64>,
 }
 
 impl Default for FloodOptions {
@@ -47,6 +51,7 @@ impl Default for FloodOptions {
             warmup_secs: 5,
             max_connections: None,
             max_per_client: None,
+            memory_check_ms: None,
         }
     }
 }
@@ -71,6 +76,7 @@ pub struct FloodRound {
 #[derive(Debug, Clone, Serialize)]
 pub struct FloodFigures {
     pub connections: usize,
+    pub memory_check_ms: u64,
     pub max_connections: usize,
     pub max_per_client: usize,
     pub start_mib: f64,
@@ -220,6 +226,9 @@ pub fn run(exe: &Path, o: &FloodOptions) -> Result<FloodFigures, BenchError> {
     let defaults = crate::web::connlimit::ConnectionLimits::default();
     let max_connections = o.max_connections.unwrap_or(defaults.max_connections);
     let max_per_client = o.max_per_client.unwrap_or(defaults.max_per_client);
+    let memory_check_ms = o
+        .memory_check_ms
+        .unwrap_or(crate::guard::config::MemoryConfig::default().check_interval_ms);
     let dir = tempfile::tempdir()?;
     let config = format!(
         r#"
@@ -228,6 +237,8 @@ bind = "127.0.0.1:0"
 [server.connections]
 max_connections = {max_connections}
 max_per_client = {max_per_client}
+[live]
+max_sessions = {max_sessions}
 [log]
 filter = "warn,vigil::app=info"
 [storage]
@@ -236,8 +247,15 @@ path = "{db}"
 # request rates.
 [guard.http]
 enabled = false
+[guard.memory]
+check_interval_ms = {memory_check_ms}
 "#,
         db = dir.path().join("flood.db").display(),
+        // Below the connection limit, as the configuration demands.
+        max_sessions = crate::web::live::LiveConfig::default()
+            .max_sessions
+            .min(max_connections.saturating_sub(1))
+            .max(1),
     );
     let app = Appliance::start(exe, dir.path(), &config)?;
     let pid = app.pid();
@@ -258,6 +276,7 @@ enabled = false
     let end_above_start_mib = rounds.last().map_or(0.0, |r| r.after_mib - start_mib);
     Ok(FloodFigures {
         connections: o.connections,
+        memory_check_ms,
         max_connections,
         max_per_client,
         start_mib,

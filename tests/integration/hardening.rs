@@ -351,3 +351,25 @@ async fn connections_beyond_the_limits_are_refused_and_established_ones_go_on() 
     );
     s.stop().await;
 }
+
+/// A smoke run of `vigil bench flood` at a tiny size: it floods, the limit
+/// refuses the excess, the server closes the rest, and figures come out.
+#[test]
+fn the_flood_benchmark_runs_at_a_tiny_size() {
+    let o = vigil::bench::flood::FloodOptions {
+        connections: 60,
+        rounds: 1,
+        settle_secs: 0,
+        warmup_secs: 0,
+        max_connections: Some(40),
+        max_per_client: Some(20),
+        memory_check_ms: None,
+    };
+    let f = vigil::bench::flood::run(Path::new(env!("CARGO_BIN_EXE_vigil")), &o).unwrap();
+    let r = &f.rounds[0];
+    assert_eq!(r.opened, 60, "{f:?}");
+    assert!(r.refused >= 40 && r.held >= 1, "{f:?}");
+    assert_eq!(r.refused + r.held, 60, "{f:?}");
+    assert!(r.peak_mib >= r.before_mib && f.start_mib > 0.0, "{f:?}");
+    assert!(r.peak_fds > f.start_fds, "{f:?}");
+}
