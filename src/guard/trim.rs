@@ -150,7 +150,7 @@ mod tests {
     fn freed_memory_can_be_released() {
         // Many small blocks, all freed: what a closed flood leaves behind.
         let blocks: Vec<Vec<u8>> = (0..20_000).map(|_| vec![1u8; 2048]).collect();
-        let keep = vec![2u8; 64];
+        let keep: Vec<u8> = std::iter::repeat_n(2u8, 64).collect();
         drop(blocks);
         let released = release_free_heap();
         if cfg!(all(target_os = "linux", target_env = "gnu")) {
