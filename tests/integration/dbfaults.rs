@@ -278,7 +278,10 @@ async fn a_database_locked_by_another_process_is_survived_and_nothing_is_lost() 
 
     // Another process takes the write lock and keeps it.
     let mut other = SqliteConnection::establish(db.to_str().unwrap()).expect("a second connection");
-    other.batch_execute("BEGIN EXCLUSIVE").unwrap();
+    // Waiting out a commit of the writer's that may be under way.
+    other
+        .batch_execute("PRAGMA busy_timeout = 10000; BEGIN EXCLUSIVE")
+        .unwrap();
     let error = expect_degraded(&s).await;
     assert!(error.contains("locked"), "{error}");
     // The live feed was told.
