@@ -73,7 +73,7 @@ pub use supervisor::{
 // prepare databases.
 pub use storage::config::{OverflowPolicy, StorageConfig, Synchronous};
 pub use storage::queue::IngestQueue;
-pub use storage::{StorageError, inspect, maintenance, open_writer, prepare};
+pub use storage::{StorageError, inspect, maintenance, open_writer, prepare, walindex};
 
 // Pacing, guards and performance.
 pub use guard::config::HttpLimitConfig;
@@ -86,5 +86,6 @@ pub use perf::{Perf, PerformanceConfig, advice};
 // Host facts.
 pub use platform::{raise_fd_limit, raspberry_pi_model};
 
-// The route table, for clients and the OpenAPI checks.
-pub use web::routes;
+// The route table, for clients and the OpenAPI checks; the admin API as
+// the command line calls it next to a running server.
+pub use web::{remote, routes};

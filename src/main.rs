@@ -76,10 +76,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vigil: {e:#}");
+            eprintln!("vigil: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each said once: most of vigil's
+/// errors already include their cause's text, which `{:#}` would repeat.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn load(path: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -145,10 +162,42 @@ fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs an admin operation through the server that holds the database
+/// (`storage.wal_index = "heap"` keeps other processes out), printing its
+/// report.
+fn through_server(config: &Config, what: &str, path_and_query: &str) -> anyhow::Result<()> {
+    let bind = config.server.bind.clone();
+    let token = config.server.admin_token.clone();
+    let path_and_query = path_and_query.to_owned();
+    let report = actix_rt::System::new().block_on(async move {
+        vigil::remote::post_admin(
+            &bind,
+            &token,
+            &path_and_query,
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+    })?;
+    println!(
+        "{}: a running server holds the database; it did the {what}",
+        config.storage.path.display()
+    );
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
 fn optimize(path: Option<PathBuf>, full: bool) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(&config);
     let st = &config.storage;
+    vigil::walindex::set_mode(st.wal_index);
+    if vigil::walindex::held_elsewhere(&st.path) {
+        return through_server(
+            &config,
+            "optimize",
+            &format!("/api/admin/optimize?full={full}"),
+        );
+    }
     let report = vigil::maintenance::optimize_path(
         &st.path,
         st.busy_timeout_ms,
@@ -195,6 +244,10 @@ fn backup(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load(path)?;
     init_logging(&config);
     let st = &config.storage;
+    vigil::walindex::set_mode(st.wal_index);
+    if vigil::walindex::held_elsewhere(&st.path) {
+        return through_server(&config, "backup", "/api/admin/backup");
+    }
     let (dir, create) = config.maintenance.backup_dir_for(&st.path);
     let report = vigil::maintenance::backup(
         &st.path,

@@ -3,7 +3,9 @@
 //! rate-limiter clients (`retain_recent`) every `guard.trim_interval_ms`
 //! and watches the process's RSS every `guard.memory.check_interval_ms`;
 //! above the soft limit it sheds what can go without losing an accepted
-//! reading and announces the change (`Event::Memory`).
+//! reading and announces the change (`Event::Memory`). After RSS has grown
+//! by a few MiB it also hands the allocator's free memory back to the
+//! kernel (`trim.rs`), so that a burst's peak does not stay resident.
 //!
 //! It is a non-essential child of the root: the breakers and limiters live
 //! in the shared state and keep working without it; given up, only trimming
@@ -40,6 +42,7 @@ pub struct Guard {
     shared: Arc<GuardShared>,
     deps: GuardDeps,
     reporter: LifecycleReporter,
+    trim: crate::guard::trim::TrimPolicy,
 }
 
 impl Guard {
@@ -48,6 +51,7 @@ impl Guard {
             shared,
             deps,
             reporter,
+            trim: crate::guard::trim::TrimPolicy::default(),
         }
     }
 
@@ -60,9 +64,20 @@ impl Guard {
 
     fn check_memory(&mut self, ctx: &mut Context<Self>) {
         // procfs is in memory: reading it does not block.
-        let Some(rss) = rss_bytes() else {
+        let Some(mut rss) = rss_bytes() else {
             return;
         };
+        if self.trim.should_trim(rss) {
+            crate::guard::trim::release_free_heap();
+            let after = rss_bytes().unwrap_or(rss);
+            log::debug!(
+                "memory: gave free heap back, RSS {} -> {} KiB",
+                rss / 1024,
+                after / 1024
+            );
+            self.trim.trimmed(rss, after);
+            rss = after;
+        }
         let verdict = self.shared.observe_memory(rss);
         let soft = self.shared.memory().soft_limit_bytes;
         if let Some(above) = verdict.crossed {

@@ -107,7 +107,7 @@ impl Config {
             let key = e.path().to_string();
             parse_error(origin, &key, e.inner())
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| e.in_origin(origin))?;
         Ok(config)
     }
 
@@ -162,6 +162,16 @@ impl Config {
 
         self.supervisor.validate()?;
         self.live.validate()?;
+        // Every live session holds a connection.
+        if self.server.connections.max_connections <= self.live.max_sessions {
+            return Err(ConfigError::invalid(
+                "server.connections.max_connections",
+                format!(
+                    "{} leaves no room beside live.max_sessions ({}): every live session holds a connection",
+                    self.server.connections.max_connections, self.live.max_sessions
+                ),
+            ));
+        }
         self.performance.validate()?;
         self.pacing.validate()?;
         self.guard.validate()?;
@@ -247,7 +257,7 @@ mod tests {
         let e = err(
             "[[sensors]]\nname = \"a\"\nkind = \"system\"\n[[sensors]]\nname = \"a\"\nkind = \"system\"\n",
         );
-        assert!(e.contains("sensors[a].name"), "{e}");
+        assert!(e.contains("test.toml: sensors[a].name"), "{e}");
     }
 
     #[test]

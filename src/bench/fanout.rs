@@ -172,6 +172,9 @@ pub fn run(o: &FanoutOptions, exe: &std::path::Path) -> Result<FanoutFigures, Be
         r#"
 [server]
 bind = "127.0.0.1:0"
+[server.connections]
+max_connections = {conns}
+max_per_client = {conns}
 [log]
 filter = "warn,vigil::app=info"
 [storage]
@@ -188,6 +191,7 @@ interval_ms = {interval_ms}
 "#,
         db = dir.path().join("fanout.db").display(),
         max = o.clients + 16,
+        conns = o.clients + 64,
     );
     let appliance = Appliance::start(exe, dir.path(), &config)?;
     let addr = appliance.addr;

@@ -33,6 +33,8 @@ pub struct IngestOptions {
     /// Rows per transaction, for both paths (the writer's `batch_size`).
     pub batch_size: usize,
     pub runs: usize,
+    /// Where the writer's WAL index lives (`storage.wal_index`).
+    pub wal_index: crate::storage::walindex::WalIndex,
 }
 
 impl Default for IngestOptions {
@@ -43,6 +45,7 @@ impl Default for IngestOptions {
             per_push: 10,
             batch_size: StorageConfig::default().batch_size,
             runs: 3,
+            wal_index: crate::storage::walindex::WalIndex::default(),
         }
     }
 }
@@ -79,6 +82,7 @@ fn storage_config(path: std::path::PathBuf, o: &IngestOptions) -> StorageConfig 
         batch_size: o.batch_size,
         queue_capacity: o.rows + o.batch_size,
         flush_interval_ms: 1000,
+        wal_index: o.wal_index,
         ..StorageConfig::default()
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod appliance;
 pub mod fanout;
+pub mod flood;
 pub mod footprint;
 pub mod http;
 pub mod ingest;

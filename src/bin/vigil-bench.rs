@@ -73,6 +73,9 @@ enum Bench {
         rows: usize,
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Where the writer's WAL index lives: heap or file.
+        #[arg(long, default_value = "heap")]
+        wal_index: String,
     },
     /// Live-feed delivery latency with many WebSocket clients on loopback,
     /// plus the server's CPU and memory.
@@ -116,6 +119,28 @@ enum Bench {
         max_db_mb: u64,
         #[arg(long, default_value_t = 5000)]
         chunk_rows: u32,
+    },
+    /// Rounds of half-open connection floods on loopback: the appliance's
+    /// RSS before, at the peak of, and after each round.
+    Flood {
+        /// Connections per round.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Idle seconds after each round before its "after" figure.
+        #[arg(long, default_value_t = 30)]
+        settle_secs: u64,
+        /// server.connections.max_connections for the run (default: the default).
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// server.connections.max_per_client for the run.
+        #[arg(long)]
+        max_per_client: Option<usize>,
+        /// guard.memory.check_interval_ms for the run (a huge value: no
+        /// memory guard, so no freed heap handed back).
+        #[arg(long)]
+        memory_check_ms: Option<u64>,
     },
     /// Compare readings-table layouts: insert rate, size, query latency, WAL
     /// bytes per small commit.
@@ -269,10 +294,20 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
             );
             println!("{}", serde_json::to_string(&f)?);
         }
-        Bench::Ingest { rows, runs } => {
+        Bench::Ingest {
+            rows,
+            runs,
+            wal_index,
+        } => {
+            let wal_index = match wal_index.as_str() {
+                "heap" => vigil::walindex::WalIndex::Heap,
+                "file" => vigil::walindex::WalIndex::File,
+                other => anyhow::bail!("--wal-index: `{other}` is neither heap nor file"),
+            };
             let o = vigil::bench::ingest::IngestOptions {
                 rows,
                 runs,
+                wal_index,
                 ..Default::default()
             };
             let f = vigil::bench::ingest::run(&o)?;
@@ -365,6 +400,49 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
                 chunk_rows,
             })?;
             vigil::bench::retention::print(&f);
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        Bench::Flood {
+            connections,
+            rounds,
+            settle_secs,
+            max_connections,
+            max_per_client,
+            memory_check_ms,
+        } => {
+            let o = vigil::bench::flood::FloodOptions {
+                connections,
+                rounds,
+                settle_secs,
+                max_connections,
+                max_per_client,
+                memory_check_ms,
+                ..Default::default()
+            };
+            let f = vigil::bench::flood::run(&exe, &o)?;
+            println!(
+                "{} connections a round, limits {} total / {} per client; RSS at start {:.1} MiB, {} fds",
+                f.connections, f.max_connections, f.max_per_client, f.start_mib, f.start_fds
+            );
+            for (i, r) in f.rounds.iter().enumerate() {
+                println!(
+                    "  round {}: RSS {:.1} -> peak {:.1} -> {:.1} MiB after {} s; {} opened, {} refused, {} held, peak {} fds, {:.1} s",
+                    i + 1,
+                    r.before_mib,
+                    r.peak_mib,
+                    r.after_mib,
+                    settle_secs,
+                    r.opened,
+                    r.refused,
+                    r.held,
+                    r.peak_fds,
+                    r.flood_secs
+                );
+            }
+            println!(
+                "peak median {:.1} MiB, max {:.1} MiB; after the last round {:+.1} MiB from the start",
+                f.peak_median_mib, f.peak_max_mib, f.end_above_start_mib
+            );
             println!("{}", serde_json::to_string(&f)?);
         }
         Bench::Schema {

@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod limit;
 pub mod memory;
+pub mod trim;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};

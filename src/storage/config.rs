@@ -61,6 +61,9 @@ pub struct StorageConfig {
     pub cache_kib: u32,
     /// Memory-mapped I/O per connection, in MiB (0 disables).
     pub mmap_mib: u32,
+    /// Where the WAL index lives: `heap` (no `-shm` file; other processes
+    /// are kept out while vigil runs) or `file` (`-shm`, shared with them).
+    pub wal_index: super::walindex::WalIndex,
 }
 
 impl Default for StorageConfig {
@@ -76,6 +79,7 @@ impl Default for StorageConfig {
             read_pool_size: 4,
             cache_kib: 8192,
             mmap_mib: 64,
+            wal_index: super::walindex::WalIndex::Heap,
         }
     }
 }

@@ -19,9 +19,11 @@ pub mod recent;
 pub mod retention;
 pub mod rollup;
 pub mod schema;
+pub mod schemacheck;
 pub mod series;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod walindex;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -71,12 +73,33 @@ pub enum StorageError {
     InUse(String),
     #[error("database writes are suspended by the circuit breaker for another {retry_in_ms} ms")]
     Suspended { retry_in_ms: u64 },
+    /// The database is not one this binary may use (see `schemacheck`).
+    #[error(transparent)]
+    Schema(Box<schemacheck::SchemaError>),
+    /// A failure that SQLite reports without naming the file.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        source: Box<StorageError>,
+    },
 }
 
 impl StorageError {
     /// Whether the same operation may succeed later (locks, a full disk being
     /// cleared, a pool momentarily exhausted), as opposed to a broken path or
     /// schema.
+    /// Names `path` in errors whose text would not (SQLite's "file is not a
+    /// database", a failed migration).
+    pub fn in_file(self, path: &Path) -> StorageError {
+        match self {
+            StorageError::Query(_) | StorageError::Migration(_) => StorageError::InFile {
+                path: path.to_owned(),
+                source: Box::new(self),
+            },
+            other => other,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
             StorageError::Query(diesel::result::Error::DatabaseError(_, info)) => {
@@ -88,6 +111,7 @@ impl StorageError {
                     || m.contains("read-only")
                     || m.contains("disk i/o")
             }
+            StorageError::InFile { source, .. } => source.is_transient(),
             StorageError::Pool(_)
             | StorageError::WriterUnavailable
             | StorageError::InUse(_)
@@ -108,7 +132,8 @@ pub(crate) fn establish(path: &Path) -> Result<SqliteConnection, StorageError> {
     {
         return Err(StorageError::MissingDirectory(dir.to_owned()));
     }
-    SqliteConnection::establish(path_str(path)?).map_err(|source| StorageError::Open {
+    let target = walindex::open_target(path_str(path)?, walindex::mode());
+    SqliteConnection::establish(&target).map_err(|source| StorageError::Open {
         path: path.to_owned(),
         source,
     })
@@ -121,9 +146,18 @@ struct JournalMode {
 }
 
 /// Creates or upgrades the database: page-level settings, WAL, migrations.
-/// Returns the names of the migrations it applied.
+/// Returns the names of the migrations it applied. A database this binary
+/// does not understand (a newer schema, tampered tables) is refused before
+/// anything is written to it.
 pub fn prepare(cfg: &StorageConfig) -> Result<Vec<String>, StorageError> {
+    prepare_checked(cfg).map_err(|e| e.in_file(&cfg.path))
+}
+
+fn prepare_checked(cfg: &StorageConfig) -> Result<Vec<String>, StorageError> {
+    walindex::set_mode(cfg.wal_index);
     let mut conn = establish(&cfg.path)?;
+    conn.batch_execute(&format!("PRAGMA busy_timeout = {};", cfg.busy_timeout_ms))?;
+    schemacheck::check(&mut conn, &cfg.path)?;
     conn.batch_execute(&format!(
         "PRAGMA busy_timeout = {}; PRAGMA auto_vacuum = INCREMENTAL;",
         cfg.busy_timeout_ms
@@ -182,7 +216,10 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for ReadPragmas 
 
 /// The pool of read-only connections. Call after [`prepare`].
 pub fn read_pool(cfg: &StorageConfig) -> Result<ReadPool, StorageError> {
-    let manager = ConnectionManager::<SqliteConnection>::new(path_str(&cfg.path)?);
+    let manager = ConnectionManager::<SqliteConnection>::new(walindex::open_target(
+        path_str(&cfg.path)?,
+        walindex::mode(),
+    ));
     Pool::builder()
         .max_size(cfg.read_pool_size)
         .connection_timeout(Duration::from_millis(cfg.busy_timeout_ms.max(1000)))

@@ -25,6 +25,19 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// Names the document a value came from (a path, "embedded defaults")
+    /// in an error about that value.
+    pub fn in_origin(self, origin: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid { key, message } => ConfigError::Parse {
+                origin: origin.to_owned(),
+                key,
+                message,
+            },
+            other => other,
+        }
+    }
+
     pub fn invalid(key: impl Into<String>, message: impl fmt::Display) -> Self {
         ConfigError::Invalid {
             key: key.into(),

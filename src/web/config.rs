@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub max_page_size: u32,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// What connections may cost: limits and timeouts.
+    pub connections: super::connlimit::ConnectionLimits,
 }
 
 impl Default for ServerConfig {
@@ -34,6 +36,7 @@ impl Default for ServerConfig {
             admin_token: String::new(),
             max_page_size: 1000,
             shutdown_grace_secs: 5,
+            connections: super::connlimit::ConnectionLimits::default(),
         }
     }
 }
@@ -62,6 +65,7 @@ impl ServerConfig {
         parse_bind(&s.bind)?;
         positive("server.workers", s.workers as u64)?;
         positive("server.max_page_size", u64::from(s.max_page_size))?;
+        s.connections.validate()?;
         if s.admin_token.chars().any(char::is_whitespace) {
             return Err(ConfigError::invalid(
                 "server.admin_token",

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod admin_storage;
 pub mod alerts;
 pub mod config;
+pub mod connlimit;
 pub mod dashboard;
 pub mod endpoint;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod params;
 pub mod performance;
 pub mod readings;
 pub mod reload;
+pub mod remote;
 pub mod routes;
 pub mod series;
 pub mod status;
@@ -182,6 +184,8 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
     let workers = state.server.workers;
     let tracker = state.connections.clone();
     let grace = state.server.shutdown_grace_secs;
+    let limits = state.server.connections.clone();
+    tracker.admission.configure(limits.clone());
     listener.set_nonblocking(true)?;
     let server = HttpServer::new(move || {
         App::new()
@@ -189,11 +193,14 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
             .configure(configure)
             .default_service(web::to(not_found))
             .wrap(from_fn(guards::rate_limit))
+            .wrap(from_fn(connlimit::body_deadline))
             .wrap(Compress::default())
             .wrap(from_fn(timing))
     })
     .workers(workers)
     .on_connect(move |conn, ext| live::ConnHandle::on_connect(&tracker, conn, ext))
+    .client_request_timeout(Duration::from_millis(limits.header_timeout_ms))
+    .keep_alive(Duration::from_millis(limits.keep_alive_ms))
     .disable_signals()
     .shutdown_timeout(grace)
     .listen(listener)?

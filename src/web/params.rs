@@ -20,12 +20,14 @@ impl Params {
         let mut values = HashMap::new();
         for (k, v) in pairs {
             if !allowed.contains(&k.as_str()) {
+                let takes = if allowed.is_empty() {
+                    "takes no parameters".to_owned()
+                } else {
+                    format!("takes {}", allowed.join(", "))
+                };
                 return Err(ApiError::bad(
                     &k,
-                    format!(
-                        "unknown parameter `{k}`; this endpoint takes {}",
-                        allowed.join(", ")
-                    ),
+                    format!("unknown parameter `{k}`; this endpoint {takes}"),
                 ));
             }
             if values.contains_key(&k) {

@@ -33,6 +33,7 @@ fn ingest_runs_at_a_tiny_size() {
         per_push: 7,
         batch_size: 300,
         runs: 1,
+        ..Default::default()
     };
     let f = vigil::bench::ingest::run(&o).unwrap();
     assert!(f.writer_rows_per_s > 0.0 && f.raw_rows_per_s > 0.0, "{f:?}");

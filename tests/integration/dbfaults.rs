@@ -22,7 +22,7 @@ use crate::live::Client;
 use crate::util::{TestServer, config, open_db};
 
 /// A fast sensor, so that a fault's backlog grows quickly.
-const FAST: &str = r#"
+pub(crate) const FAST: &str = r#"
 [[sensors]]
 name = "fast"
 kind = "simulated"
@@ -32,7 +32,7 @@ waveform = "random_walk"
 "#;
 
 /// A database breaker that reacts within a second or two.
-fn quick_breaker() -> BreakerConfig {
+pub(crate) fn quick_breaker() -> BreakerConfig {
     BreakerConfig {
         window: 4,
         min_calls: 2,
@@ -42,7 +42,7 @@ fn quick_breaker() -> BreakerConfig {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -54,7 +54,7 @@ fn is_root() -> bool {
 
 /// A directory on the build's own disk (not a tmpfs /tmp, whose files
 /// ignore the immutable flag for open descriptors).
-fn disk_dir() -> tempfile::TempDir {
+pub(crate) fn disk_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir under target/tmp")
 }
 
@@ -72,17 +72,17 @@ fn run(cmd: &str, args: &[&str]) {
 
 /// Sets or clears the immutable flag on files; clears it when dropped, so
 /// a failed test leaves nothing undeletable behind.
-struct Immutable(Vec<PathBuf>);
+pub(crate) struct Immutable(Vec<PathBuf>);
 
 impl Immutable {
-    fn set(files: Vec<PathBuf>) -> Immutable {
+    pub(crate) fn set(files: Vec<PathBuf>) -> Immutable {
         for f in &files {
             run("chattr", &["+i", f.to_str().unwrap()]);
         }
         Immutable(files)
     }
 
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         for f in self.0.drain(..) {
             run("chattr", &["-i", f.to_str().unwrap()]);
         }
@@ -255,7 +255,7 @@ async fn finish(s: TestServer) -> (i64, u64, u64) {
     (stored, produced, report.queue.dropped)
 }
 
-async fn committed(s: &TestServer) -> u64 {
+pub(crate) async fn committed(s: &TestServer) -> u64 {
     s.get("/health").await.1["writer"]["committed_rows"]
         .as_u64()
         .unwrap_or(0)
@@ -278,7 +278,10 @@ async fn a_database_locked_by_another_process_is_survived_and_nothing_is_lost() 
 
     // Another process takes the write lock and keeps it.
     let mut other = SqliteConnection::establish(db.to_str().unwrap()).expect("a second connection");
-    other.batch_execute("BEGIN EXCLUSIVE").unwrap();
+    // Waiting out a commit of the writer's that may be under way.
+    other
+        .batch_execute("PRAGMA busy_timeout = 10000; BEGIN EXCLUSIVE")
+        .unwrap();
     let error = expect_degraded(&s).await;
     assert!(error.contains("locked"), "{error}");
     // The live feed was told.

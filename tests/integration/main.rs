@@ -13,6 +13,7 @@ mod crash;
 mod dbfaults;
 mod faults;
 mod guards;
+mod hardening;
 mod hardware;
 mod headers;
 mod lifecycle;

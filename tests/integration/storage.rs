@@ -551,12 +551,32 @@ async fn scheduled_jobs_run_on_their_intervals() {
 }
 
 async fn run_cli(args: &[&str], db: &std::path::Path) -> std::process::Output {
+    run_cli_at(args, db, None).await
+}
+
+/// The CLI, told where the running server listens (`VIGIL_BIND`), as its
+/// config would tell it.
+async fn run_cli_at(
+    args: &[&str],
+    db: &std::path::Path,
+    server: Option<std::net::SocketAddr>,
+) -> std::process::Output {
     let mut cmd = vigil();
     cmd.args(args).env("VIGIL_DB", db).env("VIGIL_LOG", "warn");
+    if let Some(addr) = server {
+        cmd.env("VIGIL_BIND", addr.to_string());
+    }
     // Off the test's thread: the sensors run there and must keep writing.
     actix_rt::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
+}
+
+/// The JSON report a CLI command prints last.
+fn report(out: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 #[actix_rt::test]
@@ -566,30 +586,35 @@ async fn the_cli_optimizes_and_backs_up_next_to_a_running_server() {
         committed(&s.get_ok("/health").await) >= 200
     })
     .await;
-    let out = run_cli(&["optimize"], &s.db).await;
+    // The server keeps the database to itself (storage.wal_index = "heap"):
+    // the CLI asks it to do the work.
+    let out = run_cli_at(&["optimize"], &s.db, Some(s.addr)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        stdout.contains("wal_checkpoint") && stdout.contains("free pages"),
+        stdout.contains("a running server holds the database") && stdout.contains("wal_checkpoint"),
         "{stdout}"
     );
-
-    // A full rebuild needs the database alone.
-    let out = run_cli(&["optimize", "--full"], &s.db).await;
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("in use"), "{stderr}");
-    assert!(stderr.contains("/api/admin/optimize?full=true"), "{stderr}");
-
-    let out = run_cli(&["backup"], &s.db).await;
+    // A full rebuild too, inside the server.
+    let out = run_cli_at(&["optimize", "--full"], &s.db, Some(s.addr)).await;
     assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout.split(" (").next().unwrap();
+    assert!(report(&out).to_string().contains("vacuum"), "{out:?}");
+    // A server the CLI cannot reach is named.
+    let out = run_cli(&["optimize"], &s.db).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot reach the running server"),
+        "{out:?}"
+    );
+
+    let out = run_cli_at(&["backup"], &s.db, Some(s.addr)).await;
+    assert!(out.status.success(), "{out:?}");
+    let path = report(&out)["path"].as_str().unwrap().to_owned();
     assert!(
         path.starts_with(&s.dir.path().join("backups").display().to_string()),
-        "{stdout}"
+        "{path}"
     );
-    let mut copy = open_db(std::path::Path::new(path));
+    let mut copy = open_db(std::path::Path::new(&path));
     assert_eq!(copy.integrity_check(), "ok");
     assert!(copy.count("SELECT count(*) AS n FROM readings") >= 200);
 

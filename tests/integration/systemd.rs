@@ -163,6 +163,8 @@ filter = "warn,vigil::app=info,vigil::systemd=info"
 flush_interval_ms = 50
 # Behind another process's lock the writer waits (wedged) instead of failing.
 busy_timeout_ms = 600000
+# The index in a file, so that another process can take that lock.
+wal_index = "file"
 [guard.watchdog]
 writer_deadline_ms = 500
 [[sensors]]

@@ -12,9 +12,9 @@ pub mod protocol;
 pub mod session;
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -248,10 +248,12 @@ impl LiveShared {
     }
 }
 
-/// Counts the HTTP connections the server holds open.
+/// Counts the HTTP connections the server holds open, and admits each new
+/// one under `[server.connections]` (see [`connlimit`](super::connlimit)).
 #[derive(Debug, Default)]
 pub struct ConnTracker {
     open: AtomicUsize,
+    pub admission: Arc<super::connlimit::Admission>,
 }
 
 impl ConnTracker {
@@ -260,54 +262,115 @@ impl ConnTracker {
     }
 }
 
+/// An accepted connection's socket, by number: the dispatcher owns the
+/// socket, and a duplicate per connection would double the descriptors a
+/// flood costs. The number is used only while the connection's data lives
+/// (`alive`, cleared under the lock when the dispatcher drops it) and the
+/// socket still has the connection's own addresses, so a number the kernel
+/// has given to a later connection is never touched.
 struct ConnInner {
-    fd: OwnedFd,
+    fd: RawFd,
+    local: Option<std::net::SocketAddr>,
+    peer: Option<std::net::SocketAddr>,
+    alive: Mutex<bool>,
     tracker: Arc<ConnTracker>,
 }
 
-impl Drop for ConnInner {
-    fn drop(&mut self) {
-        self.tracker.open.fetch_sub(1, Ordering::AcqRel);
+impl ConnInner {
+    /// Runs `f` on the socket if it is still this connection's.
+    fn with_socket(&self, f: impl FnOnce(socket2::SockRef<'_>)) {
+        let alive = self.alive.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*alive {
+            return;
+        }
+        // SAFETY: the number is borrowed for the duration of this call only,
+        // while the connection's data (dropped with the dispatcher, before it
+        // closes the socket) is alive; the address check below guards
+        // against anything else.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let sock = socket2::SockRef::from(&fd);
+        let same = sock.local_addr().ok().and_then(|a| a.as_socket()) == self.local
+            && super::connlimit::peer_of(&sock) == self.peer;
+        if same {
+            f(sock);
+        }
     }
 }
 
-/// A duplicate of a connection's socket, taken when it is accepted, so a
+/// Held in the connection's data: dropped with the connection, it counts
+/// it closed, gives its admission back and retires the socket number.
+struct ConnGuard {
+    inner: Arc<ConnInner>,
+    _admitted: super::connlimit::Admitted,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        *self
+            .inner
+            .alive
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = false;
+        self.inner.tracker.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A handle on a connection's socket, taken when it is accepted, so a
 /// session whose client stopped reading can shut the socket down: the HTTP
 /// dispatcher then sees the connection fail and frees it, instead of waiting
-/// forever to write to a peer that never reads. It lives in the
-/// connection's data, so dropping the connection releases it (and counts it
-/// closed).
+/// forever to write to a peer that never reads.
 #[derive(Clone)]
 pub struct ConnHandle(Arc<ConnInner>);
 
 impl ConnHandle {
-    /// Records the socket of an accepted connection (`on_connect` hook).
+    /// Admits an accepted connection, or refuses it (`on_connect` hook).
     pub fn on_connect(
         tracker: &Arc<ConnTracker>,
         conn: &dyn std::any::Any,
         ext: &mut actix_web::dev::Extensions,
     ) {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
-            && let Ok(fd) = tcp.as_fd().try_clone_to_owned()
-        {
-            tracker.open.fetch_add(1, Ordering::AcqRel);
-            ext.insert(ConnHandle(Arc::new(ConnInner {
-                fd,
-                tracker: tracker.clone(),
-            })));
-        }
+        let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+            return;
+        };
+        let sock = socket2::SockRef::from(tcp);
+        let peer = super::connlimit::peer_of(&sock);
+        let ip = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.ip());
+        let admitted = match tracker.admission.try_admit(ip) {
+            Ok(a) => a,
+            Err(why) => {
+                super::connlimit::refuse(sock, why, &tracker.admission.limits());
+                return;
+            }
+        };
+        tracker.open.fetch_add(1, Ordering::AcqRel);
+        let inner = Arc::new(ConnInner {
+            fd: tcp.as_raw_fd(),
+            local: sock.local_addr().ok().and_then(|a| a.as_socket()),
+            peer,
+            alive: Mutex::new(true),
+            tracker: tracker.clone(),
+        });
+        ext.insert(ConnHandle(inner.clone()));
+        ext.insert(ConnGuard {
+            inner,
+            _admitted: admitted,
+        });
     }
 
     /// Shuts the connection down in both directions.
     pub fn shutdown(&self) {
-        let _ = socket2::SockRef::from(&self.0.fd).shutdown(std::net::Shutdown::Both);
+        self.0.with_socket(|s| {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        });
     }
 
     /// Bounds the kernel's send buffer for this connection.
     pub fn set_send_buffer(&self, bytes: usize) {
-        if let Err(e) = socket2::SockRef::from(&self.0.fd).set_send_buffer_size(bytes) {
-            log::debug!("cannot set a live session's send buffer: {e}");
-        }
+        self.0.with_socket(|s| {
+            if let Err(e) = s.set_send_buffer_size(bytes) {
+                log::debug!("cannot set a live session's send buffer: {e}");
+            }
+        });
     }
 }
 
@@ -374,6 +437,10 @@ struct LiveView {
     sessions: usize,
     /// HTTP connections open, WebSocket or not.
     connections: usize,
+    /// Connections refused over `server.connections.max_connections` ...
+    connections_refused_total: u64,
+    /// ... and over `server.connections.max_per_client`.
+    connections_refused_per_client: u64,
     max_sessions: usize,
     messages_sent: u64,
     batches: u64,
@@ -392,9 +459,12 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
     let l = &state.live;
     let s = &l.stats;
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (refused_total, refused_per_client) = state.connections.admission.refused();
     HttpResponse::Ok().json(LiveView {
         sessions: l.session_count(),
         connections: state.connections.open(),
+        connections_refused_total: refused_total,
+        connections_refused_per_client: refused_per_client,
         max_sessions: l.config.max_sessions,
         messages_sent: get(&s.messages_sent),
         batches: get(&s.batches),
