@@ -13,6 +13,7 @@ use std::sync::Arc;
 use diesel::prelude::*;
 
 use super::catalog::SeriesInfo;
+use super::head::Head;
 use super::schema::readings;
 
 /// Page order by time.
@@ -129,7 +130,85 @@ pub fn readings_page_sql(q: &PageQuery) -> String {
         .unwrap_or_default()
 }
 
-/// Reads one page. See the module docs for the order and cursor rules.
+/// The timestamps `[lo, hi]` (inclusive) of series `id` that a page may
+/// hold, from the range and the cursor (as the SQL of [`readings_page`]).
+pub fn bounds(q: &PageQuery, id: i64) -> (i64, i64) {
+    let mut lo = q.from.unwrap_or(i64::MIN);
+    let mut hi = q.to.map_or(i64::MAX, |t| t.saturating_sub(1));
+    if let Some(Cursor { ts, series_id }) = q.cursor {
+        match q.order {
+            Order::Desc if id < series_id => hi = hi.min(ts),
+            Order::Desc => hi = hi.min(ts.saturating_sub(1)),
+            Order::Asc if id > series_id => lo = lo.max(ts),
+            Order::Asc => lo = lo.max(ts.saturating_add(1)),
+        }
+    }
+    (lo, hi)
+}
+
+/// One series' rows from two sources that hold different readings (the
+/// table or cache, and the head), each in page order: the first `want` of
+/// both, in page order.
+pub fn merge_points(order: Order, a: Points, b: Points, want: usize) -> Points {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity((a.len() + b.len()).min(want));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while out.len() < want {
+        let first = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match order {
+                Order::Desc => x.0 >= y.0,
+                Order::Asc => x.0 <= y.0,
+            },
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if first { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out
+}
+
+/// A page from the database and the head together, through one
+/// consistent view (`Head::pinned`): every accepted reading of the page's
+/// range, committed or not, exactly once. Also the oldest uncommitted
+/// timestamp among the page's series (older readings are all committed).
+pub fn readings_page_with_head(
+    conn: &mut SqliteConnection,
+    q: &PageQuery,
+    head: &Head,
+) -> QueryResult<(Page, Option<i64>)> {
+    let want = q.limit.saturating_add(1);
+    conn.transaction(|c| {
+        let (from_head, oldest) = head.pinned(c, |h| {
+            let rows: Vec<Points> = q
+                .series
+                .iter()
+                .map(|s| {
+                    let (lo, hi) = bounds(q, s.id);
+                    h.rows(s.id, lo, hi, q.order, want)
+                })
+                .collect();
+            (rows, h.oldest_of(q.series.iter().map(|s| s.id)))
+        })?;
+        let mut per_series = Vec::with_capacity(q.series.len());
+        for (s, head_rows) in q.series.iter().zip(from_head) {
+            let stored = series_query(q, s).load(c)?;
+            per_series.push((s.clone(), merge_points(q.order, stored, head_rows, want)));
+        }
+        Ok((merge_page(q, per_series), oldest))
+    })
+}
+
+#[cfg(test)]
+/// Reads one page from the database alone (the reference the cache and
+/// head paths are tested against). See the module docs for the order and
+/// cursor rules.
 pub fn readings_page(conn: &mut SqliteConnection, q: &PageQuery) -> QueryResult<Page> {
     let mut per_series = Vec::with_capacity(q.series.len());
     for s in &q.series {

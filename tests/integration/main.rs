@@ -14,6 +14,7 @@ mod dbfaults;
 mod faults;
 mod guards;
 mod hardware;
+mod head;
 mod headers;
 mod lifecycle;
 mod live;
