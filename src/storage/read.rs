@@ -388,4 +388,120 @@ mod tests {
         assert!("12".parse::<Cursor>().is_err());
         assert!("a_b".parse::<Cursor>().is_err());
     }
+
+    /// The head and the table together, paged with cursors while batches
+    /// commit between pages and the overflow policy drops the oldest
+    /// readings: every page equals the page of the readings accepted and
+    /// not dropped, and following the cursors returns each exactly once.
+    #[test]
+    fn pages_over_the_head_are_exact_across_commits_and_drops() {
+        use crate::storage::config::OverflowPolicy;
+        use crate::storage::queue::IngestQueue;
+        use crate::storage::writer::commit_gated;
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
+        let catalog = Arc::new(catalog);
+        let head = Arc::new(Head::new(catalog.clone()));
+        let queue = IngestQueue::new(300, OverflowPolicy::DropOldest, 300).with_head(head.clone());
+        let keys: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|m| {
+                Arc::new(SeriesKey {
+                    sensor: "s".into(),
+                    metric: (*m).into(),
+                    unit: "".into(),
+                })
+            })
+            .collect();
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut values = fastrand::Rng::with_seed(6);
+        // Same-millisecond readings of one series too (two per tick).
+        let mut push = |t: i64| {
+            let rng = &mut values;
+            let batch: Vec<Reading> = (0..rng.usize(1..6))
+                .map(|_| Reading {
+                    series: keys[rng.usize(0..keys.len())].clone(),
+                    ts_ms: t * 3 + rng.i64(0..2),
+                    value: t as f64,
+                })
+                .collect();
+            queue.push(batch);
+        };
+        for t in 0..200 {
+            push(t);
+        }
+        let commit = |conn: &mut SqliteConnection, n: usize| {
+            let batch = queue.take(n);
+            let (_, gate) = commit_gated(conn, &catalog, &batch, Some(&head)).unwrap();
+            queue.committed();
+            drop(gate);
+        };
+        commit(&mut conn, 100);
+        let dropped_before = queue.stats().dropped;
+        assert!(dropped_before > 0, "the policy dropped some");
+        for order in [Order::Desc, Order::Asc] {
+            let mut q = PageQuery {
+                series: catalog.readable_for_sensor("s"),
+                from: None,
+                to: Some(10_000),
+                limit: 9,
+                order,
+                cursor: None,
+            };
+            // What should be seen: every reading accepted and not dropped
+            // (head and table, now).
+            let everything = |conn: &mut SqliteConnection, q: &PageQuery| {
+                let mut all = q.clone();
+                all.limit = 100_000;
+                all.cursor = None;
+                let (page, _) = readings_page_with_head(conn, &all, &head).unwrap();
+                page.rows
+                    .iter()
+                    .map(|r| (r.ts, r.series.id))
+                    .collect::<Vec<_>>()
+            };
+            let want = everything(&mut conn, &q);
+            let mut seen = Vec::new();
+            loop {
+                let (page, _) = readings_page_with_head(&mut conn, &q, &head).unwrap();
+                seen.extend(page.rows.iter().map(|r| (r.ts, r.series.id)));
+                // A commit between pages.
+                if !queue.is_empty() {
+                    commit(&mut conn, rng.usize(1..40));
+                }
+                match page.next {
+                    Some(c) => q.cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, want, "{order:?}");
+            assert_eq!(everything(&mut conn, &q), want, "nothing moved or vanished");
+        }
+        // A drop removes readings from reads at once.
+        let q = PageQuery {
+            series: catalog.readable_for_sensor("s"),
+            from: None,
+            to: None,
+            limit: 100_000,
+            order: Order::Asc,
+            cursor: None,
+        };
+        for t in 10_000..10_400 {
+            push(t);
+        }
+        let after = readings_page_with_head(&mut conn, &q, &head)
+            .unwrap()
+            .0
+            .rows
+            .len();
+        let stored: i64 = readings::table.count().get_result(&mut conn).unwrap();
+        assert!(queue.stats().dropped > dropped_before);
+        assert_eq!(queue.len(), 300, "full");
+        assert_eq!(after, stored as usize + 300, "the dropped ones are gone");
+        assert_eq!(head.len(), queue.len());
+    }
 }
