@@ -35,7 +35,6 @@ use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 
 use super::catalog::SeriesCatalog;
-use super::read::{Order, Points};
 use crate::vocab::reading::{Reading, SeriesKey};
 
 /// A reading is moved forward at most this many milliseconds to find a
@@ -44,6 +43,9 @@ const MAX_HEAD_NUDGES: i64 = 10_000;
 
 /// One series' uncommitted readings, by timestamp (unique), oldest first.
 type Lane = VecDeque<(i64, f64)>;
+
+/// Readings of one series as (timestamp, value).
+pub type Points = Vec<(i64, f64)>;
 
 /// The uncommitted readings of every series, and the commit gate.
 pub struct Head {
@@ -241,9 +243,9 @@ pub struct HeadView<'a> {
 }
 
 impl HeadView<'_> {
-    /// Up to `want` readings of series `id` with `lo <= ts <= hi`, in
-    /// `order`.
-    pub fn rows(&self, id: i64, lo: i64, hi: i64, order: Order, want: usize) -> Points {
+    /// Up to `want` readings of series `id` with `lo <= ts <= hi`, newest
+    /// first if `newest_first`, else oldest first.
+    pub fn rows(&self, id: i64, lo: i64, hi: i64, newest_first: bool, want: usize) -> Points {
         let Some(lane) = self.lanes.get(&id) else {
             return Vec::new();
         };
@@ -253,21 +255,31 @@ impl HeadView<'_> {
         let start = lane.partition_point(|&(t, _)| t < lo);
         let end = lane.partition_point(|&(t, _)| t <= hi);
         let range = lane.range(start..end);
-        match order {
-            Order::Asc => range.take(want).copied().collect(),
-            Order::Desc => range.rev().take(want).copied().collect(),
+        if newest_first {
+            range.rev().take(want).copied().collect()
+        } else {
+            range.take(want).copied().collect()
         }
     }
 
     /// Every reading of series `id` with `lo <= ts < hi`, oldest first.
     pub fn range(&self, id: i64, lo: i64, hi: i64) -> Points {
-        self.rows(id, lo, hi.saturating_sub(1), Order::Asc, usize::MAX)
+        self.rows(id, lo, hi.saturating_sub(1), false, usize::MAX)
     }
 
     /// The oldest uncommitted timestamp of series `id`: everything of it
     /// older than this is committed.
     pub fn oldest(&self, id: i64) -> Option<i64> {
         self.lanes.get(&id)?.front().map(|&(t, _)| t)
+    }
+
+    /// The oldest uncommitted timestamp of any series.
+    pub fn oldest_overall(&self) -> Option<i64> {
+        self.lanes
+            .values()
+            .filter_map(|l| l.front())
+            .map(|&(t, _)| t)
+            .min()
     }
 
     /// The oldest uncommitted timestamp among `ids`.
@@ -311,7 +323,7 @@ mod tests {
         head.view(|h| {
             assert_eq!(h.range(1, 0, 100).len(), 3);
             assert_eq!(h.oldest_of([1, 2]), Some(10));
-            let desc = h.rows(1, 0, 11, Order::Desc, 5);
+            let desc = h.rows(1, 0, 11, true, 5);
             assert_eq!(desc, [(11, 10.0), (10, 10.0)]);
         });
         head.remove([(1, 11), (1, 10)]);

@@ -191,7 +191,7 @@ pub fn readings_page_with_head(
                 .iter()
                 .map(|s| {
                     let (lo, hi) = bounds(q, s.id);
-                    h.rows(s.id, lo, hi, q.order, want)
+                    h.rows(s.id, lo, hi, q.order == Order::Desc, want)
                 })
                 .collect();
             (rows, h.oldest_of(q.series.iter().map(|s| s.id)))

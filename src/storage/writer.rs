@@ -107,6 +107,10 @@ pub struct WriterStatus {
     pub last_batch_rows: u64,
     pub last_batch_ms: f64,
     pub queue: QueueStats,
+    /// Accepted readings not committed yet (in the head, readable).
+    pub uncommitted_rows: usize,
+    /// Every reading older than this is committed; null when all are.
+    pub committed_through_ms: Option<i64>,
 }
 
 /// What outlives any one writer instance: the queue, the catalog, the
@@ -241,6 +245,8 @@ impl WriterShared {
             last_batch_rows: s.last_batch_rows.load(Ordering::Relaxed),
             last_batch_ms: s.last_batch_us.load(Ordering::Relaxed) as f64 / 1000.0,
             queue: self.queue.stats(),
+            uncommitted_rows: self.queue.head().len(),
+            committed_through_ms: self.queue.head().view(|h| h.oldest_overall()),
         }
     }
 

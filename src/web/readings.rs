@@ -122,7 +122,7 @@ fn from_memory(state: &AppState, q: &PageQuery) -> Option<(Page, Option<i64>)> {
             match recent.page_rows(q, s.id) {
                 Ok(Some(rows)) => {
                     let (lo, hi) = bounds(q, s.id);
-                    let head = h.rows(s.id, lo, hi, q.order, want);
+                    let head = h.rows(s.id, lo, hi, q.order == Order::Desc, want);
                     per_series.push((s.clone(), merge_points(q.order, rows, head, want)));
                 }
                 Ok(None) => complete = false,
