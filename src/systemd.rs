@@ -321,6 +321,8 @@ mod tests {
                 dropped: 0,
                 high_water: 0,
             },
+            uncommitted_rows: 7,
+            committed_through_ms: None,
         }
     }
 

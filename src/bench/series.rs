@@ -309,7 +309,7 @@ pub fn run(o: &SeriesOptions) -> Result<SeriesFigures, StorageError> {
                 let from = (to - span).max(T0);
                 let t = Instant::now();
                 let a = match case.forced {
-                    Some(forced) => query_tier(&mut conn, s.id, from, to, o.points, forced)?,
+                    Some(forced) => query_tier(&mut conn, None, s.id, from, to, o.points, forced)?,
                     None => query(&mut conn, s.id, from, to, o.points)?,
                 };
                 q_times.push(t.elapsed());

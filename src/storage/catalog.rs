@@ -2,8 +2,14 @@
 //! resolves sensor and metric names without a query and the writer resolves
 //! a reading's series id without one either.
 //!
-//! Only the writer adds to it, and only after the transaction that created
-//! the rows has committed, so the catalog never names an uncommitted id.
+//! Only the writer adds committed series to it, and only after the
+//! transaction that created the rows has committed. A series whose first
+//! readings are still in the head (`super::head`) has a *reserved* id: taken
+//! when the reading is accepted, above every id in use, and written with the
+//! series' row by the writer's next commit. Reads see reserved series
+//! ([`SeriesCatalog::readable_for_sensor`]), so a new sensor is queryable
+//! at once; the writer's lookups ([`SeriesCatalog::lookup`]) see only
+//! committed ones.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -36,6 +42,10 @@ pub struct SeriesInfo {
 struct Inner {
     by_sensor: HashMap<Arc<str>, HashMap<Arc<str>, Arc<SeriesInfo>>>,
     by_id: HashMap<i64, Arc<SeriesInfo>>,
+    /// Reserved series: accepted readings, no committed row yet.
+    reserved: HashMap<Arc<str>, HashMap<Arc<str>, Arc<SeriesInfo>>>,
+    /// The highest id committed or reserved.
+    max_id: i64,
 }
 
 /// All known series, by (sensor, metric) and by id.
@@ -68,10 +78,18 @@ impl SeriesCatalog {
         Ok(catalog)
     }
 
-    /// Adds or replaces a series (a unit may change).
+    /// Adds or replaces a committed series (a unit may change); it is no
+    /// longer reserved.
     pub fn insert(&self, info: SeriesInfo) {
         let info = Arc::new(info);
         let mut inner = self.write();
+        inner.max_id = inner.max_id.max(info.id);
+        if let Some(m) = inner.reserved.get_mut(&info.sensor) {
+            m.remove(&info.metric);
+            if m.is_empty() {
+                inner.reserved.remove(&info.sensor);
+            }
+        }
         inner.by_id.insert(info.id, info.clone());
         inner
             .by_sensor
@@ -80,8 +98,84 @@ impl SeriesCatalog {
             .insert(info.metric.clone(), info);
     }
 
+    /// A committed series.
     pub fn lookup(&self, sensor: &str, metric: &str) -> Option<Arc<SeriesInfo>> {
         self.read().by_sensor.get(sensor)?.get(metric).cloned()
+    }
+
+    /// A series reserved for readings not committed yet.
+    pub fn reserved(&self, sensor: &str, metric: &str) -> Option<Arc<SeriesInfo>> {
+        self.read().reserved.get(sensor)?.get(metric).cloned()
+    }
+
+    /// The series readings of (`sensor`, `metric`) belong to: the committed
+    /// one, else a reserved one, reserving a new id if needed. The head
+    /// calls this for every reading it accepts.
+    pub fn resolve(
+        &self,
+        sensor: &Arc<str>,
+        metric: &Arc<str>,
+        unit: &Arc<str>,
+    ) -> Arc<SeriesInfo> {
+        {
+            let inner = self.read();
+            for map in [&inner.by_sensor, &inner.reserved] {
+                if let Some(info) = map.get(sensor).and_then(|m| m.get(metric)) {
+                    return info.clone();
+                }
+            }
+        }
+        let mut inner = self.write();
+        for map in [&inner.by_sensor, &inner.reserved] {
+            if let Some(info) = map.get(sensor).and_then(|m| m.get(metric)) {
+                return info.clone();
+            }
+        }
+        inner.max_id += 1;
+        let info = Arc::new(SeriesInfo {
+            id: inner.max_id,
+            sensor: sensor.clone(),
+            metric: metric.clone(),
+            unit: unit.clone(),
+        });
+        inner
+            .reserved
+            .entry(sensor.clone())
+            .or_default()
+            .insert(metric.clone(), info.clone());
+        info
+    }
+
+    /// The series of one sensor that reads cover, committed or reserved,
+    /// ordered by id.
+    pub fn readable_for_sensor(&self, sensor: &str) -> Vec<Arc<SeriesInfo>> {
+        let inner = self.read();
+        let mut v: Vec<_> = [&inner.by_sensor, &inner.reserved]
+            .into_iter()
+            .filter_map(|map| map.get(sensor))
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    /// Every series reads cover, committed or reserved, ordered by id.
+    pub fn readable_all(&self) -> Vec<Arc<SeriesInfo>> {
+        let inner = self.read();
+        let mut v: Vec<_> = inner
+            .by_id
+            .values()
+            .cloned()
+            .chain(inner.reserved.values().flat_map(|m| m.values().cloned()))
+            .collect();
+        v.sort_by_key(|s| s.id);
+        v
+    }
+
+    /// Whether reads know `sensor` (committed or reserved series).
+    pub fn readable_sensor(&self, sensor: &str) -> bool {
+        let inner = self.read();
+        inner.by_sensor.contains_key(sensor) || inner.reserved.contains_key(sensor)
     }
 
     /// The series of one sensor, ordered by id.

@@ -6,8 +6,15 @@
 //! few thousand rows at a time; lanes are merged by `(ts, series_id)`. A
 //! lane is refilled only when empty, and before any row is emitted past it,
 //! so the merged order is exact while at most `lanes × per_lane` rows are
-//! ever held. Nothing holds a connection between chunks: a slow client ties
-//! up no database resource.
+//! ever held (plus, with a head, the uncommitted readings of the range).
+//! Nothing holds a connection between chunks: a slow client ties up no
+//! database resource.
+//!
+//! With a [`Head`], each chunk reads the table and the head's uncommitted
+//! readings through one consistent view (`Head::pinned`): a lane takes the
+//! head's readings up to the last row its read returned (all of them once
+//! the table has no more), so every accepted reading is exported once, even
+//! when it is committed between two chunks.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,6 +22,8 @@ use std::sync::Arc;
 use diesel::prelude::*;
 
 use super::catalog::SeriesInfo;
+use super::head::Head;
+use super::read::Points;
 use super::schema::readings;
 
 /// A lane never reads fewer rows than this at once, however many series
@@ -35,6 +44,8 @@ struct Lane {
     next_from: i64,
     buf: VecDeque<(i64, f64)>,
     exhausted: bool,
+    /// The head's readings of this chunk's view from `next_from` on.
+    pending: VecDeque<(i64, f64)>,
 }
 
 /// A position in an export; see the module docs.
@@ -64,6 +75,7 @@ impl ExportCursor {
                     next_from: from.unwrap_or(i64::MIN),
                     buf: VecDeque::new(),
                     exhausted: false,
+                    pending: VecDeque::new(),
                 })
                 .collect(),
             to,
@@ -85,16 +97,61 @@ impl ExportCursor {
             .load(conn)?;
         self.reads += 1;
         lane.exhausted = rows.len() < self.per_lane;
-        if let Some(&(last, _)) = rows.last() {
+        // The head's readings up to the table's last row (all, once the
+        // table is exhausted): nothing the table holds beyond is skipped.
+        let upto = match rows.last() {
+            Some(&(last, _)) if !lane.exhausted => last,
+            _ => i64::MAX,
+        };
+        let take = lane.pending.partition_point(|&(t, _)| t <= upto);
+        let head: Points = lane.pending.drain(..take).collect();
+        let merged = super::read::merge_points(super::read::Order::Asc, rows, head, usize::MAX);
+        if let Some(&(last, _)) = merged.last() {
             lane.next_from = last + 1;
         }
-        lane.buf.extend(rows);
+        lane.buf.extend(merged);
         Ok(())
     }
 
+    #[cfg(test)]
     /// The next rows in `(ts, series_id)` order, at most `max_rows`; empty
     /// once the export is complete.
     pub fn next_chunk(
+        &mut self,
+        conn: &mut SqliteConnection,
+        max_rows: usize,
+    ) -> QueryResult<Vec<ExportRow>> {
+        self.next_chunk_with(conn, None, max_rows)
+    }
+
+    /// [`next_chunk`](Self::next_chunk) over the table and `head`'s
+    /// uncommitted readings together (see the module docs).
+    pub fn next_chunk_with(
+        &mut self,
+        conn: &mut SqliteConnection,
+        head: Option<&Head>,
+        max_rows: usize,
+    ) -> QueryResult<Vec<ExportRow>> {
+        let Some(head) = head else {
+            return self.chunk(conn, max_rows);
+        };
+        conn.transaction(|c| {
+            let to = self.to;
+            let lanes = &mut self.lanes;
+            head.pinned(c, |h| {
+                for lane in lanes.iter_mut() {
+                    lane.pending = if lane.exhausted {
+                        VecDeque::new()
+                    } else {
+                        h.range(lane.series.id, lane.next_from, to).into()
+                    };
+                }
+            })?;
+            self.chunk(c, max_rows)
+        })
+    }
+
+    fn chunk(
         &mut self,
         conn: &mut SqliteConnection,
         max_rows: usize,

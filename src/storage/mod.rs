@@ -10,6 +10,7 @@
 pub mod catalog;
 pub mod config;
 pub mod export;
+pub mod head;
 pub mod inspect;
 pub mod jobs;
 pub mod maintenance;

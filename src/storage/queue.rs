@@ -4,13 +4,40 @@
 //! the readings still waiting, and a database fault simply leaves them here
 //! until commits succeed again. Its bound is `storage.queue_capacity`; what
 //! happens beyond it is the named [`OverflowPolicy`], and every drop is counted.
+//!
+//! It keeps the [`Head`] in step: a reading enters the head when accepted
+//! and leaves it when dropped (by the policy, so it vanishes from reads at
+//! once) or when its commit is visible ([`IngestQueue::committed`]). The
+//! batch the writer is committing stays in the head, and in the queue's
+//! in-flight slot, until then.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::head::Head;
 use crate::storage::config::OverflowPolicy;
 use crate::vocab::reading::Reading;
+
+/// A queued reading with the series id the head gave it.
+#[derive(Debug, Clone)]
+struct Entry {
+    reading: Reading,
+    id: i64,
+}
+
+impl Entry {
+    fn key(&self) -> (i64, i64) {
+        (self.id, self.reading.ts_ms)
+    }
+}
+
+/// The readings waiting, and the batch the writer is committing.
+#[derive(Default)]
+struct Items {
+    queued: VecDeque<Entry>,
+    in_flight: Vec<Entry>,
+}
 
 /// The result of offering readings to the queue.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,7 +57,8 @@ pub const RETAINED_CAPACITY: usize = 4096;
 
 /// Bounded FIFO of readings with an overflow policy and counters.
 pub struct IngestQueue {
-    items: Mutex<VecDeque<Reading>>,
+    items: Mutex<Items>,
+    head: Arc<Head>,
     capacity: usize,
     policy: OverflowPolicy,
     /// Queue length at which the writer is woken early.
@@ -58,7 +86,11 @@ pub struct QueueStats {
 impl IngestQueue {
     pub fn new(capacity: usize, policy: OverflowPolicy, wake_at: usize) -> IngestQueue {
         IngestQueue {
-            items: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            items: Mutex::new(Items {
+                queued: VecDeque::with_capacity(capacity.min(4096)),
+                in_flight: Vec::new(),
+            }),
+            head: Arc::new(Head::default()),
             capacity: capacity.max(1),
             policy,
             wake_at: wake_at.clamp(1, capacity.max(1)),
@@ -70,7 +102,19 @@ impl IngestQueue {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Reading>> {
+    /// Indexes accepted readings in `head` (which assigns their series
+    /// ids from its catalog).
+    pub fn with_head(mut self, head: Arc<Head>) -> IngestQueue {
+        self.head = head;
+        self
+    }
+
+    /// The uncommitted readings, for reads.
+    pub fn head(&self) -> &Arc<Head> {
+        &self.head
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Items> {
         // A panic while holding this lock cannot leave the deque half-updated
         // in a way that matters (every operation is a push or a pop), so a
         // poisoned lock is still usable.
@@ -78,41 +122,56 @@ impl IngestQueue {
     }
 
     /// Offers readings in order. Never blocks on the database.
-    pub fn push(&self, readings: Vec<Reading>) -> PushOutcome {
+    pub fn push(&self, mut readings: Vec<Reading>) -> PushOutcome {
         let offered = readings.len();
         if offered == 0 {
             return PushOutcome::default();
         }
         let (outcome, len) = {
             let mut items = self.lock();
-            let free = self.capacity - items.len();
-            let outcome = match self.policy {
+            let free = self.capacity.saturating_sub(items.queued.len());
+            let (keep, evict, outcome) = match self.policy {
                 OverflowPolicy::DropNewest => {
                     let take = offered.min(free);
-                    items.extend(readings.into_iter().take(take));
-                    PushOutcome {
-                        accepted: take,
-                        dropped: offered - take,
-                    }
+                    (
+                        0..take,
+                        0,
+                        PushOutcome {
+                            accepted: take,
+                            dropped: offered - take,
+                        },
+                    )
                 }
                 OverflowPolicy::DropOldest => {
-                    let mut dropped = 0;
                     // Offered readings beyond the whole capacity are the
                     // oldest of the newcomers: skip them first.
                     let skip = offered.saturating_sub(self.capacity);
-                    dropped += skip;
                     let incoming = offered - skip;
                     let evict = incoming.saturating_sub(free);
-                    items.drain(..evict);
-                    dropped += evict;
-                    items.extend(readings.into_iter().skip(skip));
-                    PushOutcome {
-                        accepted: incoming,
-                        dropped,
-                    }
+                    (
+                        skip..offered,
+                        evict,
+                        PushOutcome {
+                            accepted: incoming,
+                            dropped: skip + evict,
+                        },
+                    )
                 }
             };
-            (outcome, items.len())
+            // Dropped readings leave the head with the queue, in the same
+            // critical section: no read sees them after the drop.
+            let evicted: Vec<Entry> = items.queued.drain(..evict).collect();
+            self.head.remove(evicted.iter().map(Entry::key));
+            readings.truncate(keep.end);
+            readings.drain(..keep.start);
+            let ids = self.head.admit(&mut readings);
+            items.queued.extend(
+                readings
+                    .into_iter()
+                    .zip(ids)
+                    .map(|(reading, id)| Entry { reading, id }),
+            );
+            (outcome, items.queued.len())
         };
         self.accepted
             .fetch_add(outcome.accepted as u64, Ordering::Relaxed);
@@ -147,52 +206,79 @@ impl IngestQueue {
         self.wake_pending.store(false, Ordering::Release);
     }
 
-    /// Removes up to `max` readings from the front.
+    /// Takes up to `max` readings from the front for a commit. They stay
+    /// in the head (and in flight here) until [`committed`](Self::committed)
+    /// or [`requeue_front`](Self::requeue_front). Taking again first ends
+    /// a batch still in flight: it was taken away (its writer died before
+    /// either), so it leaves the head too.
     pub fn take(&self, max: usize) -> Vec<Reading> {
         let mut items = self.lock();
-        let n = max.min(items.len());
-        items.drain(..n).collect()
+        let stale = std::mem::take(&mut items.in_flight);
+        self.head.remove(stale.iter().map(Entry::key));
+        let n = max.min(items.queued.len());
+        let batch: Vec<Entry> = items.queued.drain(..n).collect();
+        let out = batch.iter().map(|e| e.reading.clone()).collect();
+        items.in_flight = batch;
+        out
     }
 
-    /// Puts readings whose commit failed back at the front, in order. If the
+    /// The batch in flight is committed and visible to new read snapshots:
+    /// it leaves the head. The writer calls this under the head's commit
+    /// gate.
+    pub fn committed(&self) {
+        let mut items = self.lock();
+        let batch = std::mem::take(&mut items.in_flight);
+        self.head.remove(batch.iter().map(Entry::key));
+    }
+
+    /// Puts the batch in flight (whose commit failed; `batch` is what
+    /// [`take`](Self::take) returned) back at the front, in order. If the
     /// queue has filled meanwhile, the overflow policy decides what goes.
     pub fn requeue_front(&self, batch: Vec<Reading>) -> usize {
+        drop(batch);
         let mut items = self.lock();
-        let total = items.len() + batch.len();
+        let batch = std::mem::take(&mut items.in_flight);
+        let total = items.queued.len() + batch.len();
         let excess = total.saturating_sub(self.capacity);
+        let mut gone = Vec::new();
         match self.policy {
             OverflowPolicy::DropOldest => {
                 // The batch is the oldest data: drop from its front.
                 let keep_from = excess.min(batch.len());
                 let rest = excess - keep_from;
-                for r in batch.into_iter().skip(keep_from).rev() {
-                    items.push_front(r);
+                let mut batch = batch.into_iter();
+                gone.extend(batch.by_ref().take(keep_from));
+                for e in batch.rev() {
+                    items.queued.push_front(e);
                 }
-                items.drain(..rest);
+                gone.extend(items.queued.drain(..rest));
             }
             OverflowPolicy::DropNewest => {
-                for r in batch.into_iter().rev() {
-                    items.push_front(r);
+                for e in batch.into_iter().rev() {
+                    items.queued.push_front(e);
                 }
-                let len = items.len();
-                items.truncate(len - excess);
+                let len = items.queued.len();
+                gone.extend(items.queued.drain(len - excess..));
             }
         }
+        self.head.remove(gone.iter().map(Entry::key));
         drop(items);
         self.dropped.fetch_add(excess as u64, Ordering::Relaxed);
         excess
     }
 
+    /// Readings not committed: queued and in flight.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        let items = self.lock();
+        items.queued.len() + items.in_flight.len()
     }
 
     /// Gives back spare capacity (grown during an outage, say), keeping
     /// room for [`RETAINED_CAPACITY`] readings. Queued readings stay.
     pub fn shrink(&self) {
         let mut items = self.lock();
-        let keep = items.len().max(RETAINED_CAPACITY.min(self.capacity));
-        items.shrink_to(keep);
+        let keep = items.queued.len().max(RETAINED_CAPACITY.min(self.capacity));
+        items.queued.shrink_to(keep);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -310,9 +396,9 @@ mod tests {
         let q = IngestQueue::new(100_000, OverflowPolicy::DropOldest, 100_000);
         q.push(readings(&k, 0..50_000));
         q.take(49_990);
-        let before = q.lock().capacity();
+        let before = q.lock().queued.capacity();
         q.shrink();
-        let after = q.lock().capacity();
+        let after = q.lock().queued.capacity();
         assert!(
             after < before && after >= RETAINED_CAPACITY,
             "{before} -> {after}"

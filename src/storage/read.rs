@@ -13,6 +13,7 @@ use std::sync::Arc;
 use diesel::prelude::*;
 
 use super::catalog::SeriesInfo;
+use super::head::Head;
 use super::schema::readings;
 
 /// Page order by time.
@@ -129,7 +130,85 @@ pub fn readings_page_sql(q: &PageQuery) -> String {
         .unwrap_or_default()
 }
 
-/// Reads one page. See the module docs for the order and cursor rules.
+/// The timestamps `[lo, hi]` (inclusive) of series `id` that a page may
+/// hold, from the range and the cursor (as the SQL of [`readings_page`]).
+pub fn bounds(q: &PageQuery, id: i64) -> (i64, i64) {
+    let mut lo = q.from.unwrap_or(i64::MIN);
+    let mut hi = q.to.map_or(i64::MAX, |t| t.saturating_sub(1));
+    if let Some(Cursor { ts, series_id }) = q.cursor {
+        match q.order {
+            Order::Desc if id < series_id => hi = hi.min(ts),
+            Order::Desc => hi = hi.min(ts.saturating_sub(1)),
+            Order::Asc if id > series_id => lo = lo.max(ts),
+            Order::Asc => lo = lo.max(ts.saturating_add(1)),
+        }
+    }
+    (lo, hi)
+}
+
+/// One series' rows from two sources that hold different readings (the
+/// table or cache, and the head), each in page order: the first `want` of
+/// both, in page order.
+pub fn merge_points(order: Order, a: Points, b: Points, want: usize) -> Points {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity((a.len() + b.len()).min(want));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while out.len() < want {
+        let first = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => match order {
+                Order::Desc => x.0 >= y.0,
+                Order::Asc => x.0 <= y.0,
+            },
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if first { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out
+}
+
+/// A page from the database and the head together, through one
+/// consistent view (`Head::pinned`): every accepted reading of the page's
+/// range, committed or not, exactly once. Also the oldest uncommitted
+/// timestamp among the page's series (older readings are all committed).
+pub fn readings_page_with_head(
+    conn: &mut SqliteConnection,
+    q: &PageQuery,
+    head: &Head,
+) -> QueryResult<(Page, Option<i64>)> {
+    let want = q.limit.saturating_add(1);
+    conn.transaction(|c| {
+        let (from_head, oldest) = head.pinned(c, |h| {
+            let rows: Vec<Points> = q
+                .series
+                .iter()
+                .map(|s| {
+                    let (lo, hi) = bounds(q, s.id);
+                    h.rows(s.id, lo, hi, q.order == Order::Desc, want)
+                })
+                .collect();
+            (rows, h.oldest_of(q.series.iter().map(|s| s.id)))
+        })?;
+        let mut per_series = Vec::with_capacity(q.series.len());
+        for (s, head_rows) in q.series.iter().zip(from_head) {
+            let stored = series_query(q, s).load(c)?;
+            per_series.push((s.clone(), merge_points(q.order, stored, head_rows, want)));
+        }
+        Ok((merge_page(q, per_series), oldest))
+    })
+}
+
+#[cfg(test)]
+/// Reads one page from the database alone (the reference the cache and
+/// head paths are tested against). See the module docs for the order and
+/// cursor rules.
 pub fn readings_page(conn: &mut SqliteConnection, q: &PageQuery) -> QueryResult<Page> {
     let mut per_series = Vec::with_capacity(q.series.len());
     for s in &q.series {
@@ -308,5 +387,121 @@ mod tests {
         assert_eq!(c.to_string().parse::<Cursor>(), Ok(c));
         assert!("12".parse::<Cursor>().is_err());
         assert!("a_b".parse::<Cursor>().is_err());
+    }
+
+    /// The head and the table together, paged with cursors while batches
+    /// commit between pages and the overflow policy drops the oldest
+    /// readings: every page equals the page of the readings accepted and
+    /// not dropped, and following the cursors returns each exactly once.
+    #[test]
+    fn pages_over_the_head_are_exact_across_commits_and_drops() {
+        use crate::storage::config::OverflowPolicy;
+        use crate::storage::queue::IngestQueue;
+        use crate::storage::writer::commit_gated;
+        let TestDb {
+            dir: _dir,
+            cfg: _,
+            mut conn,
+            catalog,
+        } = writer_db();
+        let catalog = Arc::new(catalog);
+        let head = Arc::new(Head::new(catalog.clone()));
+        let queue = IngestQueue::new(300, OverflowPolicy::DropOldest, 300).with_head(head.clone());
+        let keys: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|m| {
+                Arc::new(SeriesKey {
+                    sensor: "s".into(),
+                    metric: (*m).into(),
+                    unit: "".into(),
+                })
+            })
+            .collect();
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut values = fastrand::Rng::with_seed(6);
+        // Same-millisecond readings of one series too (two per tick).
+        let mut push = |t: i64| {
+            let rng = &mut values;
+            let batch: Vec<Reading> = (0..rng.usize(1..6))
+                .map(|_| Reading {
+                    series: keys[rng.usize(0..keys.len())].clone(),
+                    ts_ms: t * 3 + rng.i64(0..2),
+                    value: t as f64,
+                })
+                .collect();
+            queue.push(batch);
+        };
+        for t in 0..200 {
+            push(t);
+        }
+        let commit = |conn: &mut SqliteConnection, n: usize| {
+            let batch = queue.take(n);
+            let (_, gate) = commit_gated(conn, &catalog, &batch, Some(&head)).unwrap();
+            queue.committed();
+            drop(gate);
+        };
+        commit(&mut conn, 100);
+        let dropped_before = queue.stats().dropped;
+        assert!(dropped_before > 0, "the policy dropped some");
+        for order in [Order::Desc, Order::Asc] {
+            let mut q = PageQuery {
+                series: catalog.readable_for_sensor("s"),
+                from: None,
+                to: Some(10_000),
+                limit: 9,
+                order,
+                cursor: None,
+            };
+            // What should be seen: every reading accepted and not dropped
+            // (head and table, now).
+            let everything = |conn: &mut SqliteConnection, q: &PageQuery| {
+                let mut all = q.clone();
+                all.limit = 100_000;
+                all.cursor = None;
+                let (page, _) = readings_page_with_head(conn, &all, &head).unwrap();
+                page.rows
+                    .iter()
+                    .map(|r| (r.ts, r.series.id))
+                    .collect::<Vec<_>>()
+            };
+            let want = everything(&mut conn, &q);
+            let mut seen = Vec::new();
+            loop {
+                let (page, _) = readings_page_with_head(&mut conn, &q, &head).unwrap();
+                seen.extend(page.rows.iter().map(|r| (r.ts, r.series.id)));
+                // A commit between pages.
+                if !queue.is_empty() {
+                    commit(&mut conn, rng.usize(1..40));
+                }
+                match page.next {
+                    Some(c) => q.cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, want, "{order:?}");
+            assert_eq!(everything(&mut conn, &q), want, "nothing moved or vanished");
+        }
+        // A drop removes readings from reads at once.
+        let q = PageQuery {
+            series: catalog.readable_for_sensor("s"),
+            from: None,
+            to: None,
+            limit: 100_000,
+            order: Order::Asc,
+            cursor: None,
+        };
+        for t in 10_000..10_400 {
+            push(t);
+        }
+        let after = readings_page_with_head(&mut conn, &q, &head)
+            .unwrap()
+            .0
+            .rows
+            .len();
+        let stored: i64 = readings::table.count().get_result(&mut conn).unwrap();
+        assert!(queue.stats().dropped > dropped_before);
+        assert_eq!(queue.len(), 300, "full");
+        assert_eq!(after, stored as usize + 300, "the dropped ones are gone");
+        assert_eq!(head.len(), queue.len());
     }
 }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{RwLock, RwLockWriteGuard};
 
-use super::read::{Cursor, Order, PageQuery, Points};
+use super::read::{Order, PageQuery, Points, bounds};
 
 /// One series' cached readings, oldest first.
 #[derive(Debug)]
@@ -239,16 +239,7 @@ impl RecentCache {
         };
         let want = q.limit.saturating_add(1);
         // Bounds from the range and the cursor, as in `read::readings_page`.
-        let mut lo = q.from.unwrap_or(i64::MIN);
-        let mut hi = q.to.map_or(i64::MAX, |t| t.saturating_sub(1));
-        if let Some(Cursor { ts, series_id }) = q.cursor {
-            match q.order {
-                Order::Desc if id < series_id => hi = hi.min(ts),
-                Order::Desc => hi = hi.min(ts.saturating_sub(1)),
-                Order::Asc if id > series_id => lo = lo.max(ts),
-                Order::Asc => lo = lo.max(ts.saturating_add(1)),
-            }
-        }
+        let (lo, hi) = bounds(q, id);
         if lo > hi {
             return Ok(Some(Vec::new()));
         }
@@ -273,6 +264,7 @@ impl RecentCache {
 mod tests {
     use super::*;
     use crate::storage::catalog::SeriesInfo;
+    use crate::storage::read::Cursor;
     use crate::storage::testing::{TestDb, writer_db};
     use std::sync::Arc;
 

@@ -16,6 +16,7 @@ use diesel::connection::DefaultLoadingMode;
 use diesel::prelude::*;
 use serde::Serialize;
 
+use super::head::Head;
 use super::rollup::{Agg, Tier, bucket_start};
 use super::schema::readings;
 
@@ -29,6 +30,16 @@ pub struct TierStarts {
 }
 
 impl TierStarts {
+    /// Counts a reading at `ts` not stored yet (in the head): every tier
+    /// will hold it.
+    pub fn include(&mut self, ts: i64) {
+        let earlier = |a: Option<i64>, b: i64| Some(a.map_or(b, |a| a.min(b)));
+        self.raw = earlier(self.raw, ts);
+        self.minute = earlier(self.minute, bucket_start(ts, Tier::Minute.width_ms()));
+        self.hour = earlier(self.hour, bucket_start(ts, Tier::Hour.width_ms()));
+        self.day = earlier(self.day, bucket_start(ts, Tier::Day.width_ms()));
+    }
+
     pub fn get(&self, tier: Tier) -> Option<i64> {
         match tier {
             Tier::Raw => self.raw,
@@ -252,24 +263,57 @@ pub fn query(
     to: i64,
     points: u32,
 ) -> QueryResult<SeriesAnswer> {
-    let starts = TierStarts::read(conn, series_id)?;
-    let tier = choose_tier(from, to, points, &starts);
-    query_tier(conn, series_id, from, to, points, tier)
+    query_with_head(conn, None, series_id, from, to, points)
 }
 
-/// [`query`] from a given tier (benchmarks compare tiers with it).
+/// [`query`] over every accepted reading: the stored tiers merged, bucket
+/// by bucket, with the readings still in `head` (see [`query_tier`]).
+pub fn query_with_head(
+    conn: &mut SqliteConnection,
+    head: Option<&Head>,
+    series_id: i64,
+    from: i64,
+    to: i64,
+    points: u32,
+) -> QueryResult<SeriesAnswer> {
+    let mut starts = TierStarts::read(conn, series_id)?;
+    if let Some(oldest) = head.and_then(|h| h.view(|v| v.oldest(series_id))) {
+        starts.include(oldest);
+    }
+    let tier = choose_tier(from, to, points, &starts);
+    query_tier(conn, head, series_id, from, to, points, tier)
+}
+
+/// [`query`] from a given tier (benchmarks compare tiers with it). With a
+/// `head`, its uncommitted readings of the series are folded into the same
+/// buckets as `Agg`s of one reading each, pinned to the same instant as the
+/// database snapshot, so every accepted reading counts exactly once; in a
+/// rollup tier they fill the periods the tier rows would (whole periods
+/// from the one holding `from` to the one holding `to - 1`).
 pub fn query_tier(
     conn: &mut SqliteConnection,
+    head: Option<&Head>,
     series_id: i64,
     from: i64,
     to: i64,
     points: u32,
     tier: Tier,
 ) -> QueryResult<SeriesAnswer> {
-    // One snapshot for the open periods and the tier table.
+    // One snapshot for the open periods, the tier table and the head.
     conn.transaction(|conn| {
         let p = plan(from, to, points, tier);
-        let buckets = match tier {
+        let (lo, hi) = match tier {
+            Tier::Raw => (from, to),
+            _ => (
+                p.start,
+                bucket_start(to - 1, tier.width_ms()).saturating_add(tier.width_ms()),
+            ),
+        };
+        let pending = match head {
+            Some(h) => h.pinned(conn, |v| v.range(series_id, lo, hi))?,
+            None => Vec::new(),
+        };
+        let mut buckets = match tier {
             Tier::Raw => {
                 let rows = readings::table
                     .filter(readings::series_id.eq(series_id))
@@ -283,6 +327,10 @@ pub fn query_tier(
             Tier::Hour => load_rollups!(rollup_hour, tier, conn, &p, series_id, to),
             Tier::Day => load_rollups!(rollup_day, tier, conn, &p, series_id, to),
         };
+        if !pending.is_empty() {
+            let head_buckets = fold(&p, pending.iter().map(|&(ts, v)| (ts, Agg::one(ts, v))));
+            buckets = merge_buckets(buckets, head_buckets);
+        }
         Ok(SeriesAnswer {
             tier,
             bucket_ms: p.width,
@@ -290,6 +338,19 @@ pub fn query_tier(
             buckets,
         })
     })
+}
+
+/// Two folds of the same plan, merged bucket by bucket ([`Agg::merge`]);
+/// `b` is the small one (the head's).
+fn merge_buckets(a: Vec<(i64, Agg)>, b: Vec<(i64, Agg)>) -> Vec<(i64, Agg)> {
+    let mut out = a;
+    for (start, agg) in b {
+        match out.binary_search_by_key(&start, |x| x.0) {
+            Ok(i) => out[i].1.merge(&agg),
+            Err(i) => out.insert(i, (start, agg)),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

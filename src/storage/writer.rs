@@ -14,7 +14,7 @@
 //! whatever the breaker says.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -24,6 +24,7 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Serialize;
 
 use super::catalog::{SeriesCatalog, SeriesInfo};
+use super::head::Head;
 use super::queue::{IngestQueue, QueueStats};
 use super::recent::RecentCache;
 use super::rollup;
@@ -106,6 +107,10 @@ pub struct WriterStatus {
     pub last_batch_rows: u64,
     pub last_batch_ms: f64,
     pub queue: QueueStats,
+    /// Accepted readings not committed yet (in the head, readable).
+    pub uncommitted_rows: usize,
+    /// Every reading older than this is committed; null when all are.
+    pub committed_through_ms: Option<i64>,
 }
 
 /// What outlives any one writer instance: the queue, the catalog, the
@@ -134,6 +139,8 @@ impl WriterShared {
         perf: &Perf,
         recent: Arc<RecentCache>,
     ) -> WriterShared {
+        // The head assigns the ids of new series from the writer's catalog.
+        queue.head().set_catalog(catalog.clone());
         WriterShared {
             queue,
             catalog,
@@ -238,6 +245,8 @@ impl WriterShared {
             last_batch_rows: s.last_batch_rows.load(Ordering::Relaxed),
             last_batch_ms: s.last_batch_us.load(Ordering::Relaxed) as f64 / 1000.0,
             queue: self.queue.stats(),
+            uncommitted_rows: self.queue.head().len(),
+            committed_through_ms: self.queue.head().view(|h| h.oldest_overall()),
         }
     }
 
@@ -330,7 +339,8 @@ impl DbWriter {
             };
             let batch = queue.take(self.cfg.batch_size);
             let started = Instant::now();
-            let result = commit_batch(conn, &self.shared.catalog, &batch);
+            let head = queue.head().clone();
+            let result = commit_gated(conn, &self.shared.catalog, &batch, Some(&head));
             self.shared
                 .commit_op
                 .record(started.elapsed(), result.is_ok());
@@ -338,9 +348,14 @@ impl DbWriter {
                 call.finish_after(started.elapsed(), result.is_ok());
             }
             match result {
-                Ok(nudged) => {
-                    self.shared.commit_op.add_units(batch.len() as u64);
+                Ok((nudged, gate)) => {
+                    // Still under the commit gate: the batch moves from the
+                    // head to the recent-readings cache (and the table) at
+                    // one instant for every reader.
                     remember(&self.shared, &batch, nudged > 0);
+                    queue.committed();
+                    drop(gate);
+                    self.shared.commit_op.add_units(batch.len() as u64);
                     if self
                         .shared
                         .record_commit(batch.len(), started.elapsed(), nudged)
@@ -531,25 +546,42 @@ pub(crate) fn commit_batch(
     catalog: &SeriesCatalog,
     batch: &[Reading],
 ) -> Result<u64, StorageError> {
+    commit_gated(conn, catalog, batch, None).map(|(nudged, _)| nudged)
+}
+
+/// The gate of a [`Head`] held across a commit, if any.
+type Gate<'h> = Option<RwLockWriteGuard<'h, ()>>;
+
+/// [`commit_batch`], taking `head`'s commit gate just before `COMMIT` and
+/// returning it held, so the caller can move the batch out of the head
+/// before any reader sees the commit (see `storage::head`).
+pub(crate) fn commit_gated<'h>(
+    conn: &mut SqliteConnection,
+    catalog: &SeriesCatalog,
+    batch: &[Reading],
+    head: Option<&'h Head>,
+) -> Result<(u64, Gate<'h>), StorageError> {
     let mut created = Vec::new();
     let fast = conn.immediate_transaction(|c| {
         created.clear();
-        insert_batch(c, catalog, batch, false, &mut created)
+        let nudged = insert_batch(c, catalog, batch, false, &mut created)?;
+        Ok::<_, StorageError>((nudged, head.map(Head::commit_gate)))
     });
-    let nudged = match fast {
+    let (nudged, gate) = match fast {
         Err(StorageError::Query(DieselError::DatabaseError(
             DatabaseErrorKind::UniqueViolation,
             _,
         ))) => conn.immediate_transaction(|c| {
             created.clear();
-            insert_batch(c, catalog, batch, true, &mut created)
+            let nudged = insert_batch(c, catalog, batch, true, &mut created)?;
+            Ok::<_, StorageError>((nudged, head.map(Head::commit_gate)))
         })?,
         other => other?,
     };
     for info in created {
         catalog.insert(info);
     }
-    Ok(nudged)
+    Ok((nudged, gate))
 }
 
 fn insert_batch(
@@ -664,16 +696,18 @@ fn series_id(
     {
         return Ok(info.id);
     }
-    diesel::insert_into(series::table)
-        .values((
-            series::sensor.eq(&*key.sensor),
-            series::metric.eq(&*key.metric),
-            series::unit.eq(&*key.unit),
-        ))
-        .on_conflict((series::sensor, series::metric))
-        .do_update()
-        .set(series::unit.eq(&*key.unit))
-        .execute(conn)?;
+    // A series first seen by the head has its id reserved already: reads
+    // and cursors name it by that id.
+    let reserved = catalog.reserved(&key.sensor, &key.metric).map(|s| s.id);
+    diesel::sql_query(
+        "INSERT INTO series (id, sensor, metric, unit) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (sensor, metric) DO UPDATE SET unit = excluded.unit",
+    )
+    .bind::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>, _>(reserved)
+    .bind::<diesel::sql_types::Text, _>(&*key.sensor)
+    .bind::<diesel::sql_types::Text, _>(&*key.metric)
+    .bind::<diesel::sql_types::Text, _>(&*key.unit)
+    .execute(conn)?;
     let id = series::table
         .filter(series::sensor.eq(&*key.sensor))
         .filter(series::metric.eq(&*key.metric))

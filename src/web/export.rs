@@ -4,6 +4,8 @@
 //! read only when the client has taken the previous one, so memory stays
 //! bounded whatever the range and however slow the client.
 
+use std::sync::Arc;
+
 use actix_web::http::header::{CONTENT_DISPOSITION, HeaderValue};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -14,6 +16,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
 use crate::storage::export::{ExportCursor, ExportRow};
+use crate::storage::head::Head;
 use crate::storage::{ReadPool, StorageError};
 use crate::vocab::clock::{now_ms, rfc3339};
 
@@ -110,13 +113,14 @@ pub fn encode(rows: &[ExportRow], format: Format, out: &mut String) {
 /// export is complete.
 async fn next_chunk(
     pool: ReadPool,
+    head: Arc<Head>,
     mut cursor: ExportCursor,
     format: Format,
     header: bool,
 ) -> Result<Option<(Bytes, ExportCursor)>, ApiError> {
     let out = web::block(move || {
         let mut conn = pool.get().map_err(|e| StorageError::Pool(e.to_string()))?;
-        let rows = cursor.next_chunk(&mut conn, EXPORT_CHUNK_ROWS)?;
+        let rows = cursor.next_chunk_with(&mut conn, Some(&head), EXPORT_CHUNK_ROWS)?;
         if rows.is_empty() && !header {
             return Ok::<_, StorageError>(None);
         }
@@ -134,6 +138,7 @@ async fn next_chunk(
 /// What the body stream carries from one chunk to the next.
 struct ExportState {
     pool: ReadPool,
+    head: Arc<Head>,
     cursor: Option<ExportCursor>,
     format: Format,
 }
@@ -164,18 +169,20 @@ pub async fn export(
     // The first chunk is read before answering, so that a database that
     // cannot be read is a 503 rather than a cut-off body.
     let cursor = ExportCursor::new(series, from, to, EXPORT_CHUNK_ROWS);
-    let (first, cursor) = next_chunk(state.pool.clone(), cursor, format, true)
+    let head = state.writer.queue.head().clone();
+    let (first, cursor) = next_chunk(state.pool.clone(), head.clone(), cursor, format, true)
         .await?
         .ok_or_else(|| ApiError::Unavailable("export produced no header".into()))?;
     let rest = stream::unfold(
         ExportState {
             pool: state.pool.clone(),
+            head,
             cursor: Some(cursor),
             format,
         },
         |mut st| async move {
             let cursor = st.cursor.take()?;
-            match next_chunk(st.pool.clone(), cursor, st.format, false).await {
+            match next_chunk(st.pool.clone(), st.head.clone(), cursor, st.format, false).await {
                 Ok(Some((bytes, cursor))) => {
                     st.cursor = Some(cursor);
                     Some((Ok(bytes), st))

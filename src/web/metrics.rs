@@ -240,6 +240,41 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         enabled().map(|(n, _, st)| (*n, st.effective_interval_ms as f64 / 1000.0)),
     );
 
+    // The readings themselves: the latest accepted value of every series,
+    // and how old it is.
+    let latest = state.writer.queue.head().latest();
+    let now = crate::vocab::clock::now_ms();
+    m.family(
+        "vigil_sensor_value",
+        "gauge",
+        "The latest value of each sensor's metric, in its unit.",
+    );
+    for l in &latest {
+        let k = &l.series;
+        m.sample(
+            "vigil_sensor_value",
+            &[
+                ("sensor", &k.sensor),
+                ("metric", &k.metric),
+                ("unit", &k.unit),
+            ],
+            l.value,
+        );
+    }
+    m.family(
+        "vigil_sensor_value_age_seconds",
+        "gauge",
+        "Seconds since the latest value of each sensor's metric was taken.",
+    );
+    for l in &latest {
+        let k = &l.series;
+        m.sample(
+            "vigil_sensor_value_age_seconds",
+            &[("sensor", &k.sensor), ("metric", &k.metric)],
+            (now - l.ts_ms).max(0) as f64 / 1000.0,
+        );
+    }
+
     if let Ok(tree) = state.tree().await {
         let nodes: Vec<_> = tree.walk().into_iter().skip(1).collect();
         m.family(

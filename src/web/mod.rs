@@ -108,7 +108,8 @@ impl AppState {
         self.sensors.iter().find(|s| s.config.name == name)
     }
 
-    /// The stored series the `sensor` and `metric` parameters select: all
+    /// The series the `sensor` and `metric` parameters select (stored, or
+    /// with readings in the head only): all
     /// without a sensor, a sensor's (404 if neither configured nor stored),
     /// or one metric of it (`metric` without `sensor` is a 400).
     pub fn series_for(
@@ -119,12 +120,12 @@ impl AppState {
         let catalog = &self.writer.catalog;
         match (sensor, metric) {
             (None, Some(_)) => Err(ApiError::bad("metric", "`metric` needs a `sensor`")),
-            (None, None) => Ok(catalog.all()),
+            (None, None) => Ok(catalog.readable_all()),
             (Some(sensor), metric) => {
-                if self.sensor(sensor).is_none() && !catalog.knows_sensor(sensor) {
+                if self.sensor(sensor).is_none() && !catalog.readable_sensor(sensor) {
                     return Err(ApiError::NotFound(format!("no sensor named `{sensor}`")));
                 }
-                let mut series = catalog.for_sensor(sensor);
+                let mut series = catalog.readable_for_sensor(sensor);
                 if let Some(metric) = metric {
                     series.retain(|s| &*s.metric == metric);
                 }

@@ -12,7 +12,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::params::Params;
 use crate::storage::read::{
-    Cursor, Order, Page, PageQuery, Row, latest, merge_page, readings_page, readings_page_sql,
+    Cursor, Order, Page, PageQuery, Row, bounds, latest, merge_page, merge_points,
+    readings_page_sql, readings_page_with_head,
 };
 use crate::vocab::clock::{RFC3339_LEN, format_rfc3339, rfc3339};
 
@@ -99,23 +100,37 @@ struct PageView<'a> {
     limit: usize,
     /// Pass as `cursor` to get the next page; null on the last page.
     next_cursor: Option<String>,
+    /// Readings of the selected series older than this are committed; from
+    /// it on some are in memory only. Null when all are committed.
+    committed_through_ms: Option<i64>,
 }
 
-/// The page from the recent-readings cache, if it holds every row the page
-/// needs. Series not cached yet start warming for the next request.
-fn from_memory(state: &AppState, q: &PageQuery) -> Option<Page> {
+/// The page from memory: the recent-readings cache (committed readings)
+/// merged with the head (uncommitted ones) at one instant, if the cache
+/// holds every committed row the page needs; and the oldest uncommitted
+/// timestamp of the page's series. Series not cached yet start warming
+/// for the next request.
+fn from_memory(state: &AppState, q: &PageQuery) -> Option<(Page, Option<i64>)> {
     let started = std::time::Instant::now();
     let recent = &state.writer.recent;
-    let mut per_series = Vec::with_capacity(q.series.len());
+    let want = q.limit.saturating_add(1);
     let mut cold = Vec::new();
     let mut complete = true;
-    for s in &q.series {
-        match recent.page_rows(q, s.id) {
-            Ok(Some(rows)) => per_series.push((s.clone(), rows)),
-            Ok(None) => complete = false,
-            Err(id) => cold.push(id),
+    let found = state.writer.queue.head().view(|h| {
+        let mut per_series = Vec::with_capacity(q.series.len());
+        for s in &q.series {
+            match recent.page_rows(q, s.id) {
+                Ok(Some(rows)) => {
+                    let (lo, hi) = bounds(q, s.id);
+                    let head = h.rows(s.id, lo, hi, q.order == Order::Desc, want);
+                    per_series.push((s.clone(), merge_points(q.order, rows, head, want)));
+                }
+                Ok(None) => complete = false,
+                Err(id) => cold.push(id),
+            }
         }
-    }
+        (per_series, h.oldest_of(q.series.iter().map(|s| s.id)))
+    });
     if !cold.is_empty() {
         warm(state, cold);
         return None;
@@ -123,12 +138,13 @@ fn from_memory(state: &AppState, q: &PageQuery) -> Option<Page> {
     if !complete {
         return None;
     }
+    let (per_series, oldest) = found;
     let page = merge_page(q, per_series);
     state
         .perf
         .op("memory.readings_page")
         .record(started.elapsed(), true);
-    Some(page)
+    Some((page, oldest))
 }
 
 /// Loads the latest readings of `ids` into the cache, in the background.
@@ -190,7 +206,7 @@ pub async fn readings(
 
     let series = state.series_for(p.str("sensor"), p.str("metric"))?;
 
-    let page = if series.is_empty() {
+    let found = if series.is_empty() {
         None
     } else {
         let q = PageQuery {
@@ -201,17 +217,18 @@ pub async fn readings(
             order,
             cursor,
         };
-        if let Some(page) = from_memory(&state, &q) {
-            Some(page)
+        if let Some(found) = from_memory(&state, &q) {
+            Some(found)
         } else {
             let pool = state.pool.clone();
             let perf = state.perf.clone();
+            let head = state.writer.queue.head().clone();
             let page = web::block(move || {
                 let mut conn = pool
                     .get()
                     .map_err(|e| crate::storage::StorageError::Pool(e.to_string()))?;
                 let started = std::time::Instant::now();
-                let page = readings_page(&mut conn, &q);
+                let page = readings_page_with_head(&mut conn, &q, &head);
                 perf.record_query("readings_page", started.elapsed(), page.is_ok(), || {
                     readings_page_sql(&q)
                 });
@@ -221,15 +238,24 @@ pub async fn readings(
             Some(page)
         }
     };
-    let rows = page.as_ref().map_or(&[][..], |p| &p.rows[..]);
+    let page = found.as_ref().map(|(p, _)| p);
+    let committed_through = found.as_ref().and_then(|(_, oldest)| *oldest);
+    let rows = page.map_or(&[][..], |p| &p.rows[..]);
     let order = match order {
         Order::Asc => "asc",
         Order::Desc => "desc",
     };
-    let next = page.as_ref().and_then(|p| p.next).map(|c| c.to_string());
+    let next = page.and_then(|p| p.next).map(|c| c.to_string());
     Ok(HttpResponse::Ok()
         .content_type("application/json")
-        .body(render_page(rows, mask, order, limit, next)))
+        .body(render_page(
+            rows,
+            mask,
+            order,
+            limit,
+            next,
+            committed_through,
+        )))
 }
 
 /// The page as JSON, the same document `PageView` serializes to, written
@@ -243,6 +269,7 @@ fn render_page(
     order: &str,
     limit: usize,
     next: Option<String>,
+    committed_through: Option<i64>,
 ) -> Vec<u8> {
     use std::io::Write as _;
     // Writing into a Vec cannot fail, nor can serializing strings and
@@ -315,6 +342,8 @@ fn render_page(
         rows.len()
     );
     let _ = serde_json::to_writer(&mut out, &next);
+    out.extend_from_slice(b",\"committed_through_ms\":");
+    let _ = serde_json::to_writer(&mut out, &committed_through);
     out.push(b'}');
     out
 }
@@ -377,7 +406,11 @@ mod tests {
             .collect();
         for mask in 1..=u8::try_from((1 << FIELDS.len()) - 1).unwrap() {
             let mask = FieldMask(mask);
-            for (n, next) in [(0, None), (1, Some("5_1".to_owned())), (300, None)] {
+            for (n, next, through) in [
+                (0, None, None),
+                (1, Some("5_1".to_owned()), Some(-3)),
+                (300, None, Some(1_795_441_045_211)),
+            ] {
                 let page = &rows[..n];
                 let want = serde_json::to_vec(&PageView {
                     readings: page.iter().map(|row| RowView { row, mask }).collect(),
@@ -385,9 +418,10 @@ mod tests {
                     order: "desc",
                     limit: 100,
                     next_cursor: next.clone(),
+                    committed_through_ms: through,
                 })
                 .unwrap();
-                let got = render_page(page, mask, "desc", 100, next.clone());
+                let got = render_page(page, mask, "desc", 100, next.clone(), through);
                 assert_eq!(
                     String::from_utf8(got).unwrap(),
                     String::from_utf8(want).unwrap()

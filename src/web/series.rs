@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::params::Params;
 use crate::storage::StorageError;
 use crate::storage::rollup::{DAY_MS, Tier};
-use crate::storage::series::{SeriesAnswer, query};
+use crate::storage::series::{SeriesAnswer, query_with_head};
 use crate::vocab::clock::{now_ms, rfc3339};
 
 /// Buckets when `points` is not given.
@@ -47,6 +47,10 @@ struct SeriesView {
     start_ms: i64,
     count: usize,
     buckets: Vec<BucketView>,
+    /// Readings of this series older than this are committed; from it on
+    /// some are in memory only (counted in the buckets all the same). Null
+    /// when all are committed.
+    committed_through_ms: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -60,8 +64,9 @@ struct Body {
     series: Vec<SeriesView>,
 }
 
-fn view(metric: &str, unit: &str, a: SeriesAnswer) -> SeriesView {
+fn view(metric: &str, unit: &str, a: SeriesAnswer, committed_through: Option<i64>) -> SeriesView {
     SeriesView {
+        committed_through_ms: committed_through,
         metric: metric.to_owned(),
         unit: unit.to_owned(),
         tier: a.tier,
@@ -118,13 +123,15 @@ pub async fn series(
     }
 
     let pool = state.pool.clone();
+    let head = state.writer.queue.head().clone();
     let views = web::block(move || {
         let mut conn = pool.get().map_err(|e| StorageError::Pool(e.to_string()))?;
         series
             .iter()
             .map(|s| {
-                query(&mut conn, s.id, from, to, points as u32)
-                    .map(|a| view(&s.metric, &s.unit, a))
+                let through = head.view(|h| h.oldest(s.id));
+                query_with_head(&mut conn, Some(&head), s.id, from, to, points as u32)
+                    .map(|a| view(&s.metric, &s.unit, a, through))
                     .map_err(StorageError::from)
             })
             .collect::<Result<Vec<_>, StorageError>>()

@@ -304,10 +304,13 @@ async fn the_dashboard_shows_live_data_history_and_recovers_from_an_outage() {
     )
     .await;
 
-    // History from the API, once readings are committed.
-    s.wait_for("committed readings", Duration::from_secs(10), async |s| {
-        s.get_ok("/api/readings?sensor=sim&limit=5").await["count"] == 5
-    })
+    // History from the API (committed or not), once the readings span more
+    // than one of the chart's 2 s buckets: 20 readings 200 ms apart.
+    s.wait_for(
+        "readings for the chart",
+        Duration::from_secs(15),
+        async |s| s.get_ok("/api/readings?sensor=sim&limit=20").await["count"] == 20,
+    )
     .await;
     d.js(
         "document.getElementById('history-series').value = 'sim/value'; \

@@ -15,6 +15,7 @@ mod faults;
 mod guards;
 mod hardening;
 mod hardware;
+mod head;
 mod headers;
 mod lifecycle;
 mod live;

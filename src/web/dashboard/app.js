@@ -23,6 +23,7 @@
     reconnectTimer: null,
     refreshTimer: null,
     version: '',
+    prefilled: false,
   };
 
   // ---- small helpers -------------------------------------------------------
@@ -204,6 +205,42 @@
     $('health').replaceChildren(...parts.map((p) => el('span', {}, p)));
   }
 
+  // At first paint the sparklines start from history: the last
+  // LIVE_WINDOW_MS of each sensor from /api/readings (which includes
+  // readings not committed yet), merged with whatever the live feed has
+  // already delivered; the live feed keeps them moving from there.
+  async function prefill() {
+    state.prefilled = true;
+    const from = Date.now() - LIVE_WINDOW_MS;
+    await Promise.all(state.sensors.map(async (s) => {
+      if (!(s.last_values || []).length) return;
+      let body;
+      try {
+        body = await api(`/api/readings?sensor=${encodeURIComponent(s.name)}&from=${from}` +
+          '&order=desc&limit=1000&fields=metric,value,ts_ms');
+      } catch (_) {
+        return;
+      }
+      const byKey = new Map();
+      for (const r of body.readings) {
+        const key = seriesKey(s.name, r.metric);
+        if (!byKey.has(key)) byKey.set(key, []);
+        byKey.get(key).push([r.ts_ms, r.value]);
+      }
+      for (const [key, points] of byKey) {
+        const r = ring(key);
+        const seen = new Set();
+        r.forEach((t, v) => points.push([t, v]));
+        points.sort((a, b) => a[0] - b[0]);
+        const merged = points.filter(([t]) => !seen.has(t) && seen.add(t));
+        const fresh = new Ring(MAX_POINTS);
+        for (const [t, v] of merged.slice(-MAX_POINTS)) fresh.push(t, v);
+        state.series.set(key, fresh);
+        state.dirty.add(key);
+      }
+    }));
+  }
+
   async function refreshSensors() {
     try {
       const body = await api('/api/sensors');
@@ -211,6 +248,7 @@
       renderSensors();
       renderHealth();
       fillHistorySeries();
+      if (!state.prefilled) prefill();
     } catch (e) {
       $('footer-text').textContent = 'API unavailable: ' + e.message;
     }
