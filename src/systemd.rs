@@ -131,12 +131,22 @@ pub fn assess(
     let sensors = tree
         .find("sensors")
         .map(|s| {
-            let running = s
-                .children
-                .iter()
-                .filter(|c| c.state == ChildState::Running)
-                .count();
-            format!("{running}/{} sensors running", s.children.len())
+            let count = |st: ChildState| s.children.iter().filter(|c| c.state == st).count();
+            let others: Vec<String> = ChildState::SENSOR_STATES
+                .into_iter()
+                .skip(1)
+                .filter(|st| count(*st) > 0)
+                .map(|st| format!("{} {}", count(st), st.as_str()))
+                .collect();
+            let mut line = format!(
+                "{}/{} sensors running",
+                count(ChildState::Running),
+                s.children.len()
+            );
+            if !others.is_empty() {
+                line += &format!(" ({})", others.join(", "));
+            }
+            line
         })
         .unwrap_or_else(|| "no sensors".into());
     let q = &writer.queue;
@@ -283,6 +293,9 @@ mod tests {
             last_error_at: None,
             next_retry_at: None,
             next_retry_in_ms: None,
+            next_revive_at: None,
+            next_revive_in_ms: None,
+            reviving: false,
             running_since: None,
             children: Vec::new(),
         }
@@ -412,7 +425,11 @@ mod tests {
         let t = tree(ChildState::Running, ChildState::Failed);
         let a = assess(Ok(&t), None, DEADLINE, &writer(true), None, None);
         assert!(a.alive, "{}", a.status);
-        assert!(a.status.contains("0/1 sensors running"), "{}", a.status);
+        assert!(
+            a.status.contains("0/1 sensors running (1 failed)"),
+            "{}",
+            a.status
+        );
         let a = assess(
             Err("the root supervisor is not running"),
             None,

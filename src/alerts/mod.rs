@@ -653,7 +653,7 @@ impl AlertManager {
                         None,
                         ctx,
                     ),
-                    "started" | "restarted" => self.resolve(&key, None, ctx),
+                    "started" | "restarted" | "revived" => self.resolve(&key, None, ctx),
                     _ => {}
                 }
             }

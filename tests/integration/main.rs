@@ -20,6 +20,7 @@ mod live;
 mod openapi;
 mod pacing;
 mod performance;
+mod states;
 mod storage;
 mod systemd;
 mod util;
