@@ -268,3 +268,139 @@ priority = "optional"
     }
     s.stop().await;
 }
+
+/// At the default settings, in paused time: a sensor whose every read fails
+/// (transient errors, everything else default) is `failed` within two
+/// minutes, its revive attempts fail and it stays failed; a sensor whose
+/// source mends is revived at its next attempt.
+#[actix_rt::test]
+async fn at_the_defaults_an_always_failing_sensor_is_failed_within_two_minutes() {
+    use std::sync::Arc;
+
+    use actix::Actor;
+    use tokio::time::Instant;
+    use vigil::{
+        BuildEnv, Bus, EventLog, GetTree, GuardShared, IngestQueue, OverflowPolicy, PacingShared,
+        RestartPolicy, SensorDeps, SensorShared, Supervisor, install_panic_hook, sensor_child,
+    };
+
+    install_panic_hook();
+    let dir = tempfile::tempdir().unwrap();
+    let thermal = dir.path().join("thermal");
+    zone(&thermal, "not a number\n");
+    let cfg = vigil::Config::from_toml(
+        &format!(
+            r#"
+[pacing]
+enabled = false
+
+[[sensors]]
+name = "broken"
+kind = "simulated"
+[sensors.options]
+error_rate = 1.0
+
+[[sensors]]
+name = "mending"
+kind = "cpu_temp"
+[sensors.options]
+thermal_root = "{}"
+use_hwmon = false
+"#,
+            thermal.display()
+        ),
+        "test",
+    )
+    .unwrap();
+    assert_eq!(cfg.sensors[0].interval_ms, 5000, "the default interval");
+    tokio::time::pause();
+    let bus = Bus::new();
+    let deps = SensorDeps {
+        env: Arc::new(BuildEnv::default()),
+        queue: Arc::new(IngestQueue::new(100_000, OverflowPolicy::DropOldest, 1000)),
+        bus: bus.clone(),
+        pace: Arc::new(PacingShared::new(cfg.pacing.clone(), bus.clone())).subscribe(),
+        perf: Arc::new(vigil::Perf::new(100)),
+        guard: Arc::new(GuardShared::new(cfg.guard.clone(), bus.clone())),
+    };
+    let shared: Vec<Arc<SensorShared>> = cfg
+        .sensors
+        .iter()
+        .map(|c| Arc::new(SensorShared::new(c.clone())))
+        .collect();
+    let specs = shared
+        .iter()
+        .map(|s| sensor_child(s.clone(), deps.clone()))
+        .collect();
+    let policy = RestartPolicy {
+        revive: cfg.supervisor.revive_after(),
+        ..RestartPolicy::from_config(&cfg.supervisor)
+    };
+    let sup = Supervisor::new(
+        "sensors",
+        policy,
+        Duration::from_secs(5),
+        specs,
+        Arc::new(EventLog::new(bus)),
+        None,
+    )
+    .start();
+    let node = async |name: &str| -> Value {
+        let tree = sup.send(GetTree).await.unwrap();
+        serde_json::to_value(tree.find(name).unwrap()).unwrap()
+    };
+    let t0 = Instant::now();
+    let until = async |what: &str, limit: Duration, name: &str, pred: &dyn Fn(&Value) -> bool| {
+        let start = Instant::now();
+        loop {
+            let n = node(name).await;
+            if pred(&n) {
+                return Instant::now();
+            }
+            assert!(start.elapsed() < limit, "{what}: not within {limit:?}: {n}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let failed = |n: &Value| n["state"] == "failed" && n["reviving"] == false;
+    let at = until("broken failed", Duration::from_secs(600), "broken", &failed).await;
+    assert!(
+        at - t0 <= Duration::from_secs(120),
+        "given up after {:?} of virtual time",
+        at - t0
+    );
+    let at = until(
+        "mending failed",
+        Duration::from_secs(600),
+        "mending",
+        &failed,
+    )
+    .await;
+    assert!(at - t0 <= Duration::from_secs(120), "{:?}", at - t0);
+    let n = node("mending").await;
+    assert!(n["next_revive_in_ms"].as_u64().unwrap() <= 300_000, "{n}");
+    let restarts = n["restarts"].as_u64().unwrap();
+
+    // The zone mends; the attempt five minutes on brings it back.
+    zone(&thermal, "45000\n");
+    let back = until(
+        "mending revived",
+        Duration::from_secs(900),
+        "mending",
+        &|n| n["state"] == "running",
+    )
+    .await;
+    assert!(back - at >= Duration::from_secs(299), "{:?}", back - at);
+    let status = shared[1].status();
+    assert!(status.reads >= 1 && status.errors >= 1, "{status:?}");
+    assert!(node("mending").await["restarts"].as_u64().unwrap() > restarts);
+    // The other one tried again too, and is failed again, not running.
+    until(
+        "broken's attempt",
+        Duration::from_secs(900),
+        "broken",
+        &|n| n["restarts"].as_u64() > Some(0) && n["next_revive_in_ms"].as_u64().is_some(),
+    )
+    .await;
+    assert_eq!(node("broken").await["state"], "failed");
+    sup.send(vigil::Stop).await.unwrap();
+}
