@@ -364,6 +364,21 @@ mod tests {
     }
 
     #[test]
+    fn the_status_line_counts_sensors_by_the_tree_state() {
+        let mut t = tree(ChildState::Running, ChildState::Running);
+        let sensors = &mut t.children[2].children;
+        for (i, st) in ChildState::SENSOR_STATES.into_iter().enumerate() {
+            sensors.push(node(&format!("s{i}"), "sensor", false, st));
+        }
+        let a = assess(Ok(&t), None, DEADLINE, &writer(true), None, None);
+        assert_eq!(
+            a.status,
+            "running: 2/9 sensors running (1 paused, 1 suspended, 1 unavailable, \
+             1 restarting, 1 failed, 1 disabled, 1 stopped); 42 readings stored; 7 queued"
+        );
+    }
+
+    #[test]
     fn a_wedged_writer_stops_the_pings() {
         let t = tree(ChildState::Running, ChildState::Running);
         let a = assess(
