@@ -131,12 +131,22 @@ pub fn assess(
     let sensors = tree
         .find("sensors")
         .map(|s| {
-            let running = s
-                .children
-                .iter()
-                .filter(|c| c.state == ChildState::Running)
-                .count();
-            format!("{running}/{} sensors running", s.children.len())
+            let count = |st: ChildState| s.children.iter().filter(|c| c.state == st).count();
+            let others: Vec<String> = ChildState::SENSOR_STATES
+                .into_iter()
+                .skip(1)
+                .filter(|st| count(*st) > 0)
+                .map(|st| format!("{} {}", count(st), st.as_str()))
+                .collect();
+            let mut line = format!(
+                "{}/{} sensors running",
+                count(ChildState::Running),
+                s.children.len()
+            );
+            if !others.is_empty() {
+                line += &format!(" ({})", others.join(", "));
+            }
+            line
         })
         .unwrap_or_else(|| "no sensors".into());
     let q = &writer.queue;
@@ -283,6 +293,9 @@ mod tests {
             last_error_at: None,
             next_retry_at: None,
             next_retry_in_ms: None,
+            next_revive_at: None,
+            next_revive_in_ms: None,
+            reviving: false,
             running_since: None,
             children: Vec::new(),
         }
@@ -353,6 +366,21 @@ mod tests {
     }
 
     #[test]
+    fn the_status_line_counts_sensors_by_the_tree_state() {
+        let mut t = tree(ChildState::Running, ChildState::Running);
+        let sensors = &mut t.children[2].children;
+        for (i, st) in ChildState::SENSOR_STATES.into_iter().enumerate() {
+            sensors.push(node(&format!("s{i}"), "sensor", false, st));
+        }
+        let a = assess(Ok(&t), None, DEADLINE, &writer(true), None, None);
+        assert_eq!(
+            a.status,
+            "running: 2/9 sensors running (1 paused, 1 suspended, 1 unavailable, \
+             1 restarting, 1 failed, 1 disabled, 1 stopped); 42 readings stored; 7 queued"
+        );
+    }
+
+    #[test]
     fn a_wedged_writer_stops_the_pings() {
         let t = tree(ChildState::Running, ChildState::Running);
         let a = assess(
@@ -414,7 +442,11 @@ mod tests {
         let t = tree(ChildState::Running, ChildState::Failed);
         let a = assess(Ok(&t), None, DEADLINE, &writer(true), None, None);
         assert!(a.alive, "{}", a.status);
-        assert!(a.status.contains("0/1 sensors running"), "{}", a.status);
+        assert!(
+            a.status.contains("0/1 sensors running (1 failed)"),
+            "{}",
+            a.status
+        );
         let a = assess(
             Err("the root supervisor is not running"),
             None,

@@ -10,7 +10,11 @@
 //! change is published on the event bus (the live feed pushes it), sent to
 //! matching webhooks, and persisted through the DbWriter; changes the
 //! database cannot take yet (it may be the very thing failing) wait in memory
-//! and are retried, in order.
+//! and are retried, in order. A firing alert whose condition reports new
+//! figures (a breaker's next trial, readings held, drops so far) is
+//! `updated`: its message and value change in place, pushed live and
+//! persisted (an update not yet written is replaced by the next), but not
+//! sent to webhooks.
 
 pub mod rules;
 pub mod store;
@@ -378,6 +382,8 @@ pub struct AlertManager {
     next_id: i64,
     pending: VecDeque<Change>,
     writing: bool,
+    /// The first this-many pending changes are being written now.
+    in_flight: usize,
     webhooks: Webhooks,
     guard: Arc<GuardShared>,
     writer: Arc<WriterShared>,
@@ -416,6 +422,7 @@ impl AlertManager {
             next_id: 1,
             pending: VecDeque::new(),
             writing: false,
+            in_flight: 0,
             writer,
             pool,
             bus,
@@ -465,7 +472,30 @@ impl AlertManager {
             event: event.to_owned(),
             alert: view.clone(),
         });
-        self.webhooks.notify(event, &view, alert.severity());
+        // Updates are pushed live but not to webhooks, which hear of an
+        // alert when it fires, resolves or is acknowledged.
+        if event != "updated" {
+            self.webhooks.notify(event, &view, alert.severity());
+        }
+        // An update not yet written replaces the one before it, so a
+        // frequently updated alert cannot crowd the queue out.
+        if event == "updated"
+            && let Some(c) = self
+                .pending
+                .iter_mut()
+                .skip(self.in_flight)
+                .rev()
+                .find(|c| c.alert.id == id && c.event == "updated")
+        {
+            *c = Change {
+                alert,
+                event,
+                at: now_ms(),
+                value,
+            };
+            self.persist(ctx);
+            return;
+        }
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
             log::error!("too many alert changes waiting for the database; the oldest was dropped");
@@ -489,7 +519,15 @@ impl AlertManager {
         value: Option<f64>,
         ctx: &mut Context<Self>,
     ) {
-        if self.firing.contains_key(key) {
+        if let Some(&id) = self.firing.get(key) {
+            // Already firing: keep its message and value current.
+            if let Some(a) = self.alerts.get_mut(&id)
+                && (a.message != message || a.value != value)
+            {
+                a.message = message;
+                a.value = value;
+                self.changed(id, "updated", value, ctx);
+            }
             return;
         }
         let id = self.next_id;
@@ -547,12 +585,14 @@ impl AlertManager {
         self.writing = true;
         let batch: Vec<Change> = self.pending.iter().cloned().collect();
         let n = batch.len();
+        self.in_flight = n;
         let writer = self.writer.clone();
         ctx.spawn(
             async move { writer.exec(move |c| store::apply(c, &batch)).await }
                 .into_actor(self)
                 .map(move |result, act, _| {
                     act.writing = false;
+                    act.in_flight = 0;
                     match result {
                         Ok(()) => {
                             act.pending.drain(..n.min(act.pending.len()));
@@ -613,7 +653,7 @@ impl AlertManager {
                         None,
                         ctx,
                     ),
-                    "started" | "restarted" => self.resolve(&key, None, ctx),
+                    "started" | "restarted" | "revived" => self.resolve(&key, None, ctx),
                     _ => {}
                 }
             }

@@ -203,12 +203,23 @@ pub async fn run(
             .filter(|s| s.config.enabled)
             .cloned()
             .collect();
-        supervisor_child("sensors", policy, stop_timeout, events.clone(), move || {
-            enabled
-                .iter()
-                .map(|s| sensor_child(s.clone(), deps.clone()))
-                .collect()
-        })
+        // Given-up sensors are revived; other children stay down.
+        let sensor_policy = RestartPolicy {
+            revive: config.supervisor.revive_after(),
+            ..policy
+        };
+        supervisor_child(
+            "sensors",
+            sensor_policy,
+            stop_timeout,
+            events.clone(),
+            move || {
+                enabled
+                    .iter()
+                    .map(|s| sensor_child(s.clone(), deps.clone()))
+                    .collect()
+            },
+        )
     };
     let alerts = Arc::new(AlertsShared::default());
     let alerts_spec = manager_child(

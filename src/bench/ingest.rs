@@ -158,6 +158,7 @@ fn writer_run(dir: &std::path::Path, o: &IngestOptions, run: usize) -> Result<f6
             backoff_max: Duration::from_secs(1),
             max_restarts: 3,
             window: Duration::from_secs(60),
+            revive: None,
         };
         let root = Supervisor::new(
             "bench",

@@ -34,11 +34,14 @@ pub struct Transition {
 }
 
 /// A lower level waiting out the dwell time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Pending {
     since: Instant,
     /// The highest level any observation since `since` supported.
     target: Level,
+    /// Why the latest observation supporting `target` supported it: the
+    /// cause a drop names, even when later observations support less.
+    why: Why,
 }
 
 /// The level one input supports. `thresholds[i]` is where level `i + 1`
@@ -155,28 +158,33 @@ impl PacingPolicy {
             None => Level::Normal,
         };
         let candidate = self.temp_level.max(self.cpu_level);
+        let candidate_why = self.explain(candidate, inputs);
 
-        let to = if candidate > self.level {
-            candidate
+        let (to, why) = if candidate > self.level {
+            (candidate, candidate_why)
         } else if candidate == self.level {
             self.pending = None;
             return None;
         } else {
-            let pending = self.pending.get_or_insert(Pending {
+            let pending = self.pending.get_or_insert_with(|| Pending {
                 since: now,
                 target: candidate,
+                why: candidate_why.clone(),
             });
-            pending.target = pending.target.max(candidate);
+            if candidate >= pending.target {
+                pending.target = candidate;
+                pending.why = candidate_why;
+            }
             if now.saturating_duration_since(pending.since) < self.min_dwell {
                 return None;
             }
-            pending.target
+            (pending.target, pending.why.clone())
         };
         self.pending = None;
         let from = self.level;
         self.level = to;
         self.since = now;
-        self.why = self.explain(to, inputs);
+        self.why = why;
         Some(Transition {
             from,
             to,
@@ -184,6 +192,9 @@ impl PacingPolicy {
         })
     }
 
+    /// Why `level` is supported by this observation's input levels: the
+    /// input at that level (the temperature when both are), or calm at
+    /// normal.
     fn explain(&self, level: Level, inputs: Inputs) -> Why {
         let (cause, summary) = if level == Level::Normal {
             let t = inputs
@@ -196,7 +207,7 @@ impl PacingPolicy {
                 Cause::Calm,
                 format!("temperature {t} and CPU {c} are below every threshold"),
             )
-        } else if self.temp_level >= level || self.cpu_level < level {
+        } else if self.temp_level >= level {
             let t = inputs.temperature_c.unwrap_or(f64::NAN);
             let threshold = self.temp_thresholds[level.index() - 1];
             (
@@ -386,6 +397,100 @@ mod tests {
         };
         assert_eq!(p.evaluate(t0, cpu(45.0)), None);
         assert_eq!(p.evaluate(t0, cpu(40.0)).unwrap().to, Level::Normal);
+    }
+
+    /// Every combination of the two inputs' levels, reached by a rise from
+    /// normal and by a drop from every higher level (set by either input):
+    /// the cause is the input that supports the new level (the temperature
+    /// when both do), whatever later observations in the dwell said.
+    #[test]
+    fn the_cause_is_the_input_that_set_the_level_for_every_combination() {
+        // Figures that give each level from any held level (hysteresis).
+        let temp = |l: Level| [40.0, 66.0, 75.0, 85.0][l.index()];
+        let cpu = |l: Level| [10.0, 60.0, 90.0][l.index()];
+        let cpu_levels = [Level::Normal, Level::Warm, Level::Hot];
+        let expect = |tl: Level, cl: Level| {
+            let level = tl.max(cl);
+            let cause = if level == Level::Normal {
+                Cause::Calm
+            } else if tl >= level {
+                Cause::Temperature
+            } else {
+                Cause::Cpu
+            };
+            (level, cause)
+        };
+        let check = |why: &Why, cause: Cause, case: &str| {
+            assert_eq!(why.cause, cause, "{case}: {}", why.summary);
+            let prefix = match cause {
+                Cause::Temperature => "temperature ",
+                Cause::Cpu => "CPU ",
+                Cause::Calm => "temperature ",
+            };
+            assert!(why.summary.starts_with(prefix), "{case}: {}", why.summary);
+        };
+        let s = |t0: Instant, n: u64| t0 + Duration::from_secs(n);
+        let mut cases = 0;
+        for tl in Level::ALL {
+            for cl in cpu_levels {
+                let (level, cause) = expect(tl, cl);
+                let obs = both(temp(tl), cpu(cl));
+                // A rise from normal.
+                let t0 = Instant::now();
+                let mut p = PacingPolicy::new(&config(10_000), t0);
+                let tr = p.evaluate(t0, obs);
+                if level == Level::Normal {
+                    assert_eq!(tr, None);
+                } else {
+                    let tr = tr.unwrap();
+                    assert_eq!(tr.to, level, "rise to {tl}/{cl}");
+                    check(&tr.why, cause, &format!("rise to {tl}/{cl}"));
+                }
+                cases += 1;
+                // A drop from every higher level, set by heat or by the CPU;
+                // the dwell ends on this observation or on a calm one.
+                for from in Level::ALL.into_iter().filter(|f| *f > level) {
+                    let setters = [
+                        Some(both(temp(from), cpu(Level::Normal))),
+                        (from <= Level::Hot).then(|| both(temp(Level::Normal), cpu(from))),
+                    ];
+                    for setter in setters.into_iter().flatten() {
+                        for last in [obs, both(temp(Level::Normal), cpu(Level::Normal))] {
+                            let case =
+                                format!("{from} by {setter:?} to {tl}/{cl}, ending {last:?}");
+                            let mut p = PacingPolicy::new(&config(10_000), t0);
+                            assert_eq!(p.evaluate(t0, setter).unwrap().to, from, "{case}");
+                            assert_eq!(p.evaluate(s(t0, 1), obs), None, "{case}");
+                            let tr = p.evaluate(s(t0, 11), last).expect(&case);
+                            assert_eq!((tr.from, tr.to), (from, level), "{case}");
+                            check(&tr.why, cause, &case);
+                            assert_eq!(p.why().cause, cause, "{case}");
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // 12 rises; 38 drops (each higher level, by each input that reaches it, two endings).
+        assert_eq!(cases, 12 + 38);
+    }
+
+    #[test]
+    fn a_drop_after_a_cpu_driven_hot_spell_names_the_cpu() {
+        // The case from the field: hot by CPU, then the CPU settles at warm
+        // and goes quiet while the temperature stays low.
+        let t0 = Instant::now();
+        let mut p = PacingPolicy::new(&config(10_000), t0);
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        assert_eq!(
+            p.evaluate(t0, both(45.0, 95.0)).unwrap().why.cause,
+            Cause::Cpu
+        );
+        assert_eq!(p.evaluate(s(1), both(45.0, 60.0)), None);
+        assert_eq!(p.evaluate(s(5), both(45.0, 20.0)), None);
+        let tr = p.evaluate(s(11), both(45.0, 20.0)).unwrap();
+        assert_eq!((tr.to, tr.why.cause), (Level::Warm, Cause::Cpu));
+        assert_eq!(tr.why.summary, "CPU 60.0 %, warm from 50.0 %");
     }
 
     #[test]

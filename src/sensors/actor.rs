@@ -13,7 +13,9 @@
 //! source counts nothing. While it is open the actor does not read; it waits
 //! for the trial, and never reads sooner than its interval would have it.
 //! The breaker only decides *when* to read; what a failure does to the actor
-//! (retry, restart) is unchanged.
+//! (retry, restart) is unchanged. The actor reports itself healthy to its
+//! supervisor after its first read that did not fail, so failures the
+//! breaker spaces out still count toward giving up (see `supervisor/policy.rs`).
 //!
 //! Between reads the actor waits its turn under the pacing state it watches
 //! (`crate::pacing::wait_turn`): the interval is base × adaptive factor ×
@@ -37,7 +39,7 @@ use crate::pacing::{AdaptiveTracker, Pace, scale, wait_turn};
 use crate::perf::{Op, Perf};
 use crate::storage::queue::IngestQueue;
 use crate::supervisor::child::panic_message;
-use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
+use crate::supervisor::{ChildHandle, ChildSpec, ChildState, LifecycleReporter, Stop};
 use crate::vocab::bus::{Bus, Event, SensorReading};
 use crate::vocab::clock::{now_ms, rfc3339};
 use crate::vocab::reading::Value;
@@ -108,6 +110,21 @@ impl SensorShared {
     /// Values this sensor has handed to the ingest queue.
     pub fn produced(&self) -> u64 {
         self.produced.load(Ordering::Relaxed)
+    }
+
+    /// What a running sensor is beyond `running`: its source absent, its
+    /// breaker open (`breaker_open`), or held by pacing, in that order.
+    pub fn condition(&self, breaker_open: bool) -> Option<ChildState> {
+        let s = self.lock();
+        if !s.available {
+            Some(ChildState::Unavailable)
+        } else if breaker_open {
+            Some(ChildState::Suspended)
+        } else if s.paused {
+            Some(ChildState::Paused)
+        } else {
+            None
+        }
     }
 
     fn record_error(&self, message: &str) -> u32 {
@@ -293,6 +310,8 @@ impl SensorActor {
                     }
                     Err(SensorError::Permanent(msg)) => self.fail(msg, ctx),
                     Err(SensorError::Unavailable(reason)) => {
+                        // Absent is not failing: the spell of failures ends.
+                        self.reporter.healthy();
                         self.driver = None;
                         let retry = cfg.unavailable_retry_ms;
                         let changed = {
@@ -353,6 +372,7 @@ impl SensorActor {
             readings: batch.clone(),
         }));
         self.deps.queue.push(batch);
+        self.reporter.healthy();
         let mut s = self.shared.lock();
         if let Some(a) = &mut self.adaptive {
             s.adaptive_factor = a.observe(&values);
@@ -489,6 +509,10 @@ impl Handler<Stop> for SensorActor {
 pub fn sensor_child(shared: Arc<SensorShared>, deps: SensorDeps) -> ChildSpec {
     let name = shared.config.name.clone();
     let essential = shared.config.priority == Priority::Essential;
+    let breaker = deps
+        .guard
+        .sensor(&name, Duration::from_millis(shared.config.timeout_ms));
+    let seen = shared.clone();
     ChildSpec::new(name, "sensor", essential, move |reporter| {
         let addr = SensorActor::new(shared.clone(), deps.clone(), reporter).start();
         ChildHandle {
@@ -496,6 +520,7 @@ pub fn sensor_child(shared: Arc<SensorShared>, deps: SensorDeps) -> ChildSpec {
             supervisor: None,
         }
     })
+    .with_health(move || seen.condition(breaker.state() == "open"))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::TreeNode;
+use super::{ChildState, TreeNode};
 
 /// Index of a child within its supervisor.
 pub type ChildId = usize;
@@ -25,6 +25,9 @@ pub type ChildId = usize;
 pub enum EventKind {
     /// The instance is up and doing its work.
     Started,
+    /// The instance did its work once without failing (sent only by
+    /// children whose spec says they report health; once per instance).
+    Healthy,
     /// The instance died or gave up; the supervisor decides about a restart.
     Failed(String),
     /// The instance stopped because it was asked to.
@@ -58,6 +61,7 @@ pub struct LifecycleReporter {
     generation: u64,
     supervisor: Recipient<ChildEvent>,
     finished: bool,
+    healthy: bool,
 }
 
 impl LifecycleReporter {
@@ -67,6 +71,7 @@ impl LifecycleReporter {
             generation,
             supervisor,
             finished: false,
+            healthy: false,
         }
     }
 
@@ -81,6 +86,15 @@ impl LifecycleReporter {
     /// The child is up. Call from `Actor::started`.
     pub fn started(&self) {
         self.send(EventKind::Started);
+    }
+
+    /// The child did its work without failing; only the first call of an
+    /// instance is sent.
+    pub fn healthy(&mut self) {
+        if !self.healthy && !self.finished {
+            self.healthy = true;
+            self.send(EventKind::Healthy);
+        }
     }
 
     /// The child has failed and is about to stop itself.
@@ -151,6 +165,13 @@ pub struct ChildSpec {
     /// A given-up essential child makes the appliance unhealthy.
     pub essential: bool,
     pub factory: Box<dyn ChildFactory>,
+    /// The child reports `Healthy` itself (a sensor, after a read that did
+    /// not fail); otherwise starting counts as healthy. Until healthy, an
+    /// unhealthy spell of failures goes on (see `policy.rs`).
+    pub reports_health: bool,
+    /// What a running child says of itself beyond `running` (a sensor:
+    /// `unavailable`, `suspended`, `paused`); the tree shows it instead.
+    pub condition: Option<Box<dyn Fn() -> Option<ChildState>>>,
 }
 
 impl ChildSpec {
@@ -165,7 +186,17 @@ impl ChildSpec {
             kind,
             essential,
             factory: Box::new(factory),
+            reports_health: false,
+            condition: None,
         }
+    }
+
+    /// The child reports its own health, and refines `running` with
+    /// `condition`.
+    pub fn with_health(mut self, condition: impl Fn() -> Option<ChildState> + 'static) -> Self {
+        self.reports_health = true;
+        self.condition = Some(Box::new(condition));
+        self
     }
 }
 

@@ -18,6 +18,12 @@ pub struct SupervisorConfig {
     pub restart_window_secs: u64,
     /// Shutdown waits this long for the writer to flush before giving up.
     pub shutdown_timeout_ms: u64,
+    /// Try a given-up sensor again now and then; `false`: it stays down
+    /// until an operator restarts it.
+    pub revive: bool,
+    /// How long after giving up (or after a failed revive attempt) a
+    /// sensor is tried again.
+    pub revive_interval_ms: u64,
 }
 
 impl Default for SupervisorConfig {
@@ -28,6 +34,8 @@ impl Default for SupervisorConfig {
             max_restarts: 5,
             restart_window_secs: 60,
             shutdown_timeout_ms: 10_000,
+            revive: true,
+            revive_interval_ms: 300_000,
         }
     }
 }
@@ -48,6 +56,15 @@ impl SupervisorConfig {
         }
         positive("supervisor.restart_window_secs", sv.restart_window_secs)?;
         positive("supervisor.shutdown_timeout_ms", sv.shutdown_timeout_ms)?;
+        if sv.revive {
+            positive("supervisor.revive_interval_ms", sv.revive_interval_ms)?;
+        }
         Ok(())
+    }
+
+    /// The revive interval for given-up sensors, when reviving is on.
+    pub fn revive_after(&self) -> Option<std::time::Duration> {
+        self.revive
+            .then(|| std::time::Duration::from_millis(self.revive_interval_ms))
     }
 }

@@ -42,13 +42,24 @@ const TREE_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Supervisor events kept for `/api/supervisor`.
 pub const EVENT_LOG_CAPACITY: usize = 200;
 
-/// Where a child is in its life.
+/// Where a child is in its life. The tree, `/api/sensors`, `/metrics`, the
+/// systemd STATUS line and the dashboard all show a sensor by this one
+/// state (for a sensor, `starting` reads as `running` and `stopping` as
+/// `stopped`: see [`ChildState::of_sensor`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChildState {
     /// Created, not yet reported `started`.
     Starting,
     Running,
+    /// Running, held by pacing at the critical level (an optional sensor).
+    Paused,
+    /// Running, held back by its circuit breaker until the next trial.
+    Suspended,
+    /// Running, its data source absent; probed again now and then.
+    Unavailable,
+    /// Configured off; never started.
+    Disabled,
     /// Failed; a new instance is scheduled (`next_retry_at`).
     Restarting,
     /// Given up after exceeding the restart intensity; stays down.
@@ -56,6 +67,45 @@ pub enum ChildState {
     /// Asked to stop; waiting for it.
     Stopping,
     Stopped,
+}
+
+impl ChildState {
+    /// The states a sensor can be in, in the order views list them.
+    pub const SENSOR_STATES: [ChildState; 8] = [
+        ChildState::Running,
+        ChildState::Paused,
+        ChildState::Suspended,
+        ChildState::Unavailable,
+        ChildState::Restarting,
+        ChildState::Failed,
+        ChildState::Disabled,
+        ChildState::Stopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChildState::Starting => "starting",
+            ChildState::Running => "running",
+            ChildState::Paused => "paused",
+            ChildState::Suspended => "suspended",
+            ChildState::Unavailable => "unavailable",
+            ChildState::Disabled => "disabled",
+            ChildState::Restarting => "restarting",
+            ChildState::Failed => "failed",
+            ChildState::Stopping => "stopping",
+            ChildState::Stopped => "stopped",
+        }
+    }
+
+    /// A sensor's state from its tree node (`None`: not in the tree).
+    pub fn of_sensor(enabled: bool, node: Option<ChildState>) -> ChildState {
+        match (enabled, node) {
+            (false, _) => ChildState::Disabled,
+            (true, Some(ChildState::Starting)) => ChildState::Running,
+            (true, Some(ChildState::Stopping) | None) => ChildState::Stopped,
+            (true, Some(s)) => s,
+        }
+    }
 }
 
 /// One node of the supervision tree, as the API shows it.
@@ -72,6 +122,11 @@ pub struct TreeNode {
     pub last_error_at: Option<String>,
     pub next_retry_at: Option<String>,
     pub next_retry_in_ms: Option<u64>,
+    /// A given-up child's next revive attempt, when reviving is on.
+    pub next_revive_at: Option<String>,
+    pub next_revive_in_ms: Option<u64>,
+    /// A revive attempt is running: `failed` until it proves healthy.
+    pub reviving: bool,
     pub running_since: Option<String>,
     pub children: Vec<TreeNode>,
 }
@@ -148,6 +203,10 @@ struct Slot {
     running_since: Option<i64>,
     /// Start a new instance once the current one has stopped.
     restart_requested: bool,
+    /// Given up; the next revive attempt is due then.
+    next_revive: Option<Instant>,
+    /// The running instance is a revive attempt.
+    reviving: bool,
 }
 
 /// Supervises a fixed list of children. See the module docs.
@@ -185,6 +244,8 @@ impl Supervisor {
                 next_retry: None,
                 running_since: None,
                 restart_requested: false,
+                next_revive: None,
+                reviving: false,
             })
             .collect();
         Supervisor {
@@ -205,8 +266,13 @@ impl Supervisor {
             slot.restarts += 1;
         }
         slot.generation += 1;
-        slot.state = ChildState::Starting;
+        slot.state = if slot.reviving {
+            ChildState::Failed
+        } else {
+            ChildState::Starting
+        };
         slot.next_retry = None;
+        slot.next_revive = None;
         let reporter = LifecycleReporter::new(id, slot.generation, me);
         slot.handle = Some(slot.spec.factory.start(reporter));
     }
@@ -223,7 +289,44 @@ impl Supervisor {
             slot.state = ChildState::Stopped;
             return;
         }
-        match slot.tracker.on_failure(&self.policy, now, fastrand::f64()) {
+        if std::mem::take(&mut slot.reviving) {
+            log::info!(
+                "{}/{}: revive attempt failed ({reason})",
+                self.name,
+                slot.spec.name
+            );
+            slot.state = ChildState::Failed;
+            self.schedule_revive(id, ctx);
+            return;
+        }
+        let decision = slot.tracker.on_failure(&self.policy, now, fastrand::f64());
+        let gave_up = match decision {
+            Decision::GiveUp { restarts_in_window } => Some(format!(
+                "{restarts_in_window} restarts within {} s",
+                self.policy.window.as_secs()
+            )),
+            Decision::GiveUpFailing {
+                failing_for,
+                failures,
+            } => Some(format!(
+                "{failures} failures over {} s without a healthy run",
+                failing_for.as_secs()
+            )),
+            Decision::Restart { .. } => None,
+        };
+        if let Some(why) = gave_up {
+            log::error!(
+                "{}/{} failed ({reason}) after {why}; giving up",
+                self.name,
+                slot.spec.name,
+            );
+            slot.state = ChildState::Failed;
+            self.log
+                .record(&self.name, &slot.spec.name, "gave_up", Some(why));
+            self.schedule_revive(id, ctx);
+            return;
+        }
+        match decision {
             Decision::Restart { delay, attempt } => {
                 log::warn!(
                     "{}/{} failed ({reason}); restart {attempt} in {} ms",
@@ -250,24 +353,48 @@ impl Supervisor {
                     }
                 });
             }
-            Decision::GiveUp { restarts_in_window } => {
-                log::error!(
-                    "{}/{} failed ({reason}) after {restarts_in_window} restarts within {} s; giving up",
-                    self.name,
-                    slot.spec.name,
-                    self.policy.window.as_secs()
-                );
-                slot.state = ChildState::Failed;
-                self.log.record(
-                    &self.name,
-                    &slot.spec.name,
-                    "gave_up",
-                    Some(format!(
-                        "{restarts_in_window} restarts within {} s",
-                        self.policy.window.as_secs()
-                    )),
-                );
+            Decision::GiveUp { .. } | Decision::GiveUpFailing { .. } => {}
+        }
+    }
+
+    /// After giving up (or a failed revive), tries the child again once
+    /// the revive interval has passed, if reviving is on.
+    fn schedule_revive(&mut self, id: ChildId, ctx: &mut Context<Self>) {
+        let Some(every) = self.policy.revive else {
+            return;
+        };
+        let slot = &mut self.slots[id];
+        slot.next_revive = Some(Instant::now() + every);
+        let generation = slot.generation;
+        ctx.run_later(every, move |act, ctx| {
+            let slot = &mut act.slots[id];
+            if act.shutting_down
+                || slot.state != ChildState::Failed
+                || slot.generation != generation
+                || slot.handle.is_some()
+            {
+                return;
             }
+            log::info!("{}/{}: trying it again (revive)", act.name, slot.spec.name);
+            slot.reviving = true;
+            act.log
+                .record(&act.name, &slot.spec.name, "revive_attempt", None);
+            act.start_child(id, ctx);
+        });
+    }
+
+    /// A started (or, for a child that reports health, healthy) instance.
+    fn child_healthy(&mut self, id: ChildId) {
+        let slot = &mut self.slots[id];
+        slot.tracker.on_started(Instant::now());
+        if std::mem::take(&mut slot.reviving) {
+            slot.state = ChildState::Running;
+            slot.running_since = Some(now_ms());
+            slot.tracker = RestartTracker::default();
+            slot.tracker.on_started(Instant::now());
+            log::info!("{}/{} revived", self.name, slot.spec.name);
+            self.log
+                .record(&self.name, &slot.spec.name, "revived", None);
         }
     }
 
@@ -280,7 +407,10 @@ impl Supervisor {
             .map(|s| TreeNode {
                 name: s.spec.name.clone(),
                 kind: s.spec.kind.to_owned(),
-                state: s.state,
+                state: match (s.state, &s.spec.condition) {
+                    (ChildState::Running | ChildState::Starting, Some(c)) => c().unwrap_or(s.state),
+                    (state, _) => state,
+                },
                 essential: s.spec.essential,
                 restarts: s.restarts,
                 restarts_in_window: s.tracker.restarts_in_window(),
@@ -292,6 +422,13 @@ impl Supervisor {
                 next_retry_in_ms: s
                     .next_retry
                     .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+                next_revive_at: s
+                    .next_revive
+                    .map(|t| rfc3339(wall + t.saturating_duration_since(now).as_millis() as i64)),
+                next_revive_in_ms: s
+                    .next_revive
+                    .map(|t| t.saturating_duration_since(now).as_millis() as u64),
+                reviving: s.reviving,
                 running_since: s.running_since.map(rfc3339),
                 children: Vec::new(),
             })
@@ -311,6 +448,9 @@ impl Supervisor {
             last_error_at: None,
             next_retry_at: None,
             next_retry_in_ms: None,
+            next_revive_at: None,
+            next_revive_in_ms: None,
+            reviving: false,
             running_since: None,
             children,
         }
@@ -347,9 +487,22 @@ impl Handler<ChildEvent> for Supervisor {
             return;
         }
         match ev.kind {
+            EventKind::Healthy => {
+                if slot.spec.reports_health {
+                    self.child_healthy(ev.id);
+                }
+            }
+            EventKind::Started if slot.reviving => {
+                // Still `failed` until the attempt proves healthy.
+                if !slot.spec.reports_health {
+                    self.child_healthy(ev.id);
+                }
+            }
             EventKind::Started => {
                 slot.state = ChildState::Running;
-                slot.tracker.on_started(Instant::now());
+                if !slot.spec.reports_health {
+                    slot.tracker.on_started(Instant::now());
+                }
                 slot.running_since = Some(now_ms());
                 if slot.restarts > 0 {
                     log::info!(
@@ -427,6 +580,7 @@ impl Handler<RestartChild> for Supervisor {
             let slot = &mut self.slots[id];
             match &slot.handle {
                 Some(h) => {
+                    slot.reviving = false;
                     slot.restart_requested = true;
                     slot.state = ChildState::Stopping;
                     h.stop.do_send(Stop);
@@ -545,6 +699,7 @@ mod tests {
     enum Poke {
         Panic,
         Fail,
+        Healthy,
     }
 
     impl Actor for Worker {
@@ -567,6 +722,7 @@ mod tests {
                     self.reporter.failed("told to fail");
                     ctx.stop();
                 }
+                Poke::Healthy => self.reporter.healthy(),
             }
         }
     }
@@ -601,6 +757,7 @@ mod tests {
             backoff_max: Duration::from_millis(800),
             max_restarts,
             window: Duration::from_secs(60),
+            revive: None,
         }
     }
 
@@ -702,6 +859,62 @@ mod tests {
             "no restart after giving up"
         );
         assert!(log.snapshot().iter().any(|e| e.event == "gave_up"));
+    }
+
+    #[actix_rt::test]
+    async fn a_given_up_child_is_revived_once_it_proves_healthy() {
+        tokio::time::pause();
+        let starts = Arc::new(AtomicU32::new(0));
+        let current: Current = Arc::default();
+        let log = Arc::new(EventLog::default());
+        let spec = worker_spec(starts.clone(), current.clone()).with_health(|| None);
+        let policy = RestartPolicy {
+            revive: Some(Duration::from_secs(10)),
+            ..policy(0)
+        };
+        let sup = Supervisor::new(
+            "root",
+            policy,
+            Duration::from_secs(1),
+            vec![spec],
+            log.clone(),
+            None,
+        )
+        .start();
+        let child = async || tree(&sup).await.children[0].clone();
+        until(async || child().await.state == ChildState::Running).await;
+        poke(&current, Poke::Fail);
+        until(async || child().await.state == ChildState::Failed).await;
+        let c = child().await;
+        assert!(c.next_revive_in_ms.unwrap() <= 10_000, "{c:?}");
+        assert!(c.next_revive_at.is_some() && !c.reviving);
+        // The attempt starts after the interval; it stays `failed` until
+        // healthy, and failing it waits another interval, with no restart.
+        let t0 = Instant::now();
+        until(async || starts.load(Ordering::SeqCst) == 2).await;
+        assert!(t0.elapsed() >= Duration::from_millis(9_990));
+        until(async || child().await.reviving).await;
+        assert_eq!(child().await.state, ChildState::Failed);
+        poke(&current, Poke::Fail);
+        until(async || !child().await.reviving).await;
+        let c = child().await;
+        assert_eq!(c.state, ChildState::Failed);
+        assert!(c.next_revive_in_ms.is_some(), "{c:?}");
+        until(async || starts.load(Ordering::SeqCst) == 3).await;
+        until(async || child().await.reviving).await;
+        poke(&current, Poke::Healthy);
+        until(async || child().await.state == ChildState::Running).await;
+        let c = child().await;
+        assert!(!c.reviving && c.next_revive_at.is_none(), "{c:?}");
+        assert_eq!(c.restarts, 2, "counters kept");
+        let events: Vec<&str> = log.snapshot().iter().map(|e| e.event).collect();
+        assert_eq!(
+            events.iter().filter(|e| **e == "revive_attempt").count(),
+            2,
+            "{events:?}"
+        );
+        assert_eq!(events.last(), Some(&"revived"), "{events:?}");
+        assert_eq!(events.iter().filter(|e| **e == "gave_up").count(), 1);
     }
 
     #[actix_rt::test]

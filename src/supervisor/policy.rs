@@ -1,6 +1,10 @@
 //! The restart policy as plain state with an injected clock: exponential
 //! backoff with jitter between restarts, and OTP-style restart intensity
 //! (more than `max_restarts` restarts within `window` gives the child up).
+//! Failures also count until the child is healthy again, however far apart
+//! something else (a sensor's circuit breaker) spaces them: a child that
+//! fails again more than `window` after the failure that began an unhealthy
+//! spell is given up too.
 //!
 //! Kept free of actors and timers so every rule is unit-tested directly.
 
@@ -23,6 +27,8 @@ pub struct RestartPolicy {
     /// The sliding window for restart intensity. A child that has run this
     /// long since its last start has its backoff reset to the base.
     pub window: Duration,
+    /// How long after giving up a child is tried again (`None`: never).
+    pub revive: Option<Duration>,
 }
 
 impl RestartPolicy {
@@ -32,6 +38,7 @@ impl RestartPolicy {
             backoff_max: Duration::from_millis(c.backoff_max_ms),
             max_restarts: c.max_restarts,
             window: Duration::from_secs(c.restart_window_secs),
+            revive: None,
         }
     }
 
@@ -52,6 +59,12 @@ pub enum Decision {
     Restart { delay: Duration, attempt: u32 },
     /// Too many restarts within the window: leave the child down.
     GiveUp { restarts_in_window: u32 },
+    /// Failing, without being healthy in between, for longer than the
+    /// window: leave the child down.
+    GiveUpFailing {
+        failing_for: Duration,
+        failures: u32,
+    },
 }
 
 /// Restart history of one child.
@@ -62,12 +75,18 @@ pub struct RestartTracker {
     /// Failures since the child last ran for a whole window.
     consecutive: u32,
     last_start: Option<Instant>,
+    /// The first failure since the child was last healthy, and the
+    /// failures since.
+    failing: Option<(Instant, u32)>,
 }
 
 impl RestartTracker {
-    /// Records that an instance started at `now`.
+    /// Records that an instance was healthy at `now`: started, for most
+    /// children; for a child that reports its health (a sensor), its first
+    /// read that did not fail. Ends an unhealthy spell.
     pub fn on_started(&mut self, now: Instant) {
         self.last_start = Some(now);
+        self.failing = None;
     }
 
     /// Decides what follows a failure at `now`. `jitter` in `0.0..1.0` picks
@@ -86,6 +105,15 @@ impl RestartTracker {
             } else {
                 break;
             }
+        }
+        let (since, failures) = self.failing.get_or_insert((now, 0));
+        *failures += 1;
+        let failing_for = now.saturating_duration_since(*since);
+        if *failures > 1 && failing_for >= policy.window {
+            return Decision::GiveUpFailing {
+                failing_for,
+                failures: *failures,
+            };
         }
         if self.recent.len() as u32 >= policy.max_restarts {
             return Decision::GiveUp {
@@ -119,6 +147,7 @@ mod tests {
             backoff_max: Duration::from_millis(1000),
             max_restarts: 3,
             window: Duration::from_secs(10),
+            revive: None,
         }
     }
 
@@ -191,6 +220,8 @@ mod tests {
         for i in 0..3 {
             tr.on_failure(&p, t0 + Duration::from_secs(i), 0.5);
         }
+        // (Healthy in between, so no unhealthy spell spans the window.)
+        tr.on_started(t0 + Duration::from_secs(5));
         // 10.5 s after the first restart, only two remain in the 10 s window.
         let d = tr.on_failure(&p, t0 + Duration::from_millis(10_500), 0.5);
         assert!(matches!(d, Decision::Restart { .. }), "{d:?}");
@@ -211,6 +242,36 @@ mod tests {
         tr.on_started(t0 + Duration::from_secs(1));
         let d = delay(tr.on_failure(&p, t0 + Duration::from_secs(12), 1.0));
         assert_eq!(d, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn failures_spaced_beyond_the_window_give_up_while_the_child_is_never_healthy() {
+        let p = policy();
+        let t0 = Instant::now();
+        let s = |n: u64| t0 + Duration::from_secs(n);
+        // A breaker spaces the failures 5, 10, 20 s apart: never three
+        // restarts within 10 s, but the child is never healthy between.
+        let mut tr = RestartTracker::default();
+        // (A child that reports its health is not `on_started` until it is.)
+        for at in [1, 6] {
+            let d = tr.on_failure(&p, s(at), 0.5);
+            assert!(matches!(d, Decision::Restart { .. }), "{at}: {d:?}");
+        }
+        assert_eq!(
+            tr.on_failure(&p, s(16), 0.5),
+            Decision::GiveUpFailing {
+                failing_for: Duration::from_secs(15),
+                failures: 3
+            }
+        );
+        // Healthy in between: the spell starts over.
+        let mut tr = RestartTracker::default();
+        tr.on_failure(&p, s(0), 0.5);
+        for at in [0, 8, 16, 24, 32] {
+            tr.on_started(s(at));
+            let d = tr.on_failure(&p, s(at + 7), 0.5);
+            assert!(matches!(d, Decision::Restart { .. }), "{at}: {d:?}");
+        }
     }
 
     #[test]

@@ -69,7 +69,9 @@ pub enum Cause {
     Calm,
 }
 
-/// Why the policy is at its level: the figures at the moment it got there.
+/// Why the policy is at its level: the input that supports it and the
+/// figures of the observation that supported it (for a drop, the latest one
+/// in the dwell that supported the new level).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Why {
     pub cause: Cause,

@@ -276,6 +276,39 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
 
     if let Ok(tree) = state.tree().await {
+        // The same state as the tree and /api/sensors, one sample per state.
+        let sensors_node = tree.find("sensors");
+        let node_of =
+            |name: &str| sensors_node.and_then(|n| n.children.iter().find(|c| c.name == name));
+        m.family(
+            "vigil_sensor_state",
+            "gauge",
+            "1 for the state each sensor is in (running, paused, suspended, unavailable, restarting, failed, disabled, stopped).",
+        );
+        for (name, enabled, _) in &sensors {
+            let now = ChildState::of_sensor(*enabled, node_of(name).map(|n| n.state));
+            for st in ChildState::SENSOR_STATES {
+                m.sample(
+                    "vigil_sensor_state",
+                    &[("sensor", name), ("state", st.as_str())],
+                    b(st == now),
+                );
+            }
+        }
+        m.family(
+            "vigil_sensor_revive_in_seconds",
+            "gauge",
+            "Seconds until a failed sensor is tried again.",
+        );
+        for (name, _, _) in &sensors {
+            if let Some(ms) = node_of(name).and_then(|n| n.next_revive_in_ms) {
+                m.sample(
+                    "vigil_sensor_revive_in_seconds",
+                    &[("sensor", name)],
+                    ms as f64 / 1000.0,
+                );
+            }
+        }
         let nodes: Vec<_> = tree.walk().into_iter().skip(1).collect();
         m.family(
             "vigil_child_restarts_total",

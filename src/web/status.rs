@@ -8,38 +8,17 @@ use super::AppState;
 use super::admin::Admin;
 use super::error::ApiError;
 use crate::sensors::Priority;
-use crate::sensors::actor::{SensorStatus, ValueView};
+use crate::sensors::actor::ValueView;
 use crate::supervisor::{ChildState, RestartChild, TreeNode};
 use crate::vocab::supervision::SupervisorEvent;
-
-/// A sensor's status word, combining the supervisor's view of its actor
-/// with the sensor's own view of its data source.
-fn status_word(
-    enabled: bool,
-    node: Option<&TreeNode>,
-    st: &SensorStatus,
-    breaker: &str,
-) -> &'static str {
-    if !enabled {
-        return "disabled";
-    }
-    match node.map(|n| n.state) {
-        Some(ChildState::Running | ChildState::Starting) if !st.available => "unavailable",
-        Some(ChildState::Running | ChildState::Starting) if breaker == "open" => "suspended",
-        Some(ChildState::Running | ChildState::Starting) if st.paused => "paused",
-        Some(ChildState::Running | ChildState::Starting) => "running",
-        Some(ChildState::Restarting) => "restarting",
-        Some(ChildState::Failed) => "failed",
-        Some(ChildState::Stopping | ChildState::Stopped) | None => "stopped",
-    }
-}
 
 #[derive(Serialize)]
 struct SensorView<'a> {
     name: &'a str,
     kind: &'static str,
-    /// running / paused / suspended / restarting / failed / unavailable /
-    /// stopped / disabled
+    /// running / paused / suspended / unavailable / restarting / failed /
+    /// disabled / stopped: the state the tree, the systemd STATUS line and
+    /// `/metrics` show too (`ChildState::of_sensor`).
     status: &'static str,
     /// The sensor's circuit breaker: closed / open / half_open / disabled.
     breaker: &'static str,
@@ -53,6 +32,8 @@ struct SensorView<'a> {
     timeout_ms: u64,
     restarts: u32,
     next_retry_at: Option<String>,
+    /// A failed sensor's next revive attempt (when `supervisor.revive`).
+    next_revive_at: Option<String>,
     last_read_at: Option<String>,
     last_values: Vec<ValueView>,
     last_error: Option<String>,
@@ -81,7 +62,7 @@ pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             SensorView {
                 name: &c.name,
                 kind: c.driver.kind(),
-                status: status_word(c.enabled, node, &st, breaker),
+                status: ChildState::of_sensor(c.enabled, node.map(|n| n.state)).as_str(),
                 breaker,
                 priority: c.priority,
                 enabled: c.enabled,
@@ -92,6 +73,7 @@ pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
                 timeout_ms: c.timeout_ms,
                 restarts: node.map_or(0, |n| n.restarts),
                 next_retry_at: node.and_then(|n| n.next_retry_at.clone()),
+                next_revive_at: node.and_then(|n| n.next_revive_at.clone()),
                 last_read_at: st.last_read_at,
                 last_values: st.last_values,
                 last_error: st.last_error,
@@ -140,6 +122,8 @@ struct PolicyView {
     backoff_max_ms: u64,
     max_restarts: u32,
     restart_window_secs: u64,
+    revive: bool,
+    revive_interval_ms: u64,
 }
 
 pub async fn supervisor(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -152,6 +136,8 @@ pub async fn supervisor(state: web::Data<AppState>) -> Result<HttpResponse, ApiE
             backoff_max_ms: c.backoff_max_ms,
             max_restarts: c.max_restarts,
             restart_window_secs: c.restart_window_secs,
+            revive: c.revive,
+            revive_interval_ms: c.revive_interval_ms,
         },
         events: state.events.snapshot(),
     }))

@@ -448,3 +448,77 @@ async fn reload_applies_pacing_retention_and_performance_live_and_names_what_nee
     assert_eq!(storage["jobs"]["optimize_every_s"], 7200, "{storage}");
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_firing_breaker_alert_stays_current_and_its_updates_are_pushed() {
+    // Every read fails, but never enough in a row to restart the sensor:
+    // the breaker opens, its trial fails, it opens again with a later
+    // trial; one alert stays firing and its message follows each trial.
+    let s = TestServer::start(
+        r#"
+[[sensors]]
+name = "flaky"
+kind = "simulated"
+interval_ms = 20
+max_consecutive_errors = 0
+[sensors.options]
+error_rate = 1.0
+
+[guard.sensors]
+window = 2
+min_calls = 2
+open_wait_ms = 100
+open_wait_max_ms = 2000
+"#,
+    )
+    .await;
+    let mut feed = Client::connect(&s).await;
+    let key = "breaker_open:sensor:flaky";
+    let mut fired: Option<Value> = None;
+    let updated = loop {
+        let m = feed.next_of_type("alert", Duration::from_secs(20)).await;
+        if m["alert"]["key"] != key {
+            continue;
+        }
+        match m["event"].as_str() {
+            Some("fired") => fired = Some(m),
+            Some("updated") => break m,
+            other => panic!("unexpected {other:?}: {m}"),
+        }
+    };
+    let first = match fired {
+        Some(f) => f["alert"].clone(),
+        // Fired before the feed connected: the API still has it.
+        None => alerts(&s, "?state=firing")
+            .await
+            .into_iter()
+            .find(|a| a["key"] == key)
+            .unwrap(),
+    };
+    let now = &updated["alert"];
+    assert_eq!(now["id"], first["id"], "the same alert, updated in place");
+    assert_eq!(now["state"], "firing");
+    assert_ne!(now["message"], first["message"], "{now}");
+    assert!(
+        now["message"].as_str().unwrap().contains("next trial at"),
+        "{now}"
+    );
+    assert!(
+        now["value"].as_f64() > first["value"].as_f64(),
+        "trips grow: {now}"
+    );
+    // The API shows the current message, not the first one.
+    s.wait_for(
+        "the API to show an update",
+        Duration::from_secs(10),
+        async |s| {
+            let firing = alerts(s, "?state=firing").await;
+            let a = firing.iter().find(|a| a["key"] == key).unwrap().clone();
+            a["message"] != first["message"]
+        },
+    )
+    .await;
+    let firing = alerts(&s, "?state=firing").await;
+    assert_eq!(firing.iter().filter(|a| a["key"] == key).count(), 1);
+    s.stop().await;
+}

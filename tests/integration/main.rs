@@ -22,6 +22,7 @@ mod live;
 mod openapi;
 mod pacing;
 mod performance;
+mod states;
 mod storage;
 mod systemd;
 mod util;

@@ -133,6 +133,7 @@ impl Rig {
             backoff_max: Duration::from_secs(1),
             max_restarts: 10,
             window: Duration::from_secs(60),
+            revive: None,
         };
         let root = Supervisor::new(
             "root",

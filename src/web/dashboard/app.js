@@ -174,7 +174,9 @@
       const problem = s.status === 'unavailable' ? s.unavailable_reason
         : s.status === 'suspended' ? 'circuit breaker open: ' + (s.last_error || 'too many failed or slow reads')
         : (s.status === 'failed' || s.status === 'restarting') ? s.last_error : null;
-      c.error.textContent = problem || '';
+      const revive = s.status === 'failed' && s.next_revive_at
+        ? ' · tried again at ' + new Date(s.next_revive_at).toLocaleTimeString() : '';
+      c.error.textContent = (problem || '') + revive;
       for (const v of s.last_values || []) {
         const key = seriesKey(s.name, v.metric);
         const row = metricRow(c, s.name, v.metric);
@@ -262,6 +264,10 @@
     if (n.next_retry_in_ms !== null && n.next_retry_in_ms !== undefined) {
       detail.push(`retry in ${Math.round(n.next_retry_in_ms / 100) / 10} s`);
     }
+    if (n.next_revive_in_ms !== null && n.next_revive_in_ms !== undefined) {
+      detail.push(`revive in ${Math.round(n.next_revive_in_ms / 1000)} s`);
+    }
+    if (n.reviving) detail.push('revive attempt running');
     if (n.last_error) detail.push(n.last_error);
     const restart = n.kind === 'supervisor' ? null
       : el('button', { type: 'button', title: 'restart ' + n.name, onclick: () => restartChild(n.name) }, 'restart');
