@@ -157,6 +157,20 @@ impl RuleConfig {
         })
     }
 
+    /// The message of a firing threshold alert whose value went further
+    /// past the threshold.
+    fn describe_peak(&self, value: f64) -> String {
+        if let Some(m) = &self.message {
+            return m.clone();
+        }
+        let what = format!("{}/{}", self.sensor, self.metric);
+        let t = self.threshold.unwrap_or(0.0);
+        match self.condition {
+            ConditionKind::Below => format!("{what} fell to {value:.2}, below {t}"),
+            _ => format!("{what} rose to {value:.2}, above {t}"),
+        }
+    }
+
     fn describe(&self, value: Option<f64>) -> String {
         if let Some(m) = &self.message {
             return m.clone();
@@ -611,12 +625,22 @@ impl AlertManager {
             };
             for i in indices {
                 let transition = self.rules[i].state.on_value(r.ts_ms, r.value);
-                self.apply_rule(i, transition, ctx);
+                self.apply_rule(i, transition, Some(r.value), ctx);
             }
         }
     }
 
-    fn apply_rule(&mut self, i: usize, transition: Option<Transition>, ctx: &mut Context<Self>) {
+    /// Applies a rule's transition for a sample (`sample`: the value, none
+    /// for a clock tick). While a threshold rule fires, its alert follows the
+    /// worst value seen: a value further past the threshold updates the
+    /// alert's value and message, stored and pushed live as `updated`.
+    fn apply_rule(
+        &mut self,
+        i: usize,
+        transition: Option<Transition>,
+        sample: Option<f64>,
+        ctx: &mut Context<Self>,
+    ) {
         let rule = &self.rules[i];
         let (key, name, severity) = (
             rule.key.clone(),
@@ -629,7 +653,24 @@ impl AlertManager {
                 self.fire(&key, &name, severity, message, v, ctx);
             }
             Some(Transition::Resolve(v)) => self.resolve(&key, v, ctx),
-            None => {}
+            None => {
+                let (Some(v), Some(&id)) = (sample, self.firing.get(&key)) else {
+                    return;
+                };
+                let above = match rule.config.condition {
+                    ConditionKind::Above => true,
+                    ConditionKind::Below => false,
+                    ConditionKind::Rate | ConditionKind::Silence => return,
+                };
+                let worse = match self.alerts.get(&id).and_then(|a| a.value) {
+                    Some(held) => (above && v > held) || (!above && v < held),
+                    None => true,
+                };
+                if worse {
+                    let message = rule.config.describe_peak(v);
+                    self.fire(&key, &name, severity, message, Some(v), ctx);
+                }
+            }
         }
     }
 
@@ -799,7 +840,7 @@ impl AlertManager {
         let now = now_ms();
         for i in 0..self.rules.len() {
             let t = self.rules[i].state.on_tick(now);
-            self.apply_rule(i, t, ctx);
+            self.apply_rule(i, t, None, ctx);
         }
         if self.firing.contains_key("readings_dropped")
             && now - self.last_drop >= self.cfg.drops_quiet_ms as i64

@@ -522,3 +522,48 @@ open_wait_max_ms = 2000
     assert_eq!(firing.iter().filter(|a| a["key"] == key).count(), 1);
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_firing_threshold_alert_follows_the_worst_value_seen() {
+    // Always above 25, swinging between 26 and 34: the alert fires once and
+    // its value and message follow the highest reading while it fires.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        &dir,
+        r#"
+[[sensors]]
+name = "tank"
+kind = "simulated"
+interval_ms = 50
+[sensors.options]
+waveform = "sine"
+offset = 30.0
+amplitude = 4.0
+period_ms = 2000
+
+[[alerts.rules]]
+name = "tank high"
+sensor = "tank"
+condition = "above"
+threshold = 25.0
+severity = "critical"
+"#,
+    );
+    let s = TestServer::start_with(dir, cfg).await;
+    s.wait_for(
+        "the alert to follow the peak",
+        Duration::from_secs(20),
+        async |s| {
+            let firing = alerts(s, "?state=firing").await;
+            firing.first().is_some_and(|a| {
+                a["value"].as_f64().is_some_and(|v| v >= 33.5)
+                    && a["message"].as_str().is_some_and(|m| m.contains("rose to"))
+            })
+        },
+    )
+    .await;
+    let firing = alerts(&s, "?state=firing").await;
+    assert_eq!(firing.len(), 1, "{firing:?}");
+    assert!(firing[0]["value"].as_f64().unwrap() <= 34.0, "{firing:?}");
+    s.stop().await;
+}
