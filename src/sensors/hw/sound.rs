@@ -577,14 +577,23 @@ mod tests {
             ..SoundOptions::default()
         };
         let mut sensor = SoundSensor::new(shared.clone(), &options, None);
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let producer = std::thread::spawn({
-            let shared = shared.clone();
+            let (shared, done) = (shared.clone(), done.clone());
             move || {
                 let mut cap = Capture::new(4, shared);
                 cap.on_samples([0.5f32; 4].into_iter(), 42);
+                // The hand-over only tries the lock; as a real stream does,
+                // later callbacks (here without samples) deliver a window a
+                // busy reader kept from the first.
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    cap.on_samples(std::iter::empty(), 43);
+                    std::thread::yield_now();
+                }
             }
         });
         let v = sensor.read().unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(v[0].ts_ms, Some(42));
         producer.join().unwrap();
     }
