@@ -5,7 +5,6 @@
 //! latest value and passes `promtool`.
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -176,21 +175,6 @@ async fn metrics_carry_every_latest_value_and_pass_promtool() {
         text.contains("vigil_sensor_value_age_seconds{sensor=\"sim\",metric=\"value\"}"),
         "{text}"
     );
-    let promtool = std::env::var("VIGIL_PROMTOOL").unwrap_or("promtool".into());
-    let mut child = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {promtool} ({e}); run scripts/setup"));
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::promtool_check_metrics(&text);
     s.stop().await;
 }

@@ -2,7 +2,6 @@
 //! is measured, `/metrics` passes `promtool check metrics`, and
 //! recommendations appear when (and only when) their evidence exists.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -122,22 +121,7 @@ async fn metrics_pass_promtool() {
         );
     }
     assert!(text.contains("vigil_sensor_reads_total{sensor=\"sim\"}"));
-    let promtool = std::env::var("VIGIL_PROMTOOL").unwrap_or("promtool".into());
-    let mut child = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {promtool} ({e}); run scripts/setup"));
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::util::promtool_check_metrics(&text);
     s.stop().await;
 }
 

@@ -326,3 +326,25 @@ pub mod rusqlite_lite {
         }
     }
 }
+
+/// Runs `promtool check metrics` (Debian's, installed by scripts/setup, or
+/// `VIGIL_PROMTOOL`) on an exposition and fails the test with its verdict.
+pub fn promtool_check_metrics(text: &str) {
+    use std::process::{Command, Stdio};
+    let promtool = std::env::var("VIGIL_PROMTOOL").unwrap_or("promtool".into());
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {promtool} ({e}); run scripts/setup"));
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
