@@ -223,16 +223,7 @@ mod tests {
             mut conn,
             catalog,
         } = writer_db();
-        let keys: Vec<_> = ["x", "y", "z"]
-            .iter()
-            .map(|m| {
-                Arc::new(SeriesKey {
-                    sensor: "s".into(),
-                    metric: (*m).into(),
-                    unit: "".into(),
-                })
-            })
-            .collect();
+        let keys = crate::storage::testing::series_keys(&["x", "y", "z"]);
         // Lanes of different densities, with shared timestamps.
         let mut expected = Vec::new();
         let mut batch = Vec::new();

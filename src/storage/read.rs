@@ -407,16 +407,7 @@ mod tests {
         let catalog = Arc::new(catalog);
         let head = Arc::new(Head::new(catalog.clone()));
         let queue = IngestQueue::new(300, OverflowPolicy::DropOldest, 300).with_head(head.clone());
-        let keys: Vec<_> = ["a", "b", "c"]
-            .iter()
-            .map(|m| {
-                Arc::new(SeriesKey {
-                    sensor: "s".into(),
-                    metric: (*m).into(),
-                    unit: "".into(),
-                })
-            })
-            .collect();
+        let keys = crate::storage::testing::series_keys(&["a", "b", "c"]);
         let mut rng = fastrand::Rng::with_seed(5);
         let mut values = fastrand::Rng::with_seed(6);
         // Same-millisecond readings of one series too (two per tick).

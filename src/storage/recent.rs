@@ -361,7 +361,7 @@ mod tests {
     fn every_page_served_from_memory_equals_the_database_page() {
         use crate::storage::read::{latest, merge_page, readings_page};
         use crate::storage::writer::commit_batch;
-        use crate::vocab::reading::{Reading, SeriesKey};
+        use crate::vocab::reading::Reading;
 
         let TestDb {
             dir: _dir,
@@ -369,16 +369,7 @@ mod tests {
             mut conn,
             catalog,
         } = writer_db();
-        let keys: Vec<_> = ["a", "b", "c"]
-            .iter()
-            .map(|m| {
-                Arc::new(SeriesKey {
-                    sensor: "s".into(),
-                    metric: (*m).into(),
-                    unit: "".into(),
-                })
-            })
-            .collect();
+        let keys = crate::storage::testing::series_keys(&["a", "b", "c"]);
         let mut rng = fastrand::Rng::with_seed(11);
         let batch = |from: i64, to: i64, rng: &mut fastrand::Rng| -> Vec<Reading> {
             let mut out = Vec::new();

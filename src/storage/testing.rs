@@ -2,11 +2,14 @@
 //! migrated and opened the way the writer opens it, with an empty series
 //! catalog.
 
+use std::sync::Arc;
+
 use diesel::SqliteConnection;
 
 use super::catalog::SeriesCatalog;
 use super::{open_writer, prepare};
 use crate::storage::config::StorageConfig;
+use crate::vocab::reading::SeriesKey;
 
 /// A temporary database and the writer's view of it. `dir` holds the
 /// files: keep it alive as long as the database is used.
@@ -32,4 +35,18 @@ pub fn writer_db() -> TestDb {
         conn,
         catalog: SeriesCatalog::default(),
     }
+}
+
+/// Unitless series of sensor `s`, one per metric.
+pub fn series_keys(metrics: &[&str]) -> Vec<Arc<SeriesKey>> {
+    metrics
+        .iter()
+        .map(|m| {
+            Arc::new(SeriesKey {
+                sensor: "s".into(),
+                metric: (*m).into(),
+                unit: "".into(),
+            })
+        })
+        .collect()
 }
