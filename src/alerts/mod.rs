@@ -1028,6 +1028,25 @@ impl Handler<Reload> for AlertManager {
     }
 }
 
+/// The enabled sensors of kind `system` are now these (the built-in memory
+/// and disk rules watch each); the rules are compiled again as by a reload.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "usize")]
+pub struct SystemSensors(pub Vec<String>);
+
+impl Handler<SystemSensors> for AlertManager {
+    type Result = usize;
+
+    fn handle(&mut self, SystemSensors(names): SystemSensors, ctx: &mut Context<Self>) -> usize {
+        if names == self.system_sensors {
+            return self.rules.len();
+        }
+        self.system_sensors = names;
+        let cfg = self.cfg.clone();
+        <Self as Handler<Reload>>::handle(self, Reload(cfg), ctx)
+    }
+}
+
 impl Handler<Stop> for AlertManager {
     type Result = ();
 

@@ -13,6 +13,7 @@
 //! writer's arbiter ends.
 
 pub mod config;
+pub mod edit;
 pub mod logging;
 pub mod reload;
 
@@ -30,7 +31,8 @@ use crate::pacing::load::SysinfoLoad;
 use crate::pacing::{PacingShared, load_monitor_child, thermal_watchdog_child};
 use crate::perf::Perf;
 use crate::sensors::BuildEnv;
-use crate::sensors::actor::{SensorDeps, SensorShared, sensor_child};
+use crate::sensors::actor::{SensorDeps, sensor_child};
+use crate::sensors::registry::SensorRegistry;
 use crate::shed::{GuardDeps, guard_child};
 use crate::storage::catalog::SeriesCatalog;
 use crate::storage::jobs::{Jobs, JobsConfig, scheduler_child};
@@ -164,20 +166,11 @@ pub async fn run(
         perf: perf.clone(),
         guard: guard.clone(),
     };
-    let sensors: Vec<Arc<SensorShared>> = config
-        .sensors
-        .iter()
-        .cloned()
-        .map(|c| Arc::new(SensorShared::new(c)))
-        .collect();
+    let sensors = Arc::new(SensorRegistry::new(&config.sensors));
     let events = Arc::new(EventLog::new(bus.clone()));
     let live = Arc::new(LiveShared::new(
         config.live.clone(),
-        sensors
-            .iter()
-            .filter(|s| s.config.enabled)
-            .map(|s| s.config.name.clone())
-            .collect(),
+        sensors.enabled_names(),
         &perf,
     ));
     let policy = RestartPolicy::from_config(&config.supervisor);
@@ -198,11 +191,10 @@ pub async fn run(
         })
     };
     let sensors_spec = {
-        let enabled: Vec<_> = sensors
-            .iter()
-            .filter(|s| s.config.enabled)
-            .cloned()
-            .collect();
+        // Every configured sensor as it is now (disabled ones as nodes that
+        // never start), so a restarted sensors' supervisor runs the edits.
+        let registry = sensors.clone();
+        let deps = deps.clone();
         // Given-up sensors are revived; other children stay down.
         let sensor_policy = RestartPolicy {
             revive: config.supervisor.revive_after(),
@@ -214,9 +206,10 @@ pub async fn run(
             stop_timeout,
             events.clone(),
             move || {
-                enabled
-                    .iter()
-                    .map(|s| sensor_child(s.clone(), deps.clone()))
+                registry
+                    .all()
+                    .into_iter()
+                    .map(|s| sensor_child(s, deps.clone()))
                     .collect()
             },
         )
@@ -224,12 +217,7 @@ pub async fn run(
     let alerts = Arc::new(AlertsShared::default());
     let alerts_spec = manager_child(
         config.alerts.clone(),
-        config
-            .sensors
-            .iter()
-            .filter(|s| s.enabled && s.driver.kind() == "system")
-            .map(|s| s.name.clone())
-            .collect(),
+        reload::system_sensors(&config.sensors),
         writer.clone(),
         pool.clone(),
         bus.clone(),
@@ -285,19 +273,25 @@ pub async fn run(
 
     let addr = listener.local_addr()?;
     let reloads = Arc::new(Reloads {
-        source: config.source.clone(),
+        source: std::sync::Mutex::new(config.source.clone()),
+        default_path: edit::default_path(&config.storage.path),
         running: std::sync::Mutex::new((*config).clone()),
         alerts: alerts.clone(),
         pacing: pacing.clone(),
         jobs: jobs.clone(),
         perf: perf.clone(),
         root: root.clone(),
+        sensors: sensors.clone(),
+        sensor_deps: deps,
+        live: live.clone(),
+        busy: tokio::sync::Mutex::new(()),
     });
     let state = web::Data::new(AppState {
         server: config.server.clone(),
         storage: config.storage.clone(),
         supervisor_config: config.supervisor.clone(),
         reloader: reloads.clone(),
+        editor: reloads.clone(),
         pool,
         writer: writer.clone(),
         sensors: sensors.clone(),
@@ -316,7 +310,7 @@ pub async fn run(
     let server = serve(state, listener)?;
     let handle = server.handle();
     let mut server_task = actix_web::rt::spawn(server);
-    let enabled = sensors.iter().filter(|s| s.config.enabled).count();
+    let enabled = sensors.enabled_names().len();
     log::info!(
         "vigil {} serving http://{addr} with {enabled} sensors; database {}",
         env!("CARGO_PKG_VERSION"),
@@ -364,6 +358,7 @@ pub async fn run(
         stored: writer.status().committed_rows,
         queue: queue.stats(),
         produced: sensors
+            .all()
             .iter()
             .map(|s| (s.config.name.clone(), s.produced()))
             .collect(),

@@ -1,11 +1,13 @@
 //! Reload: re-read the config file, validate all of it, apply every section
 //! that can change on a running appliance, and name the rest.
 //!
-//! Live: `[alerts]` (rules and webhooks), `[pacing]` policy keys
-//! (thresholds, hysteresis, dwell, multipliers), `[retention]` (horizons and
-//! the size cap), `[maintenance]` (the schedule, backups), `[performance]`
-//! and `[log]`. Restart: `[server]`, `[storage]`, `[supervisor]`, `[live]`,
-//! `[guard]`, `[sensors]`, and the `[pacing]` keys that shape the monitors.
+//! Live: `[alerts]` (rules and webhooks), `[[sensors]]` (only the sensors
+//! added, changed or removed are started, restarted or stopped; the others
+//! keep running at their cadence), `[pacing]` policy keys (thresholds,
+//! hysteresis, dwell, multipliers), `[retention]` (horizons and the size
+//! cap), `[maintenance]` (the schedule, backups), `[performance]` and
+//! `[log]`. Restart: `[server]`, `[storage]`, `[supervisor]`, `[live]`,
+//! `[guard]`, and the `[pacing]` keys that shape the monitors.
 //! [`plan`] names every field of [`Config`], so a new section does not
 //! compile until it is placed on one side; the tests change every key of
 //! the documented file and check that each change is reported.
@@ -21,17 +23,24 @@ use futures_util::future::LocalBoxFuture;
 
 use super::config::Config;
 use super::logging;
-use crate::alerts::{AlertsShared, Reload};
+use crate::alerts::{AlertsShared, Reload, SystemSensors};
 use crate::pacing::PacingShared;
 use crate::perf::Perf;
+use crate::sensors::actor::{SensorDeps, sensor_child};
+use crate::sensors::registry::{Change, SensorRegistry};
 use crate::storage::jobs::Jobs;
-use crate::supervisor::{RestartChild, Supervisor};
+use crate::supervisor::{PutChild, RestartChild, Supervisor};
+use crate::web::live::LiveShared;
 use crate::web::reload::{ReloadError, ReloadReport, Reloader};
+
+/// The supervisor the sensors run under.
+pub const SENSORS_SUPERVISOR: &str = "sensors";
 
 /// A section that a reload can apply on a running appliance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Live {
     Alerts,
+    Sensors,
     Pacing,
     Retention,
     Maintenance,
@@ -43,6 +52,7 @@ impl Live {
     pub fn name(self) -> &'static str {
         match self {
             Live::Alerts => "alerts",
+            Live::Sensors => "sensors",
             Live::Pacing => "pacing",
             Live::Retention => "retention",
             Live::Maintenance => "maintenance",
@@ -88,7 +98,6 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     restart(*supervisor != new.supervisor, "supervisor");
     restart(*live != new.live, "live");
     restart(*guard != new.guard, "guard");
-    restart(*sensors != new.sensors, "sensors");
     let pacing_live = pacing.policy_differs_only(&new.pacing);
     restart(*pacing != new.pacing && !pacing_live, "pacing");
     let mut live = |changed: bool, section: Live| {
@@ -97,6 +106,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         }
     };
     live(*alerts != new.alerts, Live::Alerts);
+    live(*sensors != new.sensors, Live::Sensors);
     live(*pacing != new.pacing && pacing_live, Live::Pacing);
     live(*retention != new.retention, Live::Retention);
     live(*maintenance != new.maintenance, Live::Maintenance);
@@ -108,8 +118,12 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
 /// The running appliance's side of a reload: the config it runs, and every
 /// owner a live section is handed to.
 pub struct Reloads {
-    /// The config file, if vigil was started with one.
-    pub source: Option<PathBuf>,
+    /// The config file, if vigil was started with one or an edit from the
+    /// browser has created it.
+    pub source: Mutex<Option<PathBuf>>,
+    /// Where the first edit writes the file when there is none
+    /// (`edit::default_path`).
+    pub default_path: PathBuf,
     /// What runs now: the start-up config with every live change applied.
     pub running: Mutex<Config>,
     pub alerts: Arc<AlertsShared>,
@@ -117,10 +131,37 @@ pub struct Reloads {
     pub jobs: Arc<Jobs>,
     pub perf: Arc<Perf>,
     pub root: Addr<Supervisor>,
+    /// The configured sensors, shared with the API's views.
+    pub sensors: Arc<SensorRegistry>,
+    /// What a new sensor actor is built with.
+    pub sensor_deps: SensorDeps,
+    /// The live feed's list of sensors.
+    pub live: Arc<LiveShared>,
+    /// One reload or edit at a time: each reads, decides and applies
+    /// against the config the previous one left.
+    pub busy: tokio::sync::Mutex<()>,
+}
+
+/// What applying a new config did.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub plan: Plan,
+    /// Alert rules in force.
+    pub rules: usize,
+    pub sensors_added: Vec<String>,
+    pub sensors_changed: Vec<String>,
+    pub sensors_removed: Vec<String>,
 }
 
 impl Reloads {
-    fn running(&self) -> Config {
+    pub fn source(&self) -> Option<PathBuf> {
+        self.source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(super) fn running(&self) -> Config {
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -129,23 +170,43 @@ impl Reloads {
 
     /// Re-reads the file, then applies what [`plan`] says can go live.
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        let path = self.source.as_deref().ok_or(ReloadError::NoFile)?;
-        let new = Config::load(Some(path))?;
+        let _one = self.busy.lock().await;
+        let path = self.source().ok_or(ReloadError::NoFile)?;
+        let new = Config::load(Some(&path))?;
+        let applied = self.apply(new.clone()).await?;
+        Ok(ReloadReport {
+            source: path.display().to_string(),
+            rules: applied.rules,
+            webhooks: new.alerts.webhooks.len(),
+            applied: applied.plan.live.iter().map(|s| s.name()).collect(),
+            needs_restart: applied.plan.needs_restart,
+        })
+    }
+
+    /// Applies every live section of `new` (validated) to the running
+    /// appliance; the rest keep their running values and are named. The
+    /// caller holds `busy`.
+    pub(super) async fn apply(&self, new: Config) -> Result<Applied, ReloadError> {
         let running = self.running();
         let plan = plan(&running, &new);
+        let mut applied = Applied::default();
+        let mut next = running;
+        if plan.live.contains(&Live::Sensors) {
+            self.apply_sensors(&new, &mut applied).await;
+            next.sensors = new.sensors.clone();
+        }
         // The alert manager answers with the number of rules in force; it
         // is asked every time so that the report says what runs.
         let addr = self.alerts.current().ok_or(ReloadError::NotRunning)?;
-        let rules = addr
+        applied.rules = addr
             .send(Reload(new.alerts.clone()))
             .await
             .map_err(|_| ReloadError::NotRunning)?;
-        let mut next = running;
         next.alerts = new.alerts.clone();
         let mut reschedule = false;
         for section in &plan.live {
             match section {
-                Live::Alerts => {}
+                Live::Alerts | Live::Sensors => {}
                 Live::Pacing => {
                     self.pacing.retune(new.pacing.clone());
                     next.pacing = new.pacing.clone();
@@ -184,14 +245,55 @@ impl Reloads {
                 plan.needs_restart.join("], [")
             );
         }
-        Ok(ReloadReport {
-            source: path.display().to_string(),
-            rules,
-            webhooks: new.alerts.webhooks.len(),
-            applied: plan.live.iter().map(|s| s.name()).collect(),
-            needs_restart: plan.needs_restart,
-        })
+        applied.plan = plan;
+        Ok(applied)
     }
+
+    /// Starts, restarts or stops only the sensors whose entries changed;
+    /// every other sensor's actor runs on untouched.
+    async fn apply_sensors(&self, new: &Config, applied: &mut Applied) {
+        for (shared, change) in self.sensors.update(&new.sensors) {
+            let name = shared.config.name.clone();
+            let spec: Option<crate::supervisor::MakeSpec> = match change {
+                Change::Removed => None,
+                Change::Added | Change::Changed => {
+                    let deps = self.sensor_deps.clone();
+                    Some(Box::new(move || sensor_child(shared, deps)))
+                }
+            };
+            let put = PutChild {
+                supervisor: SENSORS_SUPERVISOR.into(),
+                name: name.clone(),
+                spec,
+            };
+            // When the sensors' supervisor is down, its next start reads
+            // the registry, which already has the change.
+            if !matches!(self.root.send(put).await, Ok(true)) {
+                log::warn!(
+                    "sensor {name}: the sensors' supervisor is not running; applied at its next start"
+                );
+            }
+            log::info!("sensor {name}: {change:?}");
+            match change {
+                Change::Added => applied.sensors_added.push(name),
+                Change::Changed => applied.sensors_changed.push(name),
+                Change::Removed => applied.sensors_removed.push(name),
+            }
+        }
+        self.live.set_sensors(self.sensors.enabled_names());
+        if let Some(addr) = self.alerts.current() {
+            let _ = addr.send(SystemSensors(system_sensors(&new.sensors))).await;
+        }
+    }
+}
+
+/// The enabled sensors of kind `system`, whose figures built-in rules watch.
+pub fn system_sensors(sensors: &[crate::sensors::SensorConfig]) -> Vec<String> {
+    sensors
+        .iter()
+        .filter(|s| s.enabled && s.driver.kind() == "system")
+        .map(|s| s.name.clone())
+        .collect()
 }
 
 impl Reloader for Reloads {
@@ -341,6 +443,12 @@ mod tests {
         let p = plan(&running, &new);
         assert_eq!(p.live, [Live::Pacing, Live::Retention]);
         assert!(p.needs_restart.is_empty());
+        let mut edited = new.clone();
+        edited.sensors[0].interval_ms += 1;
+        assert_eq!(
+            plan(&running, &edited).live,
+            [Live::Sensors, Live::Pacing, Live::Retention]
+        );
         new.pacing.watchdog_interval_ms += 1;
         let p = plan(&running, &new);
         assert_eq!(p.live, [Live::Retention]);

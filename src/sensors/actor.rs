@@ -509,18 +509,23 @@ impl Handler<Stop> for SensorActor {
 pub fn sensor_child(shared: Arc<SensorShared>, deps: SensorDeps) -> ChildSpec {
     let name = shared.config.name.clone();
     let essential = shared.config.priority == Priority::Essential;
-    let breaker = deps
-        .guard
-        .sensor(&name, Duration::from_millis(shared.config.timeout_ms));
+    let enabled = shared.config.enabled;
+    let timeout = Duration::from_millis(shared.config.timeout_ms);
     let seen = shared.clone();
-    ChildSpec::new(name, "sensor", essential, move |reporter| {
+    let guard = deps.guard.clone();
+    let spec = ChildSpec::new(name.clone(), "sensor", essential, move |reporter| {
         let addr = SensorActor::new(shared.clone(), deps.clone(), reporter).start();
         ChildHandle {
             stop: addr.recipient(),
             supervisor: None,
         }
-    })
-    .with_health(move || seen.condition(breaker.state() == "open"))
+    });
+    if !enabled {
+        // Shown in the tree as `disabled`; never started, so no breaker.
+        return spec.disabled();
+    }
+    let breaker = guard.sensor(&name, timeout);
+    spec.with_health(move || seen.condition(breaker.state() == "open"))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 pub mod actor;
 pub mod cpu_temp;
 pub mod hw;
+pub mod registry;
 pub mod simulated;
 pub mod system;
 

@@ -50,6 +50,24 @@ pub struct ChildEvent {
 #[rtype(result = "()")]
 pub struct Stop;
 
+/// Makes the spec of a child on the receiving supervisor's thread (a spec
+/// holds closures that stay on one thread; this recipe travels to it).
+pub type MakeSpec = Box<dyn FnOnce() -> ChildSpec + Send>;
+
+/// Adds, replaces or removes one child of the supervisor called
+/// `supervisor`, wherever it is in the tree, while its other children run
+/// on untouched. With `spec`, a child of that name is stopped (waiting for
+/// it) and replaced, or the child is added at the end; without, the child
+/// is stopped and removed. Answers `false` when no supervisor has that
+/// name, or when removing a child it does not have.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct PutChild {
+    pub supervisor: String,
+    pub name: String,
+    pub spec: Option<MakeSpec>,
+}
+
 /// Asks a supervisor for its subtree.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "TreeNode")]
@@ -172,6 +190,9 @@ pub struct ChildSpec {
     /// What a running child says of itself beyond `running` (a sensor:
     /// `unavailable`, `suspended`, `paused`); the tree shows it instead.
     pub condition: Option<Box<dyn Fn() -> Option<ChildState>>>,
+    /// A disabled child is shown in the tree (state `disabled`) but never
+    /// started, restarted or revived.
+    pub enabled: bool,
 }
 
 impl ChildSpec {
@@ -188,7 +209,15 @@ impl ChildSpec {
             factory: Box::new(factory),
             reports_health: false,
             condition: None,
+            enabled: true,
         }
+    }
+
+    /// A child that is configured but not run: a tree node in state
+    /// `disabled`, whose factory is never called.
+    pub fn disabled(mut self) -> Self {
+        self.enabled = false;
+        self
     }
 
     /// The child reports its own health, and refines `running` with

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 pub use child::{
     ChildEvent, ChildFactory, ChildHandle, ChildId, ChildSpec, EventKind, GetTree,
-    LifecycleReporter, Stop, install_panic_hook,
+    LifecycleReporter, MakeSpec, PutChild, Stop, install_panic_hook,
 };
 
 /// An operator's request to restart a child now, wherever it is in the
@@ -207,6 +207,41 @@ struct Slot {
     next_revive: Option<Instant>,
     /// The running instance is a revive attempt.
     reviving: bool,
+    /// An instance has been started from this spec.
+    started_once: bool,
+    /// What to do once the running instance has stopped (`PutChild`).
+    pending: Option<Pending>,
+    /// Removed by `PutChild`: not shown, never started. The slot stays so
+    /// that the other children keep their ids.
+    removed: bool,
+}
+
+/// A change to a child that waits for its running instance to stop.
+enum Pending {
+    Replace(ChildSpec),
+    Remove,
+}
+
+impl Slot {
+    fn new(spec: ChildSpec) -> Slot {
+        Slot {
+            spec,
+            generation: 0,
+            state: ChildState::Starting,
+            handle: None,
+            tracker: RestartTracker::default(),
+            restarts: 0,
+            last_error: None,
+            next_retry: None,
+            running_since: None,
+            restart_requested: false,
+            next_revive: None,
+            reviving: false,
+            started_once: false,
+            pending: None,
+            removed: false,
+        }
+    }
 }
 
 /// Supervises a fixed list of children. See the module docs.
@@ -231,23 +266,7 @@ impl Supervisor {
         log: Arc<EventLog>,
         reporter: Option<LifecycleReporter>,
     ) -> Supervisor {
-        let slots = children
-            .into_iter()
-            .map(|spec| Slot {
-                spec,
-                generation: 0,
-                state: ChildState::Starting,
-                handle: None,
-                tracker: RestartTracker::default(),
-                restarts: 0,
-                last_error: None,
-                next_retry: None,
-                running_since: None,
-                restart_requested: false,
-                next_revive: None,
-                reviving: false,
-            })
-            .collect();
+        let slots = children.into_iter().map(Slot::new).collect();
         Supervisor {
             name: name.into(),
             policy,
@@ -262,10 +281,20 @@ impl Supervisor {
     fn start_child(&mut self, id: ChildId, ctx: &mut Context<Self>) {
         let me = ctx.address().recipient();
         let slot = &mut self.slots[id];
-        if slot.generation > 0 {
+        // A new generation also voids any timer set for the previous one.
+        slot.generation += 1;
+        if !slot.spec.enabled {
+            slot.state = ChildState::Disabled;
+            slot.handle = None;
+            slot.running_since = None;
+            slot.next_retry = None;
+            slot.next_revive = None;
+            slot.reviving = false;
+            return;
+        }
+        if std::mem::replace(&mut slot.started_once, true) {
             slot.restarts += 1;
         }
-        slot.generation += 1;
         slot.state = if slot.reviving {
             ChildState::Failed
         } else {
@@ -398,12 +427,41 @@ impl Supervisor {
         }
     }
 
+    /// Puts `spec` in slot `id` (whose instance, if any, has stopped) with
+    /// a fresh restart history, and starts it (a disabled spec only shows).
+    fn install(&mut self, id: ChildId, spec: ChildSpec, ctx: &mut Context<Self>) {
+        let slot = &mut self.slots[id];
+        let event = if slot.removed { "added" } else { "replaced" };
+        let generation = slot.generation;
+        *slot = Slot::new(spec);
+        slot.generation = generation;
+        log::info!("{}/{}: {event}", self.name, slot.spec.name);
+        self.log.record(&self.name, &slot.spec.name, event, None);
+        self.start_child(id, ctx);
+    }
+
+    /// Takes slot `id` (whose instance, if any, has stopped) out of the tree.
+    fn remove(&mut self, id: ChildId) {
+        let slot = &mut self.slots[id];
+        slot.removed = true;
+        slot.generation += 1;
+        slot.state = ChildState::Stopped;
+        slot.handle = None;
+        slot.pending = None;
+        slot.next_retry = None;
+        slot.next_revive = None;
+        log::info!("{}/{}: removed", self.name, slot.spec.name);
+        self.log
+            .record(&self.name, &slot.spec.name, "removed", None);
+    }
+
     fn node(&self) -> TreeNode {
         let now = Instant::now();
         let wall = now_ms();
         let children = self
             .slots
             .iter()
+            .filter(|s| !s.removed)
             .map(|s| TreeNode {
                 name: s.spec.name.clone(),
                 kind: s.spec.kind.to_owned(),
@@ -486,6 +544,18 @@ impl Handler<ChildEvent> for Supervisor {
         if ev.generation != slot.generation {
             return;
         }
+        if slot.pending.is_some()
+            && !self.shutting_down
+            && matches!(ev.kind, EventKind::Stopped | EventKind::Failed(_))
+        {
+            slot.handle = None;
+            slot.running_since = None;
+            match slot.pending.take() {
+                Some(Pending::Replace(spec)) => self.install(ev.id, spec, ctx),
+                _ => self.remove(ev.id),
+            }
+            return;
+        }
         match ev.kind {
             EventKind::Healthy => {
                 if slot.spec.reports_health {
@@ -548,20 +618,21 @@ impl Handler<GetTree> for Supervisor {
 
     fn handle(&mut self, _: GetTree, _: &mut Context<Self>) -> Self::Result {
         let mut node = self.node();
-        let nested: Vec<(usize, Recipient<GetTree>)> = self
+        let nested: Vec<(String, Recipient<GetTree>)> = self
             .slots
             .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
+            .filter(|s| !s.removed)
+            .filter_map(|s| {
                 let sup = s.handle.as_ref()?.supervisor.clone()?;
-                Some((i, sup.recipient()))
+                Some((s.spec.name.clone(), sup.recipient()))
             })
             .collect();
         Box::pin(async move {
-            for (i, r) in nested {
+            for (name, r) in nested {
                 if let Ok(Ok(sub)) = tokio::time::timeout(TREE_QUERY_TIMEOUT, r.send(GetTree)).await
+                    && let Some(child) = node.children.iter_mut().find(|c| c.name == name)
                 {
-                    node.children[i].children = sub.children;
+                    child.children = sub.children;
                 }
             }
             node
@@ -576,8 +647,20 @@ impl Handler<RestartChild> for Supervisor {
         if self.shutting_down {
             return Box::pin(async { false });
         }
-        if let Some(id) = self.slots.iter().position(|s| s.spec.name == msg.0) {
+        if let Some(id) = self
+            .slots
+            .iter()
+            .position(|s| s.spec.name == msg.0 && !s.removed)
+        {
             let slot = &mut self.slots[id];
+            if !slot.spec.enabled {
+                log::info!(
+                    "{}/{} is disabled; not restarted",
+                    self.name,
+                    slot.spec.name
+                );
+                return Box::pin(async { true });
+            }
             match &slot.handle {
                 Some(h) => {
                     slot.reviving = false;
@@ -612,6 +695,128 @@ impl Handler<RestartChild> for Supervisor {
             }
             false
         })
+    }
+}
+
+impl Handler<PutChild> for Supervisor {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: PutChild, ctx: &mut Context<Self>) -> Self::Result {
+        if self.shutting_down {
+            return Box::pin(async { false });
+        }
+        if msg.supervisor != self.name {
+            let nested: Vec<Addr<Supervisor>> = self
+                .slots
+                .iter()
+                .filter(|s| !s.removed)
+                .filter_map(|s| s.handle.as_ref()?.supervisor.clone())
+                .collect();
+            return Box::pin(async move {
+                let mut msg = Some(msg);
+                for sup in nested {
+                    // The recipe can travel only once: ask each nested
+                    // supervisor whether it is the one first.
+                    let Some(m) = msg.take() else { break };
+                    if m.supervisor_is(&sup).await {
+                        return sup.send(m).await.unwrap_or(false);
+                    }
+                    msg = Some(m);
+                }
+                false
+            });
+        }
+        let current = self
+            .slots
+            .iter()
+            .position(|s| s.spec.name == msg.name && !s.removed);
+        let found = match (current, msg.spec) {
+            (Some(id), Some(make)) => {
+                let spec = make();
+                let slot = &mut self.slots[id];
+                match &slot.handle {
+                    Some(h) => {
+                        slot.pending = Some(Pending::Replace(spec));
+                        slot.restart_requested = false;
+                        slot.state = ChildState::Stopping;
+                        h.stop.do_send(Stop);
+                    }
+                    None => self.install(id, spec, ctx),
+                }
+                true
+            }
+            (Some(id), None) => {
+                let slot = &mut self.slots[id];
+                match &slot.handle {
+                    Some(h) => {
+                        slot.pending = Some(Pending::Remove);
+                        slot.restart_requested = false;
+                        slot.state = ChildState::Stopping;
+                        h.stop.do_send(Stop);
+                    }
+                    None => self.remove(id),
+                }
+                true
+            }
+            (None, Some(make)) => {
+                let spec = make();
+                // A removed slot of the same name is reused, so adding and
+                // removing a child again and again does not grow the list.
+                match self
+                    .slots
+                    .iter()
+                    .position(|s| s.spec.name == msg.name && s.removed)
+                {
+                    Some(id) => self.install(id, spec, ctx),
+                    None => {
+                        self.slots.push(Slot::new(spec));
+                        let id = self.slots.len() - 1;
+                        log::info!("{}/{}: added", self.name, msg.name);
+                        self.log.record(&self.name, &msg.name, "added", None);
+                        self.start_child(id, ctx);
+                    }
+                }
+                true
+            }
+            (None, None) => false,
+        };
+        Box::pin(async move { found })
+    }
+}
+
+/// Which supervisor a [`PutChild`] is for, asked before the recipe is sent.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "bool")]
+struct Holds(String);
+
+impl Handler<Holds> for Supervisor {
+    type Result = ResponseFuture<bool>;
+
+    /// Whether this supervisor, or one nested in it, is called `name`.
+    fn handle(&mut self, Holds(name): Holds, _: &mut Context<Self>) -> Self::Result {
+        if name == self.name {
+            return Box::pin(async { true });
+        }
+        let nested: Vec<Addr<Supervisor>> = self
+            .slots
+            .iter()
+            .filter(|s| !s.removed)
+            .filter_map(|s| s.handle.as_ref()?.supervisor.clone())
+            .collect();
+        Box::pin(async move {
+            for sup in nested {
+                if let Ok(true) = sup.send(Holds(name.clone())).await {
+                    return true;
+                }
+            }
+            false
+        })
+    }
+}
+
+impl PutChild {
+    async fn supervisor_is(&self, sup: &Addr<Supervisor>) -> bool {
+        matches!(sup.send(Holds(self.supervisor.clone())).await, Ok(true))
     }
 }
 
@@ -915,6 +1120,132 @@ mod tests {
         );
         assert_eq!(events.last(), Some(&"revived"), "{events:?}");
         assert_eq!(events.iter().filter(|e| **e == "gave_up").count(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn put_child_replaces_adds_and_removes_one_child_leaving_the_others() {
+        tokio::time::pause();
+        let (a_starts, b_starts) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let (a_now, b_now): (Current, Current) = (Arc::default(), Arc::default());
+        let named = |name: &str, starts: &Arc<AtomicU32>, current: &Current| {
+            let mut spec = worker_spec(starts.clone(), current.clone());
+            spec.name = name.into();
+            spec
+        };
+        let log = Arc::new(EventLog::default());
+        let inner = named("a", &a_starts, &a_now);
+        let b_spec = named("b", &b_starts, &b_now);
+        let sup = Supervisor::new(
+            "root",
+            policy(3),
+            Duration::from_secs(1),
+            vec![inner, b_spec],
+            log.clone(),
+            None,
+        )
+        .start();
+        let states = async || -> Vec<(String, ChildState)> {
+            tree(&sup)
+                .await
+                .children
+                .iter()
+                .map(|c| (c.name.clone(), c.state))
+                .collect()
+        };
+        until(async || {
+            states()
+                .await
+                .iter()
+                .all(|(_, s)| *s == ChildState::Running)
+        })
+        .await;
+        let first_b = b_now.lock().unwrap().clone().unwrap();
+
+        // Replacing `a` stops it and starts the new spec; `b` is untouched.
+        let (s, c) = (a_starts.clone(), a_now.clone());
+        let put = |name: &str, spec: Option<MakeSpec>| PutChild {
+            supervisor: "root".into(),
+            name: name.into(),
+            spec,
+        };
+        assert!(
+            sup.send(put(
+                "a",
+                Some(Box::new(move || {
+                    let mut spec = worker_spec(s, c);
+                    spec.name = "a".into();
+                    spec
+                }))
+            ))
+            .await
+            .unwrap()
+        );
+        until(async || a_starts.load(Ordering::SeqCst) == 2).await;
+        until(async || states().await[0].1 == ChildState::Running).await;
+        assert_eq!(b_starts.load(Ordering::SeqCst), 1);
+        assert!(first_b.connected(), "b kept its instance");
+
+        // Disabled: a node in state `disabled`, not started.
+        let (s, c) = (a_starts.clone(), a_now.clone());
+        sup.send(put(
+            "a",
+            Some(Box::new(move || {
+                let mut spec = worker_spec(s, c).disabled();
+                spec.name = "a".into();
+                spec
+            })),
+        ))
+        .await
+        .unwrap();
+        until(async || states().await[0].1 == ChildState::Disabled).await;
+        assert!(!a_now.lock().unwrap().as_ref().unwrap().connected());
+        assert!(sup.send(RestartChild("a".into())).await.unwrap());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            a_starts.load(Ordering::SeqCst),
+            2,
+            "a disabled child never starts"
+        );
+
+        // Added at the end, then removed; removing what is not there is false.
+        let (c_starts, c_now): (Arc<AtomicU32>, Current) = Default::default();
+        let (s, c) = (c_starts.clone(), c_now.clone());
+        sup.send(put(
+            "c",
+            Some(Box::new(move || {
+                let mut spec = worker_spec(s, c);
+                spec.name = "c".into();
+                spec
+            })),
+        ))
+        .await
+        .unwrap();
+        until(async || states().await.len() == 3 && states().await[2].1 == ChildState::Running)
+            .await;
+        assert!(sup.send(put("b", None)).await.unwrap());
+        until(async || states().await.iter().all(|(n, _)| n != "b")).await;
+        assert!(!first_b.connected());
+        assert!(!sup.send(put("b", None)).await.unwrap());
+        let names: Vec<String> = states().await.into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, ["a", "c"]);
+        // A failure of `c` is still handled as `c`'s after the removal.
+        poke(&c_now, Poke::Panic);
+        until(async || c_starts.load(Ordering::SeqCst) == 2).await;
+        let events: Vec<(String, &str)> = log
+            .snapshot()
+            .iter()
+            .map(|e| (e.child.clone(), e.event))
+            .filter(|(_, e)| ["replaced", "added", "removed"].contains(e))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("a".to_string(), "replaced"),
+                ("a".to_string(), "replaced"),
+                ("c".to_string(), "added"),
+                ("b".to_string(), "removed")
+            ]
+        );
     }
 
     #[actix_rt::test]

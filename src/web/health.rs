@@ -96,7 +96,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
-    for s in &state.sensors {
+    for s in &state.sensors.all() {
         let st = s.status();
         if s.config.enabled && !st.available {
             warnings.push(format!(

@@ -205,8 +205,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     );
 
     // One status snapshot per sensor for all its families.
-    let sensors: Vec<_> = state
-        .sensors
+    let all = state.sensors.all();
+    let sensors: Vec<_> = all
         .iter()
         .map(|s| (&*s.config.name, s.config.enabled, s.status()))
         .collect();

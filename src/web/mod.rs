@@ -10,6 +10,7 @@ pub mod admin;
 pub mod admin_storage;
 pub mod alerts;
 pub mod config;
+pub mod config_admin;
 pub mod connlimit;
 pub mod dashboard;
 pub mod endpoint;
@@ -43,6 +44,7 @@ use actix_web::{App, HttpRequest, HttpServer, web};
 
 use crate::pacing::PacingShared;
 use crate::sensors::actor::SensorShared;
+use crate::sensors::registry::SensorRegistry;
 use crate::storage::ReadPool;
 use crate::storage::catalog::SeriesInfo;
 use crate::storage::config::StorageConfig;
@@ -70,10 +72,13 @@ pub struct AppState {
     pub supervisor_config: SupervisorConfig,
     /// Re-reads the config file (`POST /api/admin/reload`).
     pub reloader: Arc<dyn reload::Reloader>,
+    /// Edits the config file's sensors and alert rules (`/api/admin/config`).
+    pub editor: Arc<dyn config_admin::ConfigEditor>,
     pub pool: ReadPool,
     pub writer: Arc<WriterShared>,
-    /// Every configured sensor, enabled or not, in config order.
-    pub sensors: Vec<Arc<SensorShared>>,
+    /// Every configured sensor, enabled or not, in config order (edits
+    /// from the browser and reloads change it).
+    pub sensors: Arc<SensorRegistry>,
     pub supervisor: Addr<Supervisor>,
     pub events: Arc<EventLog>,
 
@@ -104,8 +109,8 @@ impl AppState {
         }
     }
 
-    pub fn sensor(&self, name: &str) -> Option<&Arc<SensorShared>> {
-        self.sensors.iter().find(|s| s.config.name == name)
+    pub fn sensor(&self, name: &str) -> Option<Arc<SensorShared>> {
+        self.sensors.get(name)
     }
 
     /// The series the `sensor` and `metric` parameters select (stored, or

@@ -32,8 +32,8 @@ struct PacingView<'a> {
 }
 
 pub async fn pacing(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let sensors: Vec<SensorCadence> = state
-        .sensors
+    let all = state.sensors.all();
+    let sensors: Vec<SensorCadence> = all
         .iter()
         .filter(|s| s.config.enabled)
         .map(|s| {

@@ -119,6 +119,7 @@ pub async fn evidence(state: &AppState) -> Result<Evidence, ApiError> {
     let ops = state.perf.stats();
     let sensors = state
         .sensors
+        .all()
         .iter()
         .filter(|s| s.config.enabled)
         .filter_map(|s| {

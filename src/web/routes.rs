@@ -16,8 +16,8 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 pub use super::endpoint::{Answer, Endpoint, In, Method, Param, Type, Value};
 use super::error::ApiError;
 use super::{
-    admin_storage, alerts, dashboard, export, guards, health, live, metrics, openapi, pacing,
-    performance, readings, reload, series, status,
+    admin_storage, alerts, config_admin, dashboard, export, guards, health, live, metrics, openapi,
+    pacing, performance, readings, reload, series, status,
 };
 
 const SENSOR: Param = Param::query(
@@ -40,6 +40,20 @@ const TO: Param = Param::query(
     Type::String,
     "End of the range, exclusive: an RFC 3339 time or epoch milliseconds.",
 );
+
+const DRY_RUN: Param = Param::query(
+    "dry_run",
+    Type::Boolean,
+    "Validate and report what would happen; write and apply nothing.",
+)
+.default(Value::Bool(false));
+const ACCEPT_RESTART: Param = Param::query(
+    "accept_restart",
+    Type::Boolean,
+    "Save even though part of the change takes effect only after a restart.",
+)
+.default(Value::Bool(false));
+const EDIT: &[Param] = &[DRY_RUN, ACCEPT_RESTART];
 
 /// Every route the server has.
 pub static ENDPOINTS: &[Endpoint] = &[
@@ -390,6 +404,81 @@ pub static ENDPOINTS: &[Endpoint] = &[
         route: || web::to(reload::reload),
     },
     Endpoint {
+        method: Method::Get,
+        path: "/api/admin/config",
+        id: "configView",
+        tag: "admin",
+        summary: "The config file's sensors and alert rules, for editing",
+        description: "`path` is the file edits are written to; `exists` is false while vigil \
+                      runs on its embedded defaults (the first edit then creates the file).",
+        params: &[],
+        admin: true,
+        answer: Answer::JSON,
+        route: || web::to(config_admin::view),
+    },
+    Endpoint {
+        method: Method::Post,
+        path: "/api/admin/config/sensors",
+        id: "putSensor",
+        tag: "admin",
+        summary: "Add a sensor, or replace the one of that name (also to disable it)",
+        description: "The body is one `[[sensors]]` entry as JSON (`name`, `kind`, ..., \
+                      `options`). It is validated with the file's rules (a 400 names the key), \
+                      written to the config file with its comments kept (atomically), and \
+                      applied live: only this sensor's actor is (re)started or stopped. A \
+                      change needing a restart is refused (409, nothing saved) unless \
+                      `accept_restart=true`.",
+        params: EDIT,
+        admin: true,
+        answer: Answer::JSON,
+        route: || web::to(config_admin::put_sensor),
+    },
+    Endpoint {
+        method: Method::Post,
+        path: "/api/admin/config/sensors/{name}/remove",
+        id: "removeSensor",
+        tag: "admin",
+        summary: "Remove a sensor from the config file and stop it",
+        description: "A rule that still watches the sensor makes this a 400 naming the rule.",
+        params: &[
+            Param::path("name", Type::String, "The sensor's name.").required(),
+            DRY_RUN,
+            ACCEPT_RESTART,
+        ],
+        admin: true,
+        answer: Answer::JSON,
+        route: || web::to(config_admin::remove_sensor),
+    },
+    Endpoint {
+        method: Method::Post,
+        path: "/api/admin/config/rules",
+        id: "putRule",
+        tag: "admin",
+        summary: "Add an alert rule, or replace the one of that name",
+        description: "The body is one `[[alerts.rules]]` entry as JSON; validated, written \
+                      and applied like a sensor.",
+        params: EDIT,
+        admin: true,
+        answer: Answer::JSON,
+        route: || web::to(config_admin::put_rule),
+    },
+    Endpoint {
+        method: Method::Post,
+        path: "/api/admin/config/rules/{name}/remove",
+        id: "removeRule",
+        tag: "admin",
+        summary: "Remove an alert rule from the config file",
+        description: "",
+        params: &[
+            Param::path("name", Type::String, "The rule's name.").required(),
+            DRY_RUN,
+            ACCEPT_RESTART,
+        ],
+        admin: true,
+        answer: Answer::JSON,
+        route: || web::to(config_admin::remove_rule),
+    },
+    Endpoint {
         method: Method::Post,
         path: "/api/admin/restart/{child}",
         id: "restartChild",
@@ -611,6 +700,16 @@ mod tests {
             ("/api/series", series::PARAMS),
             ("/api/alerts", alerts::LIST_PARAMS),
             ("/api/admin/optimize", admin_storage::OPTIMIZE_PARAMS),
+            ("/api/admin/config/sensors", config_admin::EDIT_PARAMS),
+            (
+                "/api/admin/config/sensors/{name}/remove",
+                config_admin::EDIT_PARAMS,
+            ),
+            ("/api/admin/config/rules", config_admin::EDIT_PARAMS),
+            (
+                "/api/admin/config/rules/{name}/remove",
+                config_admin::EDIT_PARAMS,
+            ),
         ];
         for e in ENDPOINTS {
             let declared: BTreeSet<&str> = e

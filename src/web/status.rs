@@ -47,8 +47,8 @@ struct SensorView<'a> {
 pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let tree = state.tree().await?;
     let sensors_node = tree.find("sensors");
-    let views: Vec<SensorView> = state
-        .sensors
+    let all = state.sensors.all();
+    let views: Vec<SensorView> = all
         .iter()
         .map(|s| {
             let c = &s.config;

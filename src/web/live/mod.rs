@@ -14,7 +14,7 @@ pub mod session;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -140,8 +140,9 @@ pub struct LiveStats {
 /// What outlives hub instances: the session registry, admission, counters.
 pub struct LiveShared {
     pub config: LiveConfig,
-    /// Enabled sensor names, for `hello` and subscription checks.
-    pub sensors: Vec<String>,
+    /// Enabled sensor names, for `hello` and subscription checks; an edit
+    /// of the sensors replaces them ([`LiveShared::set_sensors`]).
+    sensors: RwLock<Vec<String>>,
     sessions: Mutex<HashMap<u64, SessionEntry>>,
     /// `ws.send` in the performance monitor.
     pub send_op: Arc<Op>,
@@ -163,13 +164,26 @@ impl LiveShared {
     pub fn new(config: LiveConfig, sensors: Vec<String>, perf: &Perf) -> LiveShared {
         LiveShared {
             config,
-            sensors,
+            sensors: RwLock::new(sensors),
             sessions: Mutex::default(),
             send_op: perf.op("ws.send"),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             stats: LiveStats::default(),
         }
+    }
+
+    /// The enabled sensors' names.
+    pub fn sensors(&self) -> Vec<String> {
+        self.sensors
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The enabled sensors are now these.
+    pub fn set_sensors(&self, names: Vec<String>) {
+        *self.sensors.write().unwrap_or_else(|p| p.into_inner()) = names;
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, SessionEntry>> {

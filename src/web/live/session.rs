@@ -187,10 +187,11 @@ impl WsSession {
                 self.strike("bad_message", "`sensors` is empty; omit it for all", ctx);
             }
             ClientMessage::Subscribe { sensors } => {
+                let names = self.shared.sensors();
                 let (known, unknown): (Vec<String>, Vec<String>) = sensors
                     .unwrap_or_else(|| vec!["*".into()])
                     .into_iter()
-                    .partition(|s| s == "*" || self.shared.sensors.contains(s));
+                    .partition(|s| s == "*" || names.contains(s));
                 if !known.is_empty() {
                     self.subscription = self.subscription.add(Some(&known));
                     self.shared
@@ -206,7 +207,7 @@ impl WsSession {
             ClientMessage::Unsubscribe { sensors } => {
                 self.subscription = self
                     .subscription
-                    .remove(sensors.as_deref(), &self.shared.sensors);
+                    .remove(sensors.as_deref(), &self.shared.sensors());
                 self.shared
                     .set_subscription(self.id, self.subscription.clone());
                 let text = protocol::subscribed_text(&self.subscription);
@@ -256,7 +257,7 @@ impl Actor for WsSession {
             "type": "hello",
             "version": env!("CARGO_PKG_VERSION"),
             "session": self.id,
-            "sensors": self.shared.sensors,
+            "sensors": self.shared.sensors(),
             "limits": {
                 "throttle_ms": c.throttle_ms,
                 "queue_capacity": c.queue_capacity,
