@@ -32,6 +32,26 @@ pub fn default_path(database: &Path) -> PathBuf {
     }
 }
 
+/// The documented defaults with `storage.path` set to the database the
+/// appliance runs on (given by `VIGIL_DB` or the working directory), so
+/// that the file created beside it leads back to it.
+fn defaults_with_database(database: &Path) -> Result<String, EditError> {
+    let mut doc: DocumentMut = DEFAULT_TOML
+        .parse()
+        .map_err(|e| EditError::Io(format!("the embedded defaults do not parse: {e}")))?;
+    let path = database.display().to_string();
+    if let Some(old) = doc
+        .get_mut("storage")
+        .and_then(|s| s.get_mut("path"))
+        .and_then(Item::as_value_mut)
+    {
+        let decor = old.decor().clone();
+        *old = Value::from(path.as_str());
+        *old.decor_mut() = decor;
+    }
+    Ok(doc.to_string())
+}
+
 /// The entries of a list of tables, however the file writes it.
 enum Entries<'a> {
     /// `[[sensors]]` tables.
@@ -364,7 +384,8 @@ impl Reloads {
             None => (self.default_path.clone(), false),
         };
         if !exists {
-            return Ok((path, false, DEFAULT_TOML.to_owned()));
+            let database = self.running().storage.path;
+            return Ok((path, false, defaults_with_database(&database)?));
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|e| EditError::Io(format!("cannot read {}: {e}", path.display())))?;

@@ -111,6 +111,7 @@ impl From<EditError> for ApiError {
         match e {
             EditError::Invalid(ConfigError::Invalid { key, message })
             | EditError::Invalid(ConfigError::Parse { key, message, .. }) => {
+                let (key, message) = field_of(&key, &message);
                 ApiError::bad(&key, format!("{key}: {message}"))
             }
             EditError::Invalid(e @ ConfigError::Read { .. }) => {
@@ -123,6 +124,21 @@ impl From<EditError> for ApiError {
             EditError::Io(m) => ApiError::Unavailable(m),
         }
     }
+}
+
+/// The most precise key an error names. A sensor's or a rule's own checks
+/// name the entry by its name (`sensors[tank].interval_ms`) inside a parse
+/// error located at its index (`sensors[1]`): the inner key wins.
+fn field_of(key: &str, message: &str) -> (String, String) {
+    let root = key.split(['[', '.']).next().unwrap_or(key);
+    if !root.is_empty() && message.starts_with(&format!("{root}[")) {
+        let from = message.find(']').unwrap_or(0);
+        if let Some(i) = message[from..].find(": ") {
+            let i = from + i;
+            return (message[..i].to_owned(), message[i + 2..].to_owned());
+        }
+    }
+    (key.to_owned(), message.to_owned())
 }
 
 /// Reads and edits the config file (the assembly implements it).
@@ -212,4 +228,37 @@ pub async fn remove_rule(
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     run(&state, Edit::RemoveRule(name.into_inner()), &req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_entry_key_inside_a_message_is_the_field() {
+        assert_eq!(
+            field_of(
+                "sensors[1]",
+                "sensors[tank].interval_ms: must be greater than 0"
+            ),
+            (
+                "sensors[tank].interval_ms".into(),
+                "must be greater than 0".into()
+            )
+        );
+        assert_eq!(
+            field_of("sensors[bad name!].name", "must be 1-64 characters"),
+            (
+                "sensors[bad name!].name".into(),
+                "must be 1-64 characters".into()
+            )
+        );
+        assert_eq!(
+            field_of("alerts.rules[r].sensor", "no sensor named `x`"),
+            (
+                "alerts.rules[r].sensor".into(),
+                "no sensor named `x`".into()
+            )
+        );
+    }
 }

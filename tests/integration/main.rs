@@ -9,6 +9,7 @@ mod architecture;
 mod bench;
 mod browser;
 mod cli;
+mod config_edit;
 mod crash;
 mod dbfaults;
 mod faults;

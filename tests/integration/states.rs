@@ -260,11 +260,12 @@ priority = "optional"
             Some(want),
             "{name} in /metrics"
         );
-        // Disabled sensors are not supervised: the tree has no node.
-        match tree_state(&s, name).await {
-            Some(node) => assert_eq!(node["state"], want, "{name} in the tree: {node}"),
-            None => assert_eq!(want, "disabled", "{name} missing from the tree"),
-        }
+        // Every configured sensor is a node, a disabled one in state
+        // `disabled` (never started).
+        let node = tree_state(&s, name)
+            .await
+            .unwrap_or_else(|| panic!("{name} missing from the tree"));
+        assert_eq!(node["state"], want, "{name} in the tree: {node}");
     }
     s.stop().await;
 }

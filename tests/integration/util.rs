@@ -161,6 +161,20 @@ impl TestServer {
         (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
+    /// POSTs a JSON body to `path`; the status and the JSON answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut res = self
+            .client
+            .post(self.url(path))
+            .timeout(Duration::from_secs(60))
+            .send_json(body)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path} failed: {e}"));
+        let status = res.status().as_u16();
+        let body = res.body().limit(10 * 1024 * 1024).await.unwrap_or_default();
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
     /// The HTTP client the server's helpers use.
     pub fn client(&self) -> &awc::Client {
         &self.client
