@@ -23,6 +23,32 @@ pub fn rfc3339(ms: i64) -> String {
     }
 }
 
+/// The appliance's own time zone, for views that show its local time: the
+/// IANA name when the host says it (`TZ`, `/etc/timezone`, or the target of
+/// `/etc/localtime`), and the current offset from UTC in minutes.
+pub fn local_zone() -> (Option<String>, i32) {
+    let offset = chrono::Local::now().offset().local_minus_utc() / 60;
+    let named = |s: &str| {
+        let s = s.trim().trim_start_matches(':');
+        (!s.is_empty() && !s.starts_with('/') && !s.contains(' ')).then(|| s.to_owned())
+    };
+    let name = std::env::var("TZ")
+        .ok()
+        .and_then(|v| named(&v))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/timezone")
+                .ok()
+                .and_then(|v| named(&v))
+        })
+        .or_else(|| {
+            let target = std::fs::read_link("/etc/localtime").ok()?;
+            let text = target.to_string_lossy().into_owned();
+            let (_, zone) = text.split_once("zoneinfo/")?;
+            named(zone)
+        });
+    (name, offset)
+}
+
 /// Length of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub const RFC3339_LEN: usize = 24;
 

@@ -173,6 +173,52 @@ impl Driver {
         .await;
     }
 
+    /// Drags across the element `css` from `dx0` to `dx1` pixels right of
+    /// its centre, as a mouse would.
+    async fn drag(&self, css: &str, dx0: i64, dx1: i64) {
+        let found = self
+            .cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        let origin = found.clone();
+        let actions = json!({"actions": [{
+            "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+            "actions": [
+                {"type": "pointerMove", "origin": origin, "x": dx0, "y": 0, "duration": 0},
+                {"type": "pointerDown", "button": 0},
+                {"type": "pointerMove", "origin": found, "x": dx1, "y": 0, "duration": 200},
+                {"type": "pointerUp", "button": 0},
+            ],
+        }]});
+        self.cmd("POST", "/actions", Some(actions)).await;
+    }
+
+    /// Double-clicks the centre of the element `css`.
+    async fn double_click(&self, css: &str) {
+        let found = self
+            .cmd(
+                "POST",
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        let click = [
+            json!({"type": "pointerDown", "button": 0}),
+            json!({"type": "pointerUp", "button": 0}),
+        ];
+        let mut steps = vec![json!({"type": "pointerMove", "origin": found, "x": 0, "y": 0})];
+        steps.extend(click.iter().cloned());
+        steps.extend(click.iter().cloned());
+        let actions = json!({"actions": [{
+            "type": "pointer", "id": "mouse", "parameters": {"pointerType": "mouse"},
+            "actions": steps,
+        }]});
+        self.cmd("POST", "/actions", Some(actions)).await;
+    }
+
     async fn quit(self) {
         let p = format!("/session/{}", self.session);
         self.raw("DELETE", &p, None).await;
@@ -266,8 +312,8 @@ async fn the_dashboard_shows_live_data_history_and_recovers_from_an_outage() {
     assert!(first.as_str().unwrap().ends_with("°C"), "{first}");
     d.wait_js(
         "the live chart",
-        "const c = document.querySelector('canvas[data-series=\"sim/value\"]'); \
-         return c && Number(c.dataset.points) > 3;",
+        "const c = document.querySelector('article[data-sensor=\"sim\"] .spark'); \
+         return c && Number(c.dataset.points) > 3 && c.querySelector('canvas') !== null;",
         Duration::from_secs(15),
     )
     .await;
@@ -313,24 +359,22 @@ async fn the_dashboard_shows_live_data_history_and_recovers_from_an_outage() {
     )
     .await;
     d.js(
-        "document.getElementById('history-series').value = 'sim/value'; \
-          document.getElementById('history-range').value = '900000'; \
-          document.querySelector('#history-form button').click(); return true;",
+        "const s = document.getElementById('history-sensor'); s.value = 'sim'; \
+          s.dispatchEvent(new Event('change')); \
+          document.querySelector('[data-range=\"300000\"]').click(); return true;",
     )
     .await;
     let note = d
         .wait_js(
             "the history chart",
             "const c = document.getElementById('history-chart'); \
-             return Number(c.dataset.points) > 1 ? document.getElementById('history-note').textContent : null;",
+             return Number(c.dataset.points) > 1 && c.dataset.tier === 'raw' \
+               ? document.getElementById('history-note').textContent : null;",
             Duration::from_secs(15),
         )
         .await;
     let note = note.as_str().unwrap();
-    assert!(
-        note.contains("sim/value") && note.contains("/api/series (raw"),
-        "{note}"
-    );
+    assert!(note.contains("sim:") && note.contains("raw tier"), "{note}");
 
     // A firing alert is shown prominently and can be acknowledged (from
     // loopback no token is needed).
@@ -401,6 +445,340 @@ async fn the_dashboard_shows_live_data_history_and_recovers_from_an_outage() {
         .filter(|e| {
             let m = e["message"].as_str().unwrap_or_default();
             !(m.contains("ERR_CONNECTION_REFUSED") || m.contains("WebSocket connection"))
+        })
+        .collect();
+    assert!(unexpected.is_empty(), "console errors: {unexpected:?}");
+    d.quit().await;
+    s.stop().await;
+}
+
+/// The history chart's range, tier and points, as the page shows them.
+const HISTORY_STATE: &str = "const c = document.getElementById('history-chart'); \
+     return c.dataset.tier ? {from: Number(c.dataset.from), to: Number(c.dataset.to), \
+       tier: c.dataset.tier, points: Number(c.dataset.points)} : null;";
+
+/// A config file for the configuration test: two fast sensors with comments.
+fn editable_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let text = crate::util::BASE.replace(
+        "[storage]\n",
+        &format!("[storage]\npath = \"{}\"\n", dir.join("vigil.db").display()),
+    ) + r#"
+# steady: its cadence must not change while others are edited.
+[[sensors]]
+name = "steady"
+kind = "simulated"
+interval_ms = 100 # ten reads a second
+[sensors.options]
+unit = "°C"
+
+# sim: a second chart.
+[[sensors]]
+name = "sim"
+kind = "simulated"
+interval_ms = 100
+[sensors.options]
+waveform = "random_walk"
+unit = "V"
+
+[[sensors]]
+name = "system"
+kind = "system"
+interval_ms = 1000
+"#;
+    let path = dir.join("vigil.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn steady_node(s: &TestServer) -> Value {
+    let sup = s.get_ok("/api/supervisor").await;
+    sup["tree"]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sensors")
+        .and_then(|c| c["children"].as_array())
+        .and_then(|c| c.iter().find(|n| n["name"] == "steady"))
+        .cloned()
+        .unwrap()
+}
+
+#[actix_rt::test]
+async fn charts_zoom_times_and_configuration_from_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = editable_config(dir.path());
+    let original = std::fs::read_to_string(&file).unwrap();
+    let cfg = vigil::Config::load(Some(&file)).unwrap();
+    let s = TestServer::start_with(dir, cfg).await;
+    // Three seconds of readings before the page opens.
+    s.wait_for(
+        "readings spanning 3 s",
+        Duration::from_secs(20),
+        async |s| {
+            let r = s.get_ok("/api/readings?sensor=sim&order=asc&limit=1").await;
+            let first = r["readings"][0]["ts_ms"].as_i64();
+            let r = s
+                .get_ok("/api/readings?sensor=sim&order=desc&limit=1")
+                .await;
+            let last = r["readings"][0]["ts_ms"].as_i64();
+            matches!((first, last), (Some(a), Some(b)) if b - a >= 3000)
+        },
+    )
+    .await;
+    let d = Driver::start().await;
+    d.set_window(1400, 1000).await;
+    d.goto(&s.url("/")).await;
+
+    // Charts have data at first paint: drawn from /api/series (which has
+    // the uncommitted head), before the live feed adds anything.
+    let first = d
+        .wait_js(
+            "the first paint of the sim card",
+            "const c = document.querySelector('article[data-sensor=\"sim\"] .spark'); \
+             return c && c.dataset.firstPoints ? Number(c.dataset.firstPoints) : null;",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(
+        first.as_u64().unwrap() >= 3,
+        "first paint had {first} points"
+    );
+    d.wait_js(
+        "every card's chart",
+        "return ['steady', 'sim', 'system'].every((n) => { \
+           const c = document.querySelector(`article[data-sensor=\"${n}\"] .spark`); \
+           return c && Number(c.dataset.points) > 0 && c.querySelector('canvas'); });",
+        Duration::from_secs(15),
+    )
+    .await;
+
+    // The history chart: several metrics of a sensor on one chart, a time
+    // axis, units in the legend.
+    d.js(
+        "const s = document.getElementById('history-sensor'); s.value = 'system'; \
+         s.dispatchEvent(new Event('change')); \
+         document.querySelector('[data-range=\"86400000\"]').click(); return true;",
+    )
+    .await;
+    let day = d
+        .wait_js(
+            "the 24 h chart",
+            &format!(
+                "{} ",
+                HISTORY_STATE.replace("return c.dataset.tier", "return c.dataset.tier === 'minute' && document.querySelectorAll('#history-chart .u-legend .u-series').length >= 5")
+            ),
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(day["tier"], "minute", "{day}");
+    let span = day["to"].as_i64().unwrap() - day["from"].as_i64().unwrap();
+    assert_eq!(span, 86_400_000, "{day}");
+    let legend = d
+        .js("return document.querySelector('#history-chart .u-legend').textContent;")
+        .await;
+    assert!(legend.as_str().unwrap().contains("cpu (%)"), "{legend}");
+    let axis = d
+        .js("return Array.from(document.querySelectorAll('#history-chart .u-axis')).length;")
+        .await;
+    assert!(axis.as_u64().unwrap() >= 2, "time and value axes: {axis}");
+
+    // Drag to zoom: a narrower range, read from a finer tier.
+    d.drag("#history-chart .u-over", 250, 450).await;
+    let zoomed = d
+        .wait_js(
+            "the zoomed range",
+            &HISTORY_STATE.replace(
+                "return c.dataset.tier ?",
+                "return c.dataset.tier === 'raw' ?",
+            ),
+            Duration::from_secs(15),
+        )
+        .await;
+    let zoomed_span = zoomed["to"].as_i64().unwrap() - zoomed["from"].as_i64().unwrap();
+    assert!(zoomed_span < span / 2, "{zoomed}");
+    assert!(zoomed["from"].as_i64() > day["from"].as_i64(), "{zoomed}");
+    // Double-click: back to the chosen range and its tier.
+    d.double_click("#history-chart .u-over").await;
+    let reset = d
+        .wait_js(
+            "the reset range",
+            &HISTORY_STATE.replace(
+                "return c.dataset.tier ?",
+                "return c.dataset.tier === 'minute' ?",
+            ),
+            Duration::from_secs(15),
+        )
+        .await;
+    let reset_span = reset["to"].as_i64().unwrap() - reset["from"].as_i64().unwrap();
+    assert_eq!(reset_span, span, "{reset}");
+    // The same from the keyboard-reachable buttons.
+    d.js("document.getElementById('zoom-in').click(); return true;")
+        .await;
+    d.wait_js(
+        "zoom in by button",
+        &format!(
+            "const c = document.getElementById('history-chart'); \
+             return Number(c.dataset.to) - Number(c.dataset.from) <= {};",
+            span / 2 + 1
+        ),
+        Duration::from_secs(15),
+    )
+    .await;
+
+    // Times: the zone is said, UTC can be chosen, and the clock is 24-hour.
+    let zone = d
+        .js("return document.getElementById('tz-name').textContent;")
+        .await;
+    assert!(zone.as_str().unwrap().contains("24-hour"), "{zone}");
+    d.js("const z = document.getElementById('tz'); z.value = 'utc'; \
+         z.dispatchEvent(new Event('change')); return true;")
+        .await;
+    d.wait_js(
+        "UTC times",
+        "return document.getElementById('tz-name').textContent.startsWith('UTC') \
+         && /^\\d\\d:\\d\\d:\\d\\d /.test(document.querySelector('#events li').textContent);",
+        Duration::from_secs(10),
+    )
+    .await;
+    // Recent events: the list leaves room for two-digit numbers.
+    let fits = d
+        .js("const ol = document.getElementById('events'); \
+             const ctx = document.createElement('canvas').getContext('2d'); \
+             ctx.font = getComputedStyle(ol).font; \
+             return parseFloat(getComputedStyle(ol).paddingLeft) > ctx.measureText('20. ').width;")
+        .await;
+    assert_eq!(fits, true, "event numbers would be clipped");
+    // Every control is reachable from the keyboard.
+    let unreachable = d
+        .js(
+            "return Array.from(document.querySelectorAll('button, select, input, textarea')) \
+             .filter((e) => e.tabIndex < 0 || e.disabled).map((e) => e.outerHTML);",
+        )
+        .await;
+    assert_eq!(unreachable, json!([]), "{unreachable}");
+
+    // A bad value shows the field's error and saves nothing.
+    d.wait_js(
+        "the configuration section",
+        "return document.querySelectorAll('#config-sensors li').length === 3;",
+        Duration::from_secs(15),
+    )
+    .await;
+    let fill = |name: &str, interval: &str| {
+        format!(
+            "const f = document.getElementById('sensor-form'); \
+             f.querySelector('[data-action=\"cancel\"]').click(); \
+             f.name.value = '{name}'; f.kind.value = 'simulated'; f.interval_ms.value = '{interval}'; \
+             f.priority.value = 'optional'; \
+             f.options.value = 'waveform = \"constant\"\\noffset = 3.5\\nunit = \"cm\"'; \
+             f.querySelector('button[type=\"submit\"]').click(); return true;"
+        )
+    };
+    d.js(&fill("tank", "0")).await;
+    let error = d
+        .wait_js(
+            "the interval's error",
+            "const e = document.querySelector('#sensor-form [data-error=\"interval_ms\"]'); \
+             return e.textContent && document.querySelector('#sensor-form [name=\"interval_ms\"]') \
+               .getAttribute('aria-invalid') === 'true' ? e.textContent : null;",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .contains("sensors[tank].interval_ms"),
+        "{error}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+
+    // A sensor added from the page appears and reads; steady's actor and
+    // cadence are untouched.
+    let before = steady_node(&s).await;
+    d.js(&fill("tank", "100")).await;
+    d.wait_js(
+        "the new sensor's reading",
+        "const e = document.querySelector('article[data-sensor=\"tank\"] .metric-value'); \
+         return e && /3\\.50 cm/.test(e.textContent);",
+        Duration::from_secs(20),
+    )
+    .await;
+    let status = d
+        .js("return document.getElementById('config-status').textContent;")
+        .await;
+    assert!(status.as_str().unwrap().contains("saved to"), "{status}");
+    let after = steady_node(&s).await;
+    assert_eq!(after["restarts"], before["restarts"]);
+    assert_eq!(after["running_since"], before["running_since"]);
+    assert_eq!(s.sensor("steady").await["effective_interval_ms"], 100);
+    // The file keeps every comment, and has the sensor.
+    let text = std::fs::read_to_string(&file).unwrap();
+    for line in original.lines().filter(|l| l.contains('#')) {
+        assert!(text.contains(line), "lost {line:?} in:\n{text}");
+    }
+    assert!(text.contains("name = \"tank\""), "{text}");
+    // Disabled from the page: the card and the tree say so.
+    d.js(
+        "Array.from(document.querySelectorAll('#config-sensors li')) \
+         .find((li) => li.dataset.configSensor === 'tank') \
+         .querySelectorAll('button')[1].click(); return true;",
+    )
+    .await;
+    d.wait_js(
+        "tank disabled in the tree",
+        "const n = document.querySelector('#tree [data-node=\"tank\"] .badge'); \
+         return n && n.textContent === 'disabled';",
+        Duration::from_secs(20),
+    )
+    .await;
+
+    // Page weight: everything the first load fetched, compressed.
+    let weight = d
+        .js(
+            "const nav = performance.getEntriesByType('navigation')[0]; \
+             const res = performance.getEntriesByType('resource'); \
+             return {total: nav.transferSize + res.reduce((a, r) => a + r.transferSize, 0), \
+               html: nav.transferSize, \
+               assets: res.filter((r) => r.name.includes('/assets/')).reduce((a, r) => a + r.transferSize, 0)};",
+        )
+        .await;
+    eprintln!("dashboard first load: {weight}");
+    assert!(
+        weight["total"].as_u64().unwrap() < 150 * 1024,
+        "the page weighs {weight}"
+    );
+
+    // Screenshots: desktop, and a phone showing several sensors at once.
+    d.js("window.scrollTo(0, 0); return true;").await;
+    d.screenshot("dashboard-desktop.png").await;
+    d.set_window(390, 844).await;
+    d.wait_js(
+        "a narrow layout",
+        "return document.documentElement.scrollWidth <= window.innerWidth + 1;",
+        Duration::from_secs(5),
+    )
+    .await;
+    d.screenshot("dashboard-phone-390x844.png").await;
+    let visible = d
+        .wait_js(
+            "several cards on a phone screen",
+            "if (document.documentElement.scrollWidth > window.innerWidth + 1) return null; \
+             const cards = Array.from(document.querySelectorAll('#sensors .card')); \
+             const seen = cards.filter((c) => c.getBoundingClientRect().bottom <= window.innerHeight); \
+             return seen.length >= 3 ? seen.length : null;",
+            Duration::from_secs(10),
+        )
+        .await;
+    eprintln!("cards on a 390x844 screen: {visible}");
+
+    // The refused edit is the only error the console may show.
+    let errors = d.console().await;
+    let unexpected: Vec<_> = severe(&errors)
+        .into_iter()
+        .filter(|e| {
+            let m = e["message"].as_str().unwrap_or_default();
+            !(m.contains("/api/admin/config/sensors?dry_run=true") && m.contains("400"))
         })
         .collect();
     assert!(unexpected.is_empty(), "console errors: {unexpected:?}");

@@ -1,29 +1,38 @@
-// vigil dashboard: live charts from the WebSocket feed, status from the JSON
-// API, history on demand. Plain JavaScript, no build step; memory is bounded
-// (a fixed number of points per series) so the page can stay open for weeks.
+// vigil dashboard: compact sensor cards with charts that have data at first
+// paint (from /api/series, which includes readings not committed yet) and
+// move with the live feed; a history chart over 5 minutes to a year that
+// zooms into finer storage tiers; times in a zone the user picks; and the
+// sensors and alert rules edited through the admin API. Plain JavaScript
+// on the vendored uPlot, no build step; memory is bounded (a fixed number
+// of points per chart) so the page can stay open for weeks.
 'use strict';
 
 (() => {
-  const MAX_POINTS = 600;            // per live series
-  const LIVE_WINDOW_MS = 5 * 60 * 1000;
-  const HISTORY_POINTS = 500;
+  const MAX_POINTS = 600;            // per card chart
+  const CARD_WINDOW_MS = 15 * 60 * 1000;
+  const HISTORY_POINTS = 600;
   const POLL_MS = 5000;
   const RECONNECT_MAX_MS = 30000;
+  const MIN_ZOOM_MS = 10000;
+  const SPARK_HEIGHT = 72;
+  // Okabe-Ito: distinguishable with every common colour-vision deficiency.
+  const COLOURS = ['#0072B2', '#D55E00', '#009E73', '#CC79A7', '#E69F00', '#56B4E9', '#000000'];
 
   const $ = (id) => document.getElementById(id);
   const state = {
     sensors: [],
-    cards: new Map(),     // sensor name -> card elements
-    series: new Map(),    // "sensor/metric" -> Ring
-    dirty: new Set(),     // series keys whose charts need drawing
+    cards: new Map(),     // sensor name -> card
     latest: new Map(),    // "sensor/metric" -> latest value
     healthDirty: false,
     ws: null,
     attempt: 0,
     reconnectTimer: null,
     refreshTimer: null,
-    version: '',
-    prefilled: false,
+    appliance: { zone: null, offsetMin: 0 },
+    history: { sensor: '', range: 3600000, from: 0, to: 0, chart: null, seq: 0 },
+    config: null,
+    editingSensor: null,
+    editingRule: null,
   };
 
   // ---- small helpers -------------------------------------------------------
@@ -60,37 +69,100 @@
 
   const seriesKey = (sensor, metric) => sensor + '/' + metric;
 
-  // A fixed-size ring of (time, value) points.
-  class Ring {
-    constructor(cap) {
-      this.t = new Float64Array(cap);
-      this.v = new Float64Array(cap);
-      this.cap = cap;
-      this.start = 0;
-      this.len = 0;
-    }
-    push(t, v) {
-      const i = (this.start + this.len) % this.cap;
-      this.t[i] = t;
-      this.v[i] = v;
-      if (this.len < this.cap) this.len++;
-      else this.start = (this.start + 1) % this.cap;
-    }
-    forEach(fn) {
-      for (let k = 0; k < this.len; k++) {
-        const i = (this.start + k) % this.cap;
-        fn(this.t[i], this.v[i]);
-      }
+  // ---- times ---------------------------------------------------------------
+
+  const prefs = {
+    tz: localStorage.getItem('vigil-tz') || 'browser',
+    clock: localStorage.getItem('vigil-clock') || '24',
+  };
+  const formatters = new Map();
+
+  function zoneValid(zone) {
+    try {
+      new Intl.DateTimeFormat('en', { timeZone: zone });
+      return true;
+    } catch (_) {
+      return false;
     }
   }
 
-  function ring(key) {
-    let r = state.series.get(key);
-    if (!r) {
-      r = new Ring(MAX_POINTS);
-      state.series.set(key, r);
+  // The zone times are shown in, and how to get there: an IANA name Intl
+  // knows, or (an appliance zone without one) a fixed offset from UTC.
+  function zone() {
+    if (prefs.tz === 'utc') return { name: 'UTC', intl: 'UTC', shift: 0 };
+    if (prefs.tz === 'appliance') {
+      const a = state.appliance;
+      if (a.zone && zoneValid(a.zone)) return { name: a.zone, intl: a.zone, shift: 0 };
+      const m = a.offsetMin;
+      const sign = m < 0 ? '-' : '+';
+      const hh = String(Math.floor(Math.abs(m) / 60)).padStart(2, '0');
+      const mm = String(Math.abs(m) % 60).padStart(2, '0');
+      return { name: `UTC${sign}${hh}:${mm}`, intl: 'UTC', shift: m * 60000 };
     }
-    return r;
+    const local = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local';
+    return { name: local, intl: undefined, shift: 0 };
+  }
+
+  function formatter(kind) {
+    const z = zone();
+    const key = kind + '|' + z.name + '|' + prefs.clock;
+    let f = formatters.get(key);
+    if (f) return f;
+    const opts = { timeZone: z.intl };
+    if (prefs.clock === '24') opts.hourCycle = 'h23';
+    if (kind === 'time' || kind === 'datetime' || kind === 'seconds') {
+      opts.hour = '2-digit';
+      opts.minute = '2-digit';
+    }
+    if (kind === 'seconds' || kind === 'datetime') opts.second = '2-digit';
+    if (kind === 'date' || kind === 'datetime' || kind === 'daytime') {
+      opts.month = 'short';
+      opts.day = 'numeric';
+    }
+    if (kind === 'daytime') {
+      opts.hour = '2-digit';
+      opts.minute = '2-digit';
+    }
+    if (kind === 'year') {
+      opts.year = 'numeric';
+      opts.month = 'short';
+    }
+    // 24-hour: a locale-neutral English layout; otherwise the locale's.
+    const f2 = new Intl.DateTimeFormat(prefs.clock === '24' ? 'en-GB' : undefined, opts);
+    f = (ms) => f2.format(new Date(ms + z.shift));
+    formatters.set(key, f);
+    return f;
+  }
+
+  const fmtTime = (ms) => formatter('seconds')(ms);
+  const fmtDateTime = (ms) => formatter('datetime')(ms);
+
+  // Axis labels fitting the span shown.
+  function axisValues(span) {
+    const kind = span <= 120000 ? 'seconds' : span <= 2 * 86400000 ? 'time'
+      : span <= 60 * 86400000 ? 'daytime' : 'date';
+    const f = formatter(span > 400 * 86400000 ? 'year' : kind);
+    return (u, splits) => splits.map((t) => f(t));
+  }
+
+  function showZone() {
+    const z = zone();
+    $('tz-name').textContent = z.name + (prefs.clock === '24' ? ', 24-hour' : '');
+    $('tz').value = prefs.tz;
+    $('clock').value = prefs.clock;
+  }
+
+  function onTimePrefs() {
+    prefs.tz = $('tz').value;
+    prefs.clock = $('clock').value;
+    localStorage.setItem('vigil-tz', prefs.tz);
+    localStorage.setItem('vigil-clock', prefs.clock);
+    formatters.clear();
+    showZone();
+    for (const c of state.cards.values()) if (c.chart) c.chart.redraw(false, true);
+    if (state.history.chart) state.history.chart.redraw(false, true);
+    refreshTree();
+    refreshAlerts();
   }
 
   // ---- API -----------------------------------------------------------------
@@ -107,6 +179,7 @@
       const msg = body && body.error ? body.error.message : res.statusText;
       const err = new Error(msg);
       err.status = res.status;
+      err.body = body;
       throw err;
     }
     return body;
@@ -114,14 +187,19 @@
 
   // Admin calls carry the token kept for this browser session only; a 401
   // asks for it and tries once more.
-  async function admin(path) {
+  async function admin(path, method, body, ask = true) {
     for (let attempt = 0; attempt < 2; attempt++) {
       const token = sessionStorage.getItem('vigil-admin-token');
       const headers = token ? { Authorization: 'Bearer ' + token } : {};
+      const options = { method: method || 'POST', headers };
+      if (body !== undefined) {
+        headers['Content-Type'] = 'application/json';
+        options.body = JSON.stringify(body);
+      }
       try {
-        return await api(path, { method: 'POST', headers });
+        return await api(path, options);
       } catch (e) {
-        if (e.status !== 401 || attempt > 0) throw e;
+        if (e.status !== 401 || attempt > 0 || !ask) throw e;
         const entered = window.prompt('Admin token for this appliance:');
         if (!entered) throw e;
         sessionStorage.setItem('vigil-admin-token', entered.trim());
@@ -130,7 +208,86 @@
     return null;
   }
 
-  // ---- sensors -------------------------------------------------------------
+  // Buckets of every metric of `sensor` over [from, to) at most `points`
+  // wide, aligned on shared timestamps for one chart: [xs, ys...].
+  async function fetchSeries(sensor, from, to, points) {
+    const q = `sensor=${encodeURIComponent(sensor)}&from=${Math.round(from)}&to=${Math.round(to)}&points=${points}`;
+    const body = await api(`/api/series?${q}`);
+    const times = new Set();
+    for (const s of body.series) for (const b of s.buckets) times.add(b.ts_ms);
+    const xs = Array.from(times).sort((a, b) => a - b);
+    const at = new Map(xs.map((t, i) => [t, i]));
+    const columns = body.series.map((s) => {
+      const ys = new Array(xs.length).fill(null);
+      for (const b of s.buckets) ys[at.get(b.ts_ms)] = b.mean;
+      return ys;
+    });
+    return {
+      metrics: body.series.map((s) => ({ metric: s.metric, unit: s.unit })),
+      data: [xs, ...columns],
+      tier: body.series.length ? body.series[0].tier : 'none',
+      bucketMs: body.series.length ? body.series[0].bucket_ms : 0,
+      buckets: xs.length,
+    };
+  }
+
+  // ---- charts --------------------------------------------------------------
+
+  // uPlot options for `metrics` (one series each); one y scale per unit,
+  // the first two with an axis (left, right).
+  function chartOptions(metrics, width, height, compact) {
+    const units = [];
+    for (const m of metrics) if (!units.includes(m.unit)) units.push(m.unit);
+    const scales = { x: { time: true } };
+    for (const u of units) scales['u:' + u] = { auto: true };
+    const axes = [{
+      stroke: '#4d5965',
+      grid: { stroke: '#e3e7eb', width: 1 },
+      ticks: { stroke: '#d5dbe1', width: 1 },
+      values: (u, splits) => axisValues((u.scales.x.max || 0) - (u.scales.x.min || 0))(u, splits),
+      size: compact ? 24 : 36,
+      font: compact ? '10px system-ui' : '12px system-ui',
+      space: compact ? 70 : 90,
+    }];
+    units.slice(0, 2).forEach((unit, i) => axes.push({
+      scale: 'u:' + unit,
+      side: i === 0 ? 3 : 1,
+      stroke: '#4d5965',
+      grid: { show: i === 0, stroke: '#eef1f4', width: 1 },
+      ticks: { show: false },
+      values: (u, splits) => splits.map((v) => fmt(v, unit)),
+      size: compact ? 52 : 66,
+      font: compact ? '10px system-ui' : '12px system-ui',
+    }));
+    return {
+      width,
+      height,
+      ms: 1,
+      scales,
+      axes,
+      legend: { show: !compact, live: true },
+      cursor: compact ? { show: true, drag: { x: false, y: false }, points: { size: 5 } }
+        : { drag: { x: true, y: false, setScale: false }, points: { size: 7 } },
+      series: [
+        { label: 'time', value: (u, v) => (v === null || v === undefined ? '–' : fmtDateTime(v)) },
+        ...metrics.map((m, i) => ({
+          label: m.unit ? `${m.metric} (${m.unit})` : m.metric,
+          scale: 'u:' + m.unit,
+          stroke: COLOURS[i % COLOURS.length],
+          width: 1.5,
+          spanGaps: true,
+          points: { show: false },
+          value: (u, v) => fmt(v, m.unit),
+        })),
+      ],
+    };
+  }
+
+  function widthOf(node, fallback) {
+    return Math.max(120, Math.floor(node.clientWidth || fallback));
+  }
+
+  // ---- sensor cards --------------------------------------------------------
 
   function card(sensor) {
     let c = state.cards.get(sensor.name);
@@ -138,31 +295,115 @@
     const badge = el('span', { class: 'badge' });
     const meta = el('div', { class: 'meta' });
     const error = el('div', { class: 'error' });
-    const metrics = el('div');
+    const values = el('div', { class: 'values' });
+    const spark = el('div', { class: 'spark', 'data-points': '0' });
     const root = el('article', { class: 'card', 'data-sensor': sensor.name },
       el('div', { class: 'card-head' }, el('h3', {}, sensor.name), badge),
-      meta, error, metrics);
-    c = { root, badge, meta, error, metrics, rows: new Map() };
+      meta, values, spark, error);
+    c = {
+      root, badge, meta, error, values, spark,
+      rows: new Map(),     // metric -> value element
+      metrics: [],         // [{metric, unit}] in chart order
+      points: new Map(),   // ts -> Map(metric -> value), bounded
+      chart: null,
+      dirty: false,
+      loaded: false,
+    };
     state.cards.set(sensor.name, c);
     $('sensors').append(root);
     return c;
   }
 
-  function metricRow(c, sensor, metric) {
+  function valueRow(c, metric, unit) {
     let row = c.rows.get(metric);
-    if (row) return row;
-    const value = el('span', { class: 'metric-value' }, '–');
-    const canvas = el('canvas', { height: '60', 'data-series': seriesKey(sensor, metric) });
-    const root = el('div', { class: 'metric' },
-      el('div', { class: 'metric-head' }, el('span', {}, metric), value),
-      el('div', { class: 'chart-box' }, canvas));
-    c.metrics.append(root);
-    row = { value, canvas, unit: '' };
-    c.rows.set(metric, row);
+    if (!row) {
+      row = el('span', { class: 'metric-value' }, '–');
+      c.values.append(el('span', {}, el('span', { class: 'metric-name' }, metric + ' '), row));
+      c.rows.set(metric, row);
+    }
+    if (!c.metrics.some((m) => m.metric === metric)) {
+      c.metrics.push({ metric, unit: unit || '' });
+      c.chart = rebuild(c.chart);
+    }
     return row;
   }
 
+  function rebuild(chart) {
+    if (chart) chart.destroy();
+    return null;
+  }
+
+  function addPoint(c, ts, metric, value) {
+    let p = c.points.get(ts);
+    if (!p) {
+      p = new Map();
+      c.points.set(ts, p);
+      if (c.points.size > MAX_POINTS) {
+        const oldest = Math.min(...c.points.keys());
+        c.points.delete(oldest);
+      }
+    }
+    p.set(metric, value);
+    c.dirty = true;
+  }
+
+  function cardData(c) {
+    const cut = Date.now() - CARD_WINDOW_MS;
+    const xs = Array.from(c.points.keys()).filter((t) => t >= cut).sort((a, b) => a - b);
+    return [xs, ...c.metrics.map((m) => xs.map((t) => {
+      const v = c.points.get(t).get(m.metric);
+      return v === undefined ? null : v;
+    }))];
+  }
+
+  function drawCard(c) {
+    c.dirty = false;
+    if (!c.metrics.length || typeof uPlot === 'undefined') return;
+    const data = cardData(c);
+    if (!c.chart) {
+      c.spark.replaceChildren();
+      c.chart = new uPlot(chartOptions(c.metrics, widthOf(c.spark, 280), SPARK_HEIGHT, true), data, c.spark);
+    } else {
+      c.chart.setData(data);
+    }
+    c.spark.dataset.points = String(data[0].length);
+  }
+
+  // At first paint each card's chart starts from the last CARD_WINDOW_MS
+  // of its sensor; the live feed keeps it moving from there.
+  async function loadCard(s) {
+    const c = card(s);
+    if (c.loaded) return;
+    c.loaded = true;
+    const to = Date.now();
+    try {
+      // One-second buckets: as fine as the live feed for most sensors.
+      const r = await fetchSeries(s.name, to - CARD_WINDOW_MS, to + 1000, CARD_WINDOW_MS / 1000);
+      r.metrics.forEach((m) => valueRow(c, m.metric, m.unit));
+      r.data[0].forEach((t, i) => {
+        r.metrics.forEach((m, k) => {
+          const v = r.data[k + 1][i];
+          if (v !== null) addPoint(c, t, m.metric, v);
+        });
+      });
+      drawCard(c);
+      // What the chart was first drawn with from the API, before (and
+      // whatever) the live feed adds.
+      c.spark.dataset.firstPoints = String(r.data[0].length);
+    } catch (_) {
+      c.loaded = false;
+    }
+  }
+
   function renderSensors() {
+    const names = new Set(state.sensors.map((s) => s.name));
+    for (const [name, c] of state.cards) {
+      if (!names.has(name)) {
+        if (c.chart) c.chart.destroy();
+        c.root.remove();
+        state.cards.delete(name);
+      }
+    }
     for (const s of state.sensors) {
       const c = card(s);
       c.badge.textContent = s.status;
@@ -171,22 +412,22 @@
         ? `${s.interval_ms} ms (now ${s.effective_interval_ms} ms)`
         : `${s.interval_ms} ms`;
       c.meta.textContent = `${s.kind} · every ${interval} · ${s.restarts} restarts · read ${ago(s.last_read_at)}`;
+      c.meta.title = c.meta.textContent;
       const problem = s.status === 'unavailable' ? s.unavailable_reason
         : s.status === 'suspended' ? 'circuit breaker open: ' + (s.last_error || 'too many failed or slow reads')
         : (s.status === 'failed' || s.status === 'restarting') ? s.last_error : null;
       const revive = s.status === 'failed' && s.next_revive_at
-        ? ' · tried again at ' + new Date(s.next_revive_at).toLocaleTimeString() : '';
+        ? ' · tried again at ' + fmtTime(Date.parse(s.next_revive_at)) : '';
       c.error.textContent = (problem || '') + revive;
       for (const v of s.last_values || []) {
+        const row = valueRow(c, v.metric, v.unit);
         const key = seriesKey(s.name, v.metric);
-        const row = metricRow(c, s.name, v.metric);
-        row.unit = v.unit;
-        const r = state.series.get(key);
-        if (!r || r.len === 0) {
-          row.value.textContent = fmt(v.value, v.unit);
+        if (!state.latest.has(key)) {
+          row.textContent = fmt(v.value, v.unit);
           state.latest.set(key, v.value);
         }
       }
+      if (s.enabled) loadCard(s);
     }
   }
 
@@ -207,53 +448,122 @@
     $('health').replaceChildren(...parts.map((p) => el('span', {}, p)));
   }
 
-  // At first paint the sparklines start from history: the last
-  // LIVE_WINDOW_MS of each sensor from /api/readings (which includes
-  // readings not committed yet), merged with whatever the live feed has
-  // already delivered; the live feed keeps them moving from there.
-  async function prefill() {
-    state.prefilled = true;
-    const from = Date.now() - LIVE_WINDOW_MS;
-    await Promise.all(state.sensors.map(async (s) => {
-      if (!(s.last_values || []).length) return;
-      let body;
-      try {
-        body = await api(`/api/readings?sensor=${encodeURIComponent(s.name)}&from=${from}` +
-          '&order=desc&limit=1000&fields=metric,value,ts_ms');
-      } catch (_) {
-        return;
-      }
-      const byKey = new Map();
-      for (const r of body.readings) {
-        const key = seriesKey(s.name, r.metric);
-        if (!byKey.has(key)) byKey.set(key, []);
-        byKey.get(key).push([r.ts_ms, r.value]);
-      }
-      for (const [key, points] of byKey) {
-        const r = ring(key);
-        const seen = new Set();
-        r.forEach((t, v) => points.push([t, v]));
-        points.sort((a, b) => a[0] - b[0]);
-        const merged = points.filter(([t]) => !seen.has(t) && seen.add(t));
-        const fresh = new Ring(MAX_POINTS);
-        for (const [t, v] of merged.slice(-MAX_POINTS)) fresh.push(t, v);
-        state.series.set(key, fresh);
-        state.dirty.add(key);
-      }
-    }));
-  }
-
   async function refreshSensors() {
     try {
       const body = await api('/api/sensors');
       state.sensors = body.sensors;
       renderSensors();
       renderHealth();
-      fillHistorySeries();
-      if (!state.prefilled) prefill();
+      fillHistorySensors();
+      fillRuleSensors();
     } catch (e) {
       $('footer-text').textContent = 'API unavailable: ' + e.message;
     }
+  }
+
+  // ---- history -------------------------------------------------------------
+
+  function fillHistorySensors() {
+    const select = $('history-sensor');
+    const wanted = state.sensors.filter((s) => (s.last_values || []).length || s.enabled).map((s) => s.name);
+    const have = Array.from(select.options).map((o) => o.value);
+    if (wanted.length === have.length && wanted.every((k, i) => k === have[i])) return;
+    const current = select.value;
+    select.replaceChildren(...wanted.map((k) => el('option', { value: k }, k)));
+    if (wanted.includes(current)) select.value = current;
+    if (!state.history.sensor && wanted.length) {
+      state.history.sensor = select.value;
+      showRange(state.history.range);
+    }
+  }
+
+  // The chosen range, ending now.
+  function showRange(range) {
+    state.history.range = range;
+    for (const b of document.querySelectorAll('[data-range]')) {
+      b.setAttribute('aria-pressed', String(Number(b.dataset.range) === range));
+    }
+    const to = Date.now();
+    loadHistory(to - range, to);
+  }
+
+  // Reads [from, to) at the resolution the chart can show; the server
+  // answers from the coarsest tier that still has it.
+  async function loadHistory(from, to) {
+    const h = state.history;
+    const sensor = $('history-sensor').value;
+    if (!sensor) return;
+    h.sensor = sensor;
+    const seq = ++h.seq;
+    const box = $('history-chart');
+    const note = $('history-note');
+    note.textContent = 'loading…';
+    let r;
+    try {
+      r = await fetchSeries(sensor, from, to, HISTORY_POINTS);
+    } catch (e) {
+      note.textContent = 'history unavailable: ' + e.message;
+      return;
+    }
+    if (seq !== h.seq) return;
+    h.from = from;
+    h.to = to;
+    if (h.chart) h.chart.destroy();
+    box.replaceChildren();
+    h.chart = null;
+    box.dataset.from = String(Math.round(from));
+    box.dataset.to = String(Math.round(to));
+    box.dataset.tier = r.tier;
+    box.dataset.points = String(r.buckets);
+    if (!r.metrics.length) {
+      note.textContent = `no readings of ${sensor} in this range`;
+      return;
+    }
+    const opts = chartOptions(r.metrics, widthOf(box, 900), 260, false);
+    opts.scales.x.range = () => [from, to];
+    opts.hooks = {
+      setSelect: [(u) => {
+        if (u.select.width > 4) {
+          const a = u.posToVal(u.select.left, 'x');
+          const b = u.posToVal(u.select.left + u.select.width, 'x');
+          zoomTo(a, b);
+        }
+        u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+      }],
+    };
+    h.chart = new uPlot(opts, r.data, box);
+    h.chart.over.addEventListener('dblclick', () => showRange(h.range));
+    const bucket = r.bucketMs >= 86400000 ? `${Math.round(r.bucketMs / 86400000)} d`
+      : r.bucketMs >= 3600000 ? `${Math.round(r.bucketMs / 3600000)} h`
+      : r.bucketMs >= 60000 ? `${Math.round(r.bucketMs / 60000)} min`
+      : `${Math.max(1, Math.round(r.bucketMs / 1000))} s`;
+    note.textContent = `${sensor}: ${r.buckets} points from the ${r.tier} tier (${bucket} buckets), ` +
+      `${fmtDateTime(from)} to ${fmtDateTime(to)} (${zone().name}). Drag to zoom, double-click to reset.`;
+  }
+
+  function zoomTo(a, b) {
+    let from = Math.min(a, b);
+    let to = Math.max(a, b);
+    if (to - from < MIN_ZOOM_MS) {
+      const mid = (from + to) / 2;
+      from = mid - MIN_ZOOM_MS / 2;
+      to = mid + MIN_ZOOM_MS / 2;
+    }
+    loadHistory(from, to);
+  }
+
+  // A range that ends now keeps ending now; another keeps its middle.
+  function zoomBy(factor) {
+    const h = state.history;
+    if (!h.to) return;
+    const span = (h.to - h.from) * factor;
+    const now = Date.now();
+    if (h.to >= now - 5000) {
+      zoomTo(h.to - span, h.to);
+      return;
+    }
+    const mid = (h.from + h.to) / 2;
+    zoomTo(mid - span / 2, Math.min(now, mid + span / 2));
   }
 
   // ---- supervision ---------------------------------------------------------
@@ -269,9 +579,9 @@
     }
     if (n.reviving) detail.push('revive attempt running');
     if (n.last_error) detail.push(n.last_error);
-    const restart = n.kind === 'supervisor' ? null
+    const restart = n.kind === 'supervisor' || n.state === 'disabled' ? null
       : el('button', { type: 'button', title: 'restart ' + n.name, onclick: () => restartChild(n.name) }, 'restart');
-    const li = el('li', {},
+    const li = el('li', { 'data-node': n.name },
       el('div', { class: 'node' },
         el('span', { class: 'name' }, n.name),
         el('span', { class: 'badge s-' + n.state }, n.state),
@@ -295,7 +605,7 @@
       const body = await api('/api/supervisor');
       $('tree').replaceChildren(el('ul', {}, treeNode(body.tree)));
       const events = body.events.slice(-20).reverse().map((e) =>
-        el('li', {}, `${new Date(e.at_ms).toLocaleTimeString()} ${e.supervisor}/${e.child} ${e.event}` +
+        el('li', {}, `${fmtTime(e.at_ms)} ${e.supervisor}/${e.child} ${e.event}` +
           (e.detail ? ` (${e.detail})` : '')));
       $('events').replaceChildren(...events);
     } catch (e) {
@@ -369,15 +679,12 @@
       case 'readings':
         for (const r of msg.readings) {
           const key = seriesKey(r.sensor, r.metric);
-          ring(key).push(r.ts_ms, r.value);
-          state.dirty.add(key);
           state.latest.set(key, r.value);
           if (r.sensor === 'system' || r.sensor === 'cpu_temp') state.healthDirty = true;
           const c = state.cards.get(r.sensor);
           if (c) {
-            const row = metricRow(c, r.sensor, r.metric);
-            row.unit = r.unit;
-            row.value.textContent = fmt(r.value, r.unit);
+            valueRow(c, r.metric, r.unit).textContent = fmt(r.value, r.unit);
+            addPoint(c, r.ts_ms, r.metric, r.value);
           }
         }
         break;
@@ -390,7 +697,9 @@
         refreshAlerts();
         break;
       case 'hello':
-        state.version = msg.version;
+        state.appliance = { zone: msg.time_zone || null, offsetMin: msg.utc_offset_min || 0 };
+        formatters.clear();
+        showZone();
         $('footer-text').textContent = `vigil ${msg.version} · live feed session ${msg.session}`;
         break;
       default:
@@ -398,175 +707,13 @@
     }
   }
 
-  // ---- charts --------------------------------------------------------------
-
-  function fitCanvas(canvas) {
-    const dpr = window.devicePixelRatio || 1;
-    const w = Math.max(1, Math.round(canvas.clientWidth * dpr));
-    const h = Math.max(1, Math.round(canvas.clientHeight * dpr));
-    if (canvas.width !== w || canvas.height !== h) {
-      canvas.width = w;
-      canvas.height = h;
-    }
-    const ctx = canvas.getContext('2d');
-    ctx.clearRect(0, 0, w, h);
-    return { ctx, w, h, dpr };
-  }
-
-  function chartColour() {
-    return getComputedStyle(document.documentElement).getPropertyValue('--chart').trim() || '#0b5cad';
-  }
-
-  // The last LIVE_WINDOW_MS, or less while less has been received, so a
-  // freshly opened page shows a full-width line at once.
-  function drawSpark(canvas, r) {
-    const { ctx, w, h, dpr } = fitCanvas(canvas);
-    const now = Date.now();
-    let oldest = now;
-    r.forEach((t) => {
-      oldest = Math.min(oldest, t);
-    });
-    const from = Math.max(now - LIVE_WINDOW_MS, oldest);
-    const span = Math.max(1, now - from);
-    let lo = Infinity;
-    let hi = -Infinity;
-    r.forEach((t, v) => {
-      if (t >= from) {
-        lo = Math.min(lo, v);
-        hi = Math.max(hi, v);
-      }
-    });
-    if (!isFinite(lo)) return;
-    if (hi - lo < 1e-9) {
-      hi += 0.5;
-      lo -= 0.5;
-    }
-    const pad = 3 * dpr;
-    const x = (t) => ((t - from) / span) * w;
-    const y = (v) => h - pad - ((v - lo) / (hi - lo)) * (h - 2 * pad);
-    ctx.strokeStyle = chartColour();
-    ctx.lineWidth = 1.5 * dpr;
-    ctx.beginPath();
-    let started = false;
-    r.forEach((t, v) => {
-      if (t < from) return;
-      if (started) ctx.lineTo(x(t), y(v));
-      else {
-        ctx.moveTo(x(t), y(v));
-        started = true;
-      }
-    });
-    ctx.stroke();
-    let lastT = 0;
-    let lastV = 0;
-    r.forEach((t, v) => {
-      lastT = t;
-      lastV = v;
-    });
-    ctx.fillStyle = ctx.strokeStyle;
-    ctx.beginPath();
-    ctx.arc(Math.min(x(lastT), w - 2 * dpr), y(lastV), 2 * dpr, 0, 2 * Math.PI);
-    ctx.fill();
-    canvas.dataset.points = String(r.len);
-  }
-
-  function frame() {
+  // Charts are redrawn at most once a second each, whatever the feed's rate.
+  function redrawCards() {
     if (state.healthDirty) {
       state.healthDirty = false;
       renderHealth();
     }
-    if (state.dirty.size) {
-      for (const key of state.dirty) {
-        const canvas = document.querySelector(`canvas[data-series="${CSS.escape(key)}"]`);
-        const r = state.series.get(key);
-        if (canvas && r) drawSpark(canvas, r);
-      }
-      state.dirty.clear();
-    }
-    requestAnimationFrame(frame);
-  }
-
-  // ---- history -------------------------------------------------------------
-
-  function fillHistorySeries() {
-    const select = $('history-series');
-    const wanted = [];
-    for (const s of state.sensors) {
-      for (const v of s.last_values || []) wanted.push(seriesKey(s.name, v.metric));
-    }
-    const have = Array.from(select.options).map((o) => o.value);
-    if (wanted.length === have.length && wanted.every((k, i) => k === have[i])) return;
-    const current = select.value;
-    select.replaceChildren(...wanted.map((k) => el('option', { value: k }, k)));
-    if (wanted.includes(current)) select.value = current;
-    if (!current && wanted.length) loadHistory();
-  }
-
-  // Buckets of {t, min, max, mean} for the chosen range, from the tier of
-  // storage the server picks for the resolution asked.
-  async function fetchHistory(sensor, metric, from, to) {
-    const q = `sensor=${encodeURIComponent(sensor)}&metric=${encodeURIComponent(metric)}` +
-      `&from=${from}&to=${to}&points=${HISTORY_POINTS}`;
-    const body = await api(`/api/series?${q}`);
-    const s = body.series[0];
-    if (!s) return { source: '/api/series', buckets: [] };
-    return {
-      source: `/api/series (${s.tier}, ${Math.round(s.bucket_ms / 1000)} s buckets)`,
-      buckets: s.buckets.map((b) => ({ t: b.ts_ms, min: b.min, max: b.max, mean: b.mean })),
-    };
-  }
-
-  function drawHistory(canvas, buckets, from, to, unit) {
-    const { ctx, w, h, dpr } = fitCanvas(canvas);
-    canvas.dataset.points = String(buckets.length);
-    if (!buckets.length) return;
-    let lo = Math.min(...buckets.map((b) => b.min));
-    let hi = Math.max(...buckets.map((b) => b.max));
-    if (hi - lo < 1e-9) {
-      hi += 0.5;
-      lo -= 0.5;
-    }
-    const left = 48 * dpr;
-    const pad = 8 * dpr;
-    const x = (t) => left + ((t - from) / (to - from)) * (w - left - pad);
-    const y = (v) => h - pad - ((v - lo) / (hi - lo)) * (h - 2 * pad);
-    const colour = chartColour();
-    ctx.fillStyle = colour + '33';
-    ctx.beginPath();
-    buckets.forEach((b, i) => (i ? ctx.lineTo(x(b.t), y(b.max)) : ctx.moveTo(x(b.t), y(b.max))));
-    for (let i = buckets.length - 1; i >= 0; i--) ctx.lineTo(x(buckets[i].t), y(buckets[i].min));
-    ctx.closePath();
-    ctx.fill();
-    ctx.strokeStyle = colour;
-    ctx.lineWidth = 1.5 * dpr;
-    ctx.beginPath();
-    buckets.forEach((b, i) => (i ? ctx.lineTo(x(b.t), y(b.mean)) : ctx.moveTo(x(b.t), y(b.mean))));
-    ctx.stroke();
-    ctx.fillStyle = '#4d5965';
-    ctx.font = `${11 * dpr}px system-ui, sans-serif`;
-    ctx.fillText(fmt(hi, unit), 2 * dpr, y(hi) + 10 * dpr);
-    ctx.fillText(fmt(lo, unit), 2 * dpr, y(lo));
-  }
-
-  async function loadHistory() {
-    const key = $('history-series').value;
-    if (!key) return;
-    const cut = key.indexOf('/');
-    const sensor = key.slice(0, cut);
-    const metric = key.slice(cut + 1);
-    const to = Date.now();
-    const from = to - Number($('history-range').value);
-    const note = $('history-note');
-    note.textContent = 'loading…';
-    try {
-      const { source, buckets } = await fetchHistory(sensor, metric, from, to);
-      const s = state.sensors.find((x) => x.name === sensor);
-      const v = s && (s.last_values || []).find((x) => x.metric === metric);
-      drawHistory($('history-chart'), buckets, from, to, v ? v.unit : '');
-      note.textContent = `${buckets.length} points of ${key} from ${source}`;
-    } catch (e) {
-      note.textContent = 'history unavailable: ' + e.message;
-    }
+    for (const c of state.cards.values()) if (c.dirty) drawCard(c);
   }
 
   // ---- pacing --------------------------------------------------------------
@@ -581,7 +728,7 @@
     }
     const level = p.enabled ? p.level : 'disabled';
     const parts = [
-      el('span', { class: 'badge s-' + (level === 'normal' ? 'running' : level === 'critical' ? 'failed' : 'restarting') }, level),
+      el('span', { class: 'badge s-' + level }, level),
       el('span', {}, `intervals ×${p.multiplier}`),
       el('span', { class: 'detail' }, p.why.summary),
     ];
@@ -644,7 +791,7 @@
     const items = body.alerts.map((a) => el('div', { class: 'alert ' + a.severity, 'data-alert': String(a.id) },
       el('strong', {}, a.severity),
       el('span', {}, a.message),
-      el('span', { class: 'detail' }, 'since ' + new Date(a.fired_at_ms).toLocaleTimeString()),
+      el('span', { class: 'detail' }, 'since ' + fmtTime(a.fired_at_ms)),
       a.acknowledged ? el('span', { class: 'detail' }, 'acknowledged')
         : el('button', { type: 'button', onclick: () => ackAlert(a.id) }, 'acknowledge')));
     const box = $('alerts');
@@ -661,25 +808,306 @@
     }
   }
 
+  // ---- configuration -------------------------------------------------------
+
+  function configStatus(text, ok) {
+    const s = $('config-status');
+    s.textContent = text;
+    s.className = 'status ' + (ok ? 'ok' : 'bad');
+  }
+
+  async function loadConfig(ask) {
+    try {
+      state.config = await admin('/api/admin/config', 'GET', undefined, ask === true);
+    } catch (e) {
+      const box = $('config-path');
+      if (e.status === 401) {
+        box.replaceChildren('Editing needs the admin token. ',
+          el('button', { type: 'button', onclick: () => loadConfig(true) }, 'enter the admin token'));
+      } else {
+        box.textContent = 'configuration unavailable: ' + e.message;
+      }
+      return;
+    }
+    const cfg = state.config;
+    $('config-path').textContent = cfg.exists
+      ? `Edits are written to ${cfg.path}.`
+      : `vigil runs on its built-in defaults; the first edit creates ${cfg.path}.`;
+    const kind = document.querySelector('#sensor-form [name="kind"]');
+    if (!kind.options.length) kind.replaceChildren(...cfg.kinds.map((k) => el('option', {}, k)));
+    $('config-sensors').replaceChildren(...cfg.sensors.map((s) => {
+      const enabled = s.enabled !== false;
+      return el('li', { 'data-config-sensor': s.name },
+        el('span', { class: 'name' }, s.name),
+        el('span', { class: 'detail' }, `${s.kind} · every ${s.interval_ms || 5000} ms`),
+        el('span', { class: 'badge ' + (enabled ? 's-running' : 's-disabled') }, enabled ? 'enabled' : 'disabled'),
+        el('button', { type: 'button', onclick: () => editSensor(s) }, 'edit'),
+        el('button', { type: 'button', onclick: () => saveSensor({ ...s, enabled: !enabled }) }, enabled ? 'disable' : 'enable'),
+        el('button', { type: 'button', onclick: () => removeEntry('sensors', s.name) }, 'remove'));
+    }));
+    $('config-rules').replaceChildren(...cfg.rules.map((r) => el('li', { 'data-config-rule': r.name },
+      el('span', { class: 'name' }, r.name),
+      el('span', { class: 'detail' }, `${r.sensor}/${r.metric || 'value'} ${r.condition} ${r.threshold ?? ''}`),
+      el('button', { type: 'button', onclick: () => editRule(r) }, 'edit'),
+      el('button', { type: 'button', onclick: () => removeEntry('rules', r.name) }, 'remove'))));
+    fillRuleSensors();
+  }
+
+  function fillRuleSensors() {
+    const select = document.querySelector('#rule-form [name="sensor"]');
+    const names = state.sensors.map((s) => s.name);
+    const have = Array.from(select.options).map((o) => o.value);
+    if (names.length === have.length && names.every((k, i) => k === have[i])) return;
+    const current = select.value;
+    select.replaceChildren(...names.map((n) => el('option', {}, n)));
+    if (names.includes(current)) select.value = current;
+  }
+
+  // `key = value` lines to an object: numbers, true/false, quoted or bare
+  // strings; a [name] line opens a nested table.
+  function parseOptions(text) {
+    const out = {};
+    let into = out;
+    text.split('\n').forEach((raw, i) => {
+      const line = raw.replace(/\s+#.*$/, '').trim();
+      if (!line || line.startsWith('#')) return;
+      const table = line.match(/^\[([A-Za-z0-9_.-]+)\]$/);
+      if (table) {
+        into = out;
+        for (const part of table[1].split('.')) into = into[part] = into[part] || {};
+        return;
+      }
+      const m = line.match(/^([A-Za-z0-9_-]+)\s*=\s*(.*)$/);
+      if (!m) throw new Error(`line ${i + 1}: expected key = value`);
+      const v = m[2];
+      if (/^".*"$/.test(v)) into[m[1]] = JSON.parse(v);
+      else if (v === 'true' || v === 'false') into[m[1]] = v === 'true';
+      else if (/^0x[0-9a-fA-F]+$/.test(v)) into[m[1]] = parseInt(v, 16);
+      else if (v !== '' && !isNaN(Number(v))) into[m[1]] = Number(v);
+      else into[m[1]] = v;
+    });
+    return out;
+  }
+
+  function showOptions(obj, prefix) {
+    const lines = [];
+    const nested = [];
+    for (const [k, v] of Object.entries(obj || {})) {
+      if (v && typeof v === 'object' && !Array.isArray(v)) nested.push([k, v]);
+      else lines.push(`${k} = ${typeof v === 'string' ? JSON.stringify(v) : v}`);
+    }
+    for (const [k, v] of nested) {
+      const name = prefix ? `${prefix}.${k}` : k;
+      lines.push(`[${name}]`, showOptions(v, name));
+    }
+    return lines.join('\n');
+  }
+
+  function clearErrors(form) {
+    for (const p of form.querySelectorAll('.field-error')) p.textContent = '';
+    for (const i of form.querySelectorAll('[aria-invalid]')) i.removeAttribute('aria-invalid');
+  }
+
+  // The error's key (`sensors[tank].interval_ms`) names the form field.
+  function showError(form, e) {
+    const key = (e.body && e.body.error && e.body.error.parameter) || '';
+    const field = key.replace(/^.*\]\.?/, '').split('.')[0] || key;
+    const slot = form.querySelector(`[data-error="${CSS.escape(field)}"]`) || form.querySelector('[data-error="other"]');
+    slot.textContent = e.message;
+    const input = form.querySelector(`[name="${CSS.escape(field)}"]`);
+    if (input) {
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+    }
+    configStatus('Not saved: ' + e.message, false);
+  }
+
+  // Saves through a dry run first: a change that would need a restart is
+  // said so, and saved only if the user agrees.
+  async function save(form, path, body) {
+    clearErrors(form);
+    try {
+      const check = await admin(path + '?dry_run=true', 'POST', body);
+      let query = '';
+      if (check.needs_restart.length) {
+        const ok = window.confirm(`${check.message}. Save anyway?`);
+        if (!ok) {
+          configStatus('Not saved: ' + check.message, false);
+          return false;
+        }
+        query = '?accept_restart=true';
+      }
+      const report = await admin(path + query, 'POST', body);
+      configStatus(report.message, true);
+      await loadConfig();
+      scheduleRefresh();
+      return true;
+    } catch (e) {
+      showError(form, e);
+      return false;
+    }
+  }
+
+  function editSensor(s) {
+    const f = $('sensor-form');
+    state.editingSensor = s;
+    clearErrors(f);
+    $('sensor-form-title').textContent = 'Edit sensor ' + s.name;
+    f.name.value = s.name;
+    f.name.readOnly = true;
+    f.kind.value = s.kind;
+    f.interval_ms.value = s.interval_ms ?? 5000;
+    f.timeout_ms.value = s.timeout_ms ?? 2000;
+    f.priority.value = s.priority || 'essential';
+    f.enabled.checked = s.enabled !== false;
+    f.options.value = showOptions(s.options);
+    f.interval_ms.focus();
+  }
+
+  function newSensor() {
+    const f = $('sensor-form');
+    state.editingSensor = null;
+    f.reset();
+    f.name.readOnly = false;
+    clearErrors(f);
+    $('sensor-form-title').textContent = 'Add a sensor';
+  }
+
+  function number(v) {
+    const t = String(v).trim();
+    if (t === '') return null;
+    const n = Number(t);
+    return isNaN(n) ? t : n;
+  }
+
+  function saveSensor(entry) {
+    return save($('sensor-form'), '/api/admin/config/sensors', entry);
+  }
+
+  async function submitSensor(ev) {
+    ev.preventDefault();
+    const f = $('sensor-form');
+    clearErrors(f);
+    let options;
+    try {
+      options = parseOptions(f.options.value);
+    } catch (e) {
+      f.querySelector('[data-error="options"]').textContent = e.message;
+      return;
+    }
+    // Keys the form does not show (adaptive, ...) are kept as they were.
+    const entry = { ...(state.editingSensor || {}) };
+    Object.assign(entry, {
+      name: f.name.value.trim(),
+      kind: f.kind.value,
+      interval_ms: number(f.interval_ms.value),
+      timeout_ms: number(f.timeout_ms.value),
+      priority: f.priority.value,
+      enabled: f.enabled.checked,
+      options,
+    });
+    if (await saveSensor(entry)) newSensor();
+  }
+
+  function editRule(r) {
+    const f = $('rule-form');
+    state.editingRule = r;
+    clearErrors(f);
+    $('rule-form-title').textContent = 'Edit rule ' + r.name;
+    f.name.value = r.name;
+    f.name.readOnly = true;
+    fillRuleSensors();
+    f.sensor.value = r.sensor;
+    f.metric.value = r.metric || 'value';
+    f.condition.value = r.condition;
+    f.threshold.value = r.threshold ?? '';
+    f.clear.value = r.clear ?? '';
+    f.for_ms.value = r.for_ms ?? 0;
+    f.silence_ms.value = r.silence_ms ?? '';
+    f.severity.value = r.severity || 'warning';
+    f.message.value = r.message || '';
+    f.threshold.focus();
+  }
+
+  function newRule() {
+    const f = $('rule-form');
+    state.editingRule = null;
+    f.reset();
+    f.name.readOnly = false;
+    clearErrors(f);
+    $('rule-form-title').textContent = 'Add an alert rule';
+  }
+
+  async function submitRule(ev) {
+    ev.preventDefault();
+    const f = $('rule-form');
+    const entry = { ...(state.editingRule || {}) };
+    Object.assign(entry, {
+      name: f.name.value.trim(),
+      sensor: f.sensor.value,
+      metric: f.metric.value.trim() || 'value',
+      condition: f.condition.value,
+      threshold: number(f.threshold.value),
+      clear: number(f.clear.value),
+      for_ms: number(f.for_ms.value),
+      silence_ms: number(f.silence_ms.value),
+      severity: f.severity.value,
+      message: f.message.value.trim() || null,
+    });
+    if (await save(f, '/api/admin/config/rules', entry)) newRule();
+  }
+
+  async function removeEntry(what, name) {
+    if (!window.confirm(`Remove ${what === 'sensors' ? 'sensor' : 'rule'} ${name} from the config file?`)) return;
+    try {
+      const report = await admin(`/api/admin/config/${what}/${encodeURIComponent(name)}/remove`);
+      configStatus(report.message, true);
+      await loadConfig();
+      scheduleRefresh();
+    } catch (e) {
+      configStatus('Not removed: ' + e.message, false);
+    }
+  }
+
   // ---- start ---------------------------------------------------------------
 
-  $('history-form').addEventListener('submit', (e) => {
-    e.preventDefault();
-    loadHistory();
-  });
+  $('history-sensor').addEventListener('change', () => showRange(state.history.range));
+  for (const b of document.querySelectorAll('[data-range]')) {
+    b.addEventListener('click', () => showRange(Number(b.dataset.range)));
+  }
+  $('zoom-in').addEventListener('click', () => zoomBy(0.5));
+  $('zoom-out').addEventListener('click', () => zoomBy(2));
+  $('zoom-reset').addEventListener('click', () => showRange(state.history.range));
+  $('history-form').addEventListener('submit', (e) => e.preventDefault());
+  $('tz').addEventListener('change', onTimePrefs);
+  $('clock').addEventListener('change', onTimePrefs);
+  $('sensor-form').addEventListener('submit', submitSensor);
+  $('sensor-form').querySelector('[data-action="cancel"]').addEventListener('click', newSensor);
+  $('rule-form').addEventListener('submit', submitRule);
+  $('rule-form').querySelector('[data-action="cancel"]').addEventListener('click', newRule);
+  let resizeTimer = null;
   window.addEventListener('resize', () => {
-    for (const key of state.series.keys()) state.dirty.add(key);
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(() => {
+      for (const c of state.cards.values()) {
+        if (c.chart) c.chart.setSize({ width: widthOf(c.spark, 280), height: SPARK_HEIGHT });
+      }
+      const h = state.history;
+      if (h.chart) h.chart.setSize({ width: widthOf($('history-chart'), 900), height: 260 });
+    }, 150);
   });
+  showZone();
   refreshSensors();
   refreshTree();
   refreshAlerts();
   refreshPacing();
   refreshGuards();
+  loadConfig();
   connect();
   setInterval(refreshSensors, POLL_MS);
   setInterval(refreshTree, POLL_MS);
   setInterval(refreshAlerts, POLL_MS);
   setInterval(refreshPacing, POLL_MS);
   setInterval(refreshGuards, POLL_MS);
-  requestAnimationFrame(frame);
+  setInterval(redrawCards, 1000);
 })();

@@ -1,6 +1,8 @@
-//! The dashboard: a page, a script and a style sheet written for vigil and
-//! compiled into the binary, so nothing needs building or installing to see
-//! it. Served with ETags so a reload costs a 304.
+//! The dashboard: a page, a script and a style sheet written for vigil, and
+//! the chart library it draws with (uPlot, MIT, vendored unmodified in
+//! `vendor/` with its licence), all compiled into the binary, so nothing
+//! needs building or installing to see it. Served with ETags so a reload
+//! costs a 304.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::OnceLock;
@@ -11,6 +13,8 @@ use actix_web::{HttpRequest, HttpResponse};
 const INDEX: &str = include_str!("index.html");
 const SCRIPT: &str = include_str!("app.js");
 const STYLE: &str = include_str!("style.css");
+const UPLOT_JS: &str = include_str!("vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("vendor/uPlot.min.css");
 
 /// One embedded file and its validator.
 struct Asset {
@@ -62,6 +66,8 @@ impl Asset {
 static PAGE: Asset = Asset::new(INDEX, "text/html; charset=utf-8");
 static APP_JS: Asset = Asset::new(SCRIPT, "text/javascript; charset=utf-8");
 static STYLE_CSS: Asset = Asset::new(STYLE, "text/css; charset=utf-8");
+static CHART_JS: Asset = Asset::new(UPLOT_JS, "text/javascript; charset=utf-8");
+static CHART_CSS: Asset = Asset::new(UPLOT_CSS, "text/css; charset=utf-8");
 
 pub async fn page(req: HttpRequest) -> HttpResponse {
     PAGE.respond(&req)
@@ -75,13 +81,29 @@ pub async fn style(req: HttpRequest) -> HttpResponse {
     STYLE_CSS.respond(&req)
 }
 
+pub async fn chart_script(req: HttpRequest) -> HttpResponse {
+    CHART_JS.respond(&req)
+}
+
+pub async fn chart_style(req: HttpRequest) -> HttpResponse {
+    CHART_CSS.respond(&req)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn assets_are_what_the_page_links_to() {
-        assert!(INDEX.contains("/assets/app.js") && INDEX.contains("/assets/style.css"));
+        for asset in [
+            "/assets/app.js",
+            "/assets/style.css",
+            "/assets/vendor/uplot.js",
+            "/assets/vendor/uplot.css",
+        ] {
+            assert!(INDEX.contains(asset), "{asset}");
+        }
+        assert!(UPLOT_JS.starts_with("/*! https://github.com/leeoniya/uPlot"));
         assert_ne!(PAGE.etag(), APP_JS.etag());
     }
 }

@@ -253,9 +253,12 @@ impl Actor for WsSession {
             ctx.add_stream(stream);
         }
         let c = &self.shared.config;
+        let (time_zone, utc_offset_min) = crate::vocab::clock::local_zone();
         let hello = json!({
             "type": "hello",
             "version": env!("CARGO_PKG_VERSION"),
+            "time_zone": time_zone,
+            "utc_offset_min": utc_offset_min,
             "session": self.id,
             "sensors": self.shared.sensors(),
             "limits": {
