@@ -369,10 +369,13 @@ pub struct RuleView {
     pub firing: bool,
 }
 
-/// What outlives manager instances: its address for the API.
+/// What outlives manager instances: its address for the API, and the
+/// rules it was last given (a reload, an edit), so that a restarted
+/// manager runs those rather than the ones it started with.
 #[derive(Default)]
 pub struct AlertsShared {
     current: Mutex<Option<Addr<AlertManager>>>,
+    in_force: Mutex<Option<(AlertsConfig, Vec<String>)>>,
 }
 
 impl AlertsShared {
@@ -382,6 +385,18 @@ impl AlertsShared {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .filter(Addr::connected)
+    }
+
+    fn keep(&self, cfg: &AlertsConfig, system_sensors: &[String]) {
+        *self.in_force.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((cfg.clone(), system_sensors.to_vec()));
+    }
+
+    fn in_force(&self) -> Option<(AlertsConfig, Vec<String>)> {
+        self.in_force
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -1017,6 +1032,7 @@ impl Handler<Reload> for AlertManager {
             .collect();
         self.webhooks = Webhooks::new(&cfg.webhooks, &self.guard);
         self.rules = fresh;
+        self.shared.keep(&cfg, &self.system_sensors);
         self.cfg = cfg;
         self.loaded_at = now;
         self.index();
@@ -1066,9 +1082,12 @@ pub fn manager_child(
     guard: Arc<GuardShared>,
 ) -> ChildSpec {
     ChildSpec::new("alerts", "alert_manager", true, move |reporter| {
+        let (cfg, system_sensors) = shared
+            .in_force()
+            .unwrap_or_else(|| (cfg.clone(), system_sensors.clone()));
         let addr = AlertManager::new(
-            cfg.clone(),
-            system_sensors.clone(),
+            cfg,
+            system_sensors,
             writer.clone(),
             pool.clone(),
             bus.clone(),

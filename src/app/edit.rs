@@ -484,7 +484,10 @@ impl ConfigEditor for Reloads {
                 exists,
                 sensors,
                 rules,
-                kinds: KINDS.iter().map(|k| (*k).to_owned()).collect(),
+                kinds: crate::sensors::KINDS
+                    .iter()
+                    .map(|k| (*k).to_owned())
+                    .collect(),
             })
         })
     }
@@ -497,18 +500,6 @@ impl ConfigEditor for Reloads {
         Box::pin(self.edit_config(edit, mode))
     }
 }
-
-/// The sensor kinds, as `kind` takes them.
-const KINDS: &[&str] = &[
-    "system",
-    "cpu_temp",
-    "simulated",
-    "gpio",
-    "bme280",
-    "ads1115",
-    "sound",
-    "throttled",
-];
 
 #[cfg(test)]
 mod tests {

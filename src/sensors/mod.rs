@@ -53,6 +53,18 @@ pub enum Priority {
     Optional,
 }
 
+/// Every `kind` a sensor entry may have.
+pub const KINDS: &[&str] = &[
+    "system",
+    "cpu_temp",
+    "simulated",
+    "gpio",
+    "bme280",
+    "ads1115",
+    "sound",
+    "throttled",
+];
+
 /// What the driver of one sensor is, with its own options.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DriverConfig {
@@ -109,8 +121,8 @@ impl DriverConfig {
             "throttled" => DriverConfig::Throttled(hw::checked(opts(options)?)?),
             other => {
                 return Err(format!(
-                    "unknown sensor kind `{other}`, expected one of `system`, `cpu_temp`, \
-                     `simulated`, `gpio`, `bme280`, `ads1115`, `sound`, `throttled`"
+                    "unknown sensor kind `{other}`, expected one of `{}`",
+                    KINDS.join("`, `")
                 ));
             }
         })
@@ -318,6 +330,17 @@ impl SensorConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_listed_kind_is_known() {
+        for kind in KINDS {
+            if let Err(e) = DriverConfig::parse(kind, toml::Table::new()) {
+                assert!(!e.starts_with("unknown sensor kind"), "{kind}: {e}");
+            }
+        }
+        let e = DriverConfig::parse("nope", toml::Table::new()).unwrap_err();
+        assert!(e.contains("`throttled`"), "{e}");
+    }
     use crate::app::config::Config;
 
     fn parse(text: &str) -> Result<Config, String> {

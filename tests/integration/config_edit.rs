@@ -223,6 +223,28 @@ async fn bad_values_are_refused_naming_the_field_and_the_file_is_untouched() {
             .any(|r| r["name"] == "high"),
         "{rules}"
     );
+    // A restarted alert manager runs the edited rules, not its first ones.
+    let (status, _) = s.post("/api/admin/restart/alerts", None).await;
+    assert_eq!(status, 202);
+    s.wait_for("the restarted manager", WAIT, async |s| {
+        let sup = s.get_ok("/api/supervisor").await;
+        let restarted = sup["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["child"] == "alerts" && e["event"] == "restarted");
+        restarted && s.get("/api/alerts/rules").await.0 == 200
+    })
+    .await;
+    let rules = s.get_ok("/api/alerts/rules").await;
+    assert!(
+        rules["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "high"),
+        "after a restart: {rules}"
+    );
     let (status, err) = s
         .post("/api/admin/config/sensors/steady/remove", None)
         .await;
