@@ -723,6 +723,9 @@ async fn charts_zoom_times_and_configuration_from_the_browser() {
         assert!(text.contains(line), "lost {line:?} in:\n{text}");
     }
     assert!(text.contains("name = \"tank\""), "{text}");
+    d.js("document.getElementById('config').scrollIntoView(); return true;")
+        .await;
+    d.screenshot("dashboard-config.png").await;
     // Disabled from the page: the card and the tree say so.
     d.js(
         "Array.from(document.querySelectorAll('#config-sensors li')) \

@@ -295,13 +295,14 @@
     const badge = el('span', { class: 'badge' });
     const meta = el('div', { class: 'meta' });
     const error = el('div', { class: 'error' });
-    const values = el('div', { class: 'values' });
+    const at = el('span', { class: 'metric-name' });
+    const values = el('div', { class: 'values' }, at);
     const spark = el('div', { class: 'spark', 'data-points': '0' });
     const root = el('article', { class: 'card', 'data-sensor': sensor.name },
       el('div', { class: 'card-head' }, el('h3', {}, sensor.name), badge),
       meta, values, spark, error);
     c = {
-      root, badge, meta, error, values, spark,
+      root, badge, meta, error, values, spark, at,
       rows: new Map(),     // metric -> value element
       metrics: [],         // [{metric, unit}] in chart order
       points: new Map(),   // ts -> Map(metric -> value), bounded
@@ -318,7 +319,7 @@
     let row = c.rows.get(metric);
     if (!row) {
       row = el('span', { class: 'metric-value' }, '–');
-      c.values.append(el('span', {}, el('span', { class: 'metric-name' }, metric + ' '), row));
+      c.at.before(el('span', {}, el('span', { class: 'metric-name' }, metric + ' '), row));
       c.rows.set(metric, row);
     }
     if (!c.metrics.some((m) => m.metric === metric)) {
@@ -362,11 +363,27 @@
     const data = cardData(c);
     if (!c.chart) {
       c.spark.replaceChildren();
-      c.chart = new uPlot(chartOptions(c.metrics, widthOf(c.spark, 280), SPARK_HEIGHT, true), data, c.spark);
+      const opts = chartOptions(c.metrics, widthOf(c.spark, 280), SPARK_HEIGHT, true);
+      opts.hooks = { setCursor: [(u) => hover(c, u)] };
+      c.chart = new uPlot(opts, data, c.spark);
     } else {
       c.chart.setData(data);
     }
     c.spark.dataset.points = String(data[0].length);
+  }
+
+  // Under the pointer, the card's values are those of the moment pointed
+  // at (and say when); away from the chart, the latest again.
+  function hover(c, u) {
+    const i = u.cursor.idx;
+    const name = c.root.dataset.sensor;
+    c.metrics.forEach((m, k) => {
+      const row = c.rows.get(m.metric);
+      if (!row) return;
+      const v = i === null || i === undefined ? state.latest.get(seriesKey(name, m.metric)) : u.data[k + 1][i];
+      row.textContent = fmt(v === null ? undefined : v, m.unit);
+    });
+    c.at.textContent = i === null || i === undefined ? '' : 'at ' + fmtTime(u.data[0][i]);
   }
 
   // At first paint each card's chart starts from the last CARD_WINDOW_MS
