@@ -277,7 +277,11 @@ impl Reloads {
             match change {
                 Change::Added => applied.sensors_added.push(name),
                 Change::Changed => applied.sensors_changed.push(name),
-                Change::Removed => applied.sensors_removed.push(name),
+                Change::Removed => {
+                    // Gone from /api/guards and /metrics with the sensor.
+                    self.sensor_deps.guard.forget_sensor(&name);
+                    applied.sensors_removed.push(name);
+                }
             }
         }
         self.live.set_sensors(self.sensors.enabled_names());

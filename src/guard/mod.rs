@@ -306,6 +306,13 @@ impl Breakers {
     pub fn all(&self) -> Vec<Arc<CircuitBreaker>> {
         self.lock().values().cloned().collect()
     }
+
+    /// Drops the breaker called `name`: its subject is gone for good (a
+    /// sensor removed from the config). A user still holding it keeps its
+    /// copy; a new user starts a fresh history.
+    pub fn forget(&self, name: &str) -> bool {
+        self.lock().remove(name).is_some()
+    }
 }
 
 /// The memory guard as the API shows it.
@@ -383,6 +390,11 @@ impl GuardShared {
     pub fn sensor(&self, name: &str, timeout: Duration) -> Arc<CircuitBreaker> {
         self.breakers
             .get_or_create(Guarded::Sensor, name, &self.config.sensors, timeout)
+    }
+
+    /// Forgets the breaker of a sensor removed from the config.
+    pub fn forget_sensor(&self, name: &str) -> bool {
+        self.breakers.forget(&breaker_name(Guarded::Sensor, name))
     }
 
     /// The breaker around deliveries to one webhook URL.

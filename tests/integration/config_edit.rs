@@ -144,6 +144,21 @@ async fn an_added_sensor_reads_at_once_and_the_others_keep_running() {
     .await;
     let sensors = s.get_ok("/api/sensors").await;
     assert_eq!(sensors["sensors"].as_array().unwrap().len(), 1, "{sensors}");
+    let guards = s.get_ok("/api/guards").await;
+    let breakers: Vec<_> = guards["breakers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !breakers.contains(&"sensor:tank".to_owned()),
+        "{breakers:?}"
+    );
+    assert!(
+        breakers.contains(&"sensor:steady".to_owned()),
+        "{breakers:?}"
+    );
     assert!(!std::fs::read_to_string(&path).unwrap().contains("\"tank\""));
     let (status, _) = s.post("/api/admin/config/sensors/tank/remove", None).await;
     assert_eq!(status, 404);
