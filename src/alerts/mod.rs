@@ -45,6 +45,9 @@ use webhook::{WebhookConfig, WebhookView, Webhooks};
 /// How often silence rules and quiet periods are checked, and pending
 /// changes retried.
 const TICK: Duration = Duration::from_secs(1);
+/// How often a firing silence alert's length is renewed, at most (a rule
+/// with a shorter `silence_ms` renews at that period).
+const SILENCE_UPDATE_MS: u64 = 60_000;
 /// Alert changes held in memory while the database refuses them.
 const MAX_PENDING: usize = 10_000;
 /// How often old resolved alerts are pruned.
@@ -185,13 +188,13 @@ impl RuleConfig {
                 format!("{what} is {v}, below {}", self.threshold.unwrap_or(0.0))
             }
             ConditionKind::Rate => format!(
-                "{what} changes faster than {} per minute",
+                "{what} changes by {v} per minute, faster than {}",
                 self.threshold.unwrap_or(0.0)
             ),
-            ConditionKind::Silence => format!(
-                "no reading of {what} for {} s",
-                self.silence_ms.unwrap_or(0) / 1000
-            ),
+            ConditionKind::Silence => {
+                let secs = value.unwrap_or((self.silence_ms.unwrap_or(0) / 1000) as f64);
+                format!("no reading of {what} for {secs:.0} s")
+            }
         }
     }
 }
@@ -646,9 +649,11 @@ impl AlertManager {
     }
 
     /// Applies a rule's transition for a sample (`sample`: the value, none
-    /// for a clock tick). While a threshold rule fires, its alert follows the
-    /// worst value seen: a value further past the threshold updates the
-    /// alert's value and message, stored and pushed live as `updated`.
+    /// for a clock tick). While a rule fires, its alert stays current: a
+    /// threshold alert follows the worst value seen, a rate alert the
+    /// fastest change, a silence alert the length of the silence (renewed
+    /// every `silence_ms`, at most every [`SILENCE_UPDATE_MS`]); each update is stored and pushed live as
+    /// `updated`.
     fn apply_rule(
         &mut self,
         i: usize,
@@ -662,29 +667,45 @@ impl AlertManager {
             rule.config.name.clone(),
             rule.config.severity,
         );
+        let kind = rule.config.condition;
+        // What the alert shows as its value: the reading for a threshold,
+        // the change per minute for a rate, the seconds of silence.
+        let shown = match kind {
+            ConditionKind::Above | ConditionKind::Below => sample,
+            ConditionKind::Rate => rule.state.rate(),
+            ConditionKind::Silence => Some((rule.state.silent_for_ms(now_ms()) / 1000) as f64),
+        };
         match transition {
-            Some(Transition::Fire(v)) => {
-                let message = rule.config.describe(v);
-                self.fire(&key, &name, severity, message, v, ctx);
+            Some(Transition::Fire(_)) => {
+                let message = rule.config.describe(shown);
+                self.fire(&key, &name, severity, message, shown, ctx);
             }
             Some(Transition::Resolve(v)) => self.resolve(&key, v, ctx),
             None => {
-                let (Some(v), Some(&id)) = (sample, self.firing.get(&key)) else {
+                let (Some(v), Some(&id)) = (shown, self.firing.get(&key)) else {
                     return;
                 };
-                let above = match rule.config.condition {
-                    ConditionKind::Above => true,
-                    ConditionKind::Below => false,
-                    ConditionKind::Rate | ConditionKind::Silence => return,
-                };
-                let worse = match self.alerts.get(&id).and_then(|a| a.value) {
-                    Some(held) => (above && v > held) || (!above && v < held),
-                    None => true,
-                };
-                if worse {
-                    let message = rule.config.describe_peak(v);
-                    self.fire(&key, &name, severity, message, Some(v), ctx);
+                if !rule.state.is_firing() {
+                    return;
                 }
+                let held = self.alerts.get(&id).and_then(|a| a.value);
+                let stale = match (kind, held) {
+                    (_, None) => true,
+                    (ConditionKind::Above | ConditionKind::Rate, Some(h)) => v > h,
+                    (ConditionKind::Below, Some(h)) => v < h,
+                    (ConditionKind::Silence, Some(h)) => {
+                        let every = rule.config.silence_ms.unwrap_or(0).min(SILENCE_UPDATE_MS);
+                        (v - h) * 1000.0 >= every as f64
+                    }
+                };
+                if !stale {
+                    return;
+                }
+                let message = match kind {
+                    ConditionKind::Above | ConditionKind::Below => rule.config.describe_peak(v),
+                    _ => rule.config.describe(Some(v)),
+                };
+                self.fire(&key, &name, severity, message, Some(v), ctx);
             }
         }
     }

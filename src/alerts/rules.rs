@@ -78,6 +78,8 @@ pub struct RuleState {
     holding_since: Option<i64>,
     /// Recent samples, for rates.
     samples: VecDeque<(i64, f64)>,
+    /// The last change per minute a rate rule measured (absolute).
+    rate: Option<f64>,
     last_seen: i64,
 }
 
@@ -90,6 +92,7 @@ impl RuleState {
             firing: false,
             holding_since: None,
             samples: VecDeque::new(),
+            rate: None,
             last_seen: now,
         }
     }
@@ -124,6 +127,7 @@ impl RuleState {
                     return None;
                 }
                 let rate = ((value - v0) / (ts - t0) as f64 * 60_000.0).abs();
+                self.rate = Some(rate);
                 Some((rate > per_minute, rate <= clear))
             }
             Condition::Silence { .. } => Some((false, true)),
@@ -153,6 +157,21 @@ impl RuleState {
             return Some(Transition::Fire(Some(value)));
         }
         None
+    }
+
+    /// The change per minute a rate rule measured at its last reading.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
+    /// How long a silence rule has heard nothing, at `now`.
+    pub fn silent_for_ms(&self, now: i64) -> i64 {
+        (now - self.last_seen).max(0)
+    }
+
+    /// Whether the rule is firing.
+    pub fn is_firing(&self) -> bool {
+        self.firing
     }
 
     /// Time passing without readings (silence rules).

@@ -561,3 +561,96 @@ severity = "critical"
     assert!(firing[0]["value"].as_f64().unwrap() <= 34.0, "{firing:?}");
     s.stop().await;
 }
+
+/// The next `updated` of the alert `key` after a first version of it, both
+/// as the live feed showed them.
+async fn first_and_update(feed: &mut Client, key: &str) -> (Value, Value) {
+    let mut first: Option<Value> = None;
+    loop {
+        let m = feed.next_of_type("alert", Duration::from_secs(20)).await;
+        if m["alert"]["key"] != key {
+            continue;
+        }
+        match (m["event"].as_str(), &first) {
+            (Some("fired" | "updated"), None) => first = Some(m["alert"].clone()),
+            (Some("updated"), Some(f)) => return (f.clone(), m["alert"].clone()),
+            (other, _) => panic!("unexpected {other:?}: {m}"),
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_firing_rate_alert_follows_the_fastest_change() {
+    // A fast sine: the change per minute always exceeds the clear level
+    // once measured, so the alert fires once and its value (the change per
+    // minute) and message follow the fastest change seen.
+    let s = TestServer::start(
+        r#"
+[[sensors]]
+name = "tank"
+kind = "simulated"
+interval_ms = 20
+[sensors.options]
+waveform = "sine"
+offset = 0.0
+amplitude = 100.0
+period_ms = 4000
+
+[[alerts.rules]]
+name = "tank fast"
+sensor = "tank"
+condition = "rate"
+threshold = 600.0
+clear = 0.0
+window_ms = 200
+"#,
+    )
+    .await;
+    let mut feed = Client::connect(&s).await;
+    let (first, now) = first_and_update(&mut feed, "tank fast:tank/value").await;
+    assert_eq!(now["id"], first["id"], "the same alert, updated in place");
+    assert!(
+        now["value"].as_f64() > first["value"].as_f64(),
+        "{first} -> {now}"
+    );
+    let message = now["message"].as_str().unwrap();
+    assert!(message.contains("tank/value changes by"), "{message}");
+    assert!(message.contains("faster than 600"), "{message}");
+    assert_ne!(now["message"], first["message"]);
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_firing_silence_alert_says_how_long_it_has_been_silent() {
+    // A sensor that never reads: the silence alert fires after a second and
+    // is renewed each second with the silence's length.
+    let s = TestServer::start(
+        r#"
+[[sensors]]
+name = "mute"
+kind = "simulated"
+interval_ms = 50
+max_consecutive_errors = 0
+[sensors.options]
+error_rate = 1.0
+
+[[alerts.rules]]
+name = "mute quiet"
+sensor = "mute"
+condition = "silence"
+silence_ms = 1000
+"#,
+    )
+    .await;
+    let mut feed = Client::connect(&s).await;
+    let (first, now) = first_and_update(&mut feed, "mute quiet:mute/value").await;
+    assert_eq!(now["id"], first["id"]);
+    let (a, b) = (
+        first["value"].as_f64().unwrap(),
+        now["value"].as_f64().unwrap(),
+    );
+    assert!(a >= 1.0 && b >= a + 1.0, "{first} -> {now}");
+    let message = now["message"].as_str().unwrap();
+    assert_eq!(message, format!("no reading of mute/value for {b:.0} s"));
+    s.stop().await;
+}

@@ -3,7 +3,9 @@
 //! `NOTIFY_SOCKET` (a Unix datagram socket this test listens on), says
 //! READY=1, feeds the watchdog while healthy, stops feeding it while the
 //! database writer is wedged behind another process's lock, resumes once
-//! the lock is gone, and says STOPPING=1 on SIGTERM.
+//! the lock is gone, and says STOPPING=1 on SIGTERM. Its STATUS= line names
+//! every sensor by the state `/api/sensors` and the tree give it, for every
+//! kind of fault.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
@@ -125,6 +127,14 @@ impl Notifications {
             if let Ok(n) = self.rx.recv_timeout(left) {
                 self.seen.push(n);
             }
+        }
+    }
+
+    /// Takes in what has arrived so far, so that a later `wait_for` sees only
+    /// what arrives after this call.
+    fn drain(&mut self) {
+        while let Ok(n) = self.rx.try_recv() {
+            self.seen.push(n);
         }
     }
 
@@ -274,6 +284,183 @@ interval_ms = 20
             "vigil's log:\n{}",
             log.join().unwrap_or_default().join("\n")
         );
+        std::panic::resume_unwind(failure);
+    }
+}
+
+/// Runs `vigil serve` on `config` with a fake `NOTIFY_SOCKET` in `dir`.
+fn serve_notified(dir: &Path, config: &str) -> (std::process::Child, Notifications) {
+    let file = dir.join("vigil.toml");
+    std::fs::write(&file, config).unwrap();
+    let socket = dir.join("notify.sock");
+    let notes = Notifications::listen(&socket);
+    let child = Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("VIGIL_DB", dir.join("vigil.db"))
+        .env("NOTIFY_SOCKET", &socket)
+        // STATUS= is refreshed with every ping, every 100 ms.
+        .env("WATCHDOG_USEC", "300000")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("VIGIL_BIND")
+        .env_remove("VIGIL_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, notes)
+}
+
+/// The sensor part of a STATUS= line ("1/6 sensors running (1 paused, ...)").
+fn status_sensors(line: &str) -> Option<&str> {
+    let status = line
+        .lines()
+        .find_map(|l| l.strip_prefix("STATUS=running: "))?;
+    status.split(';').next()
+}
+
+#[actix_rt::test]
+async fn the_status_line_names_each_sensor_by_the_state_the_api_gives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let thermal = dir.path().join("thermal");
+    let zone = thermal.join("thermal_zone0");
+    std::fs::create_dir_all(&zone).unwrap();
+    std::fs::write(zone.join("type"), "cpu-thermal\n").unwrap();
+    std::fs::write(zone.join("temp"), "90000\n").unwrap();
+    let (mut child, mut notes) = serve_notified(
+        dir.path(),
+        &format!(
+            r#"
+[server]
+bind = "127.0.0.1:0"
+[log]
+filter = "error"
+[storage]
+flush_interval_ms = 100
+[supervisor]
+backoff_base_ms = 10
+backoff_max_ms = 50
+max_restarts = 2
+[pacing]
+use_load = false
+use_hwmon = false
+vcgencmd = ""
+thermal_root = "{}"
+watchdog_interval_ms = 50
+[guard.http]
+enabled = false
+[guard.sensors]
+open_wait_ms = 60000
+
+[[sensors]]
+name = "fine"
+kind = "simulated"
+interval_ms = 20
+
+[[sensors]]
+name = "panicking"
+kind = "simulated"
+interval_ms = 20
+[sensors.options]
+panic_every = 1
+
+[[sensors]]
+name = "erroring"
+kind = "simulated"
+interval_ms = 20
+max_consecutive_errors = 0
+[sensors.options]
+error_rate = 1.0
+
+[[sensors]]
+name = "absent"
+kind = "cpu_temp"
+interval_ms = 20
+[sensors.options]
+thermal_root = "/nonexistent/vigil-test-thermal"
+use_hwmon = false
+
+[[sensors]]
+name = "held"
+kind = "simulated"
+interval_ms = 20
+priority = "optional"
+"#,
+            thermal.display()
+        ),
+    );
+    let result = async {
+        let ready = notes.wait_for("READY=1", Duration::from_secs(30), |m| {
+            m.lines().any(|l| l == "READY=1")
+        });
+        let addr = notes.seen[ready]
+            .1
+            .split("serving http://")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("READY's STATUS= names the address")
+            .to_owned();
+        let client = awc::Client::default();
+        let sensors = async || -> Vec<(String, String)> {
+            let mut res = client
+                .get(format!("http://{addr}/api/sensors"))
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = res.json().limit(1 << 20).await.unwrap();
+            body["sensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s["name"].as_str().unwrap().to_owned(),
+                        s["status"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let want = [
+            ("fine", "running"),
+            ("panicking", "failed"),
+            ("erroring", "suspended"),
+            ("absent", "unavailable"),
+            ("held", "paused"),
+        ];
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = sensors().await;
+            if want
+                .iter()
+                .all(|(n, st)| now.iter().any(|(m, s)| m == n && s == st))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "states never settled: {now:?}");
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        // A STATUS= line written after the states settled (the second one
+        // to arrive, as the first may have been on its way) counts the same
+        // states, in the order it lists them.
+        let expected = "1/5 sensors running (1 paused, 1 suspended, 1 unavailable, 1 failed)";
+        notes.drain();
+        for _ in 0..2 {
+            notes.wait_for(
+                "a STATUS= after the states settled",
+                Duration::from_secs(10),
+                |m| status_sensors(m).is_some(),
+            );
+        }
+        let at = notes.seen.len() - 1;
+        let line = status_sensors(&notes.seen[at].1).unwrap().to_owned();
+        assert_eq!(line, expected, "{:?}", notes.seen[at].1);
+        assert_eq!(sensors().await.len(), 5);
+    };
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(result)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(failure) = outcome {
         std::panic::resume_unwind(failure);
     }
 }
