@@ -583,7 +583,11 @@ async fn first_and_update(feed: &mut Client, key: &str) -> (Value, Value) {
 async fn a_firing_rate_alert_follows_the_fastest_change() {
     // A fast sine: the change per minute always exceeds the clear level
     // once measured, so the alert fires once and its value (the change per
-    // minute) and message follow the fastest change seen.
+    // minute) and message follow the fastest change seen. The period is odd
+    // so that the peaks fall between whole milliseconds: two samples placed
+    // symmetrically around a peak (likely when emulation makes reads late)
+    // would otherwise have bit-identical values, a change of exactly 0 and
+    // a resolve at `clear = 0`.
     let s = TestServer::start(
         r#"
 [[sensors]]
@@ -594,7 +598,7 @@ interval_ms = 20
 waveform = "sine"
 offset = 0.0
 amplitude = 100.0
-period_ms = 4000
+period_ms = 4001
 
 [[alerts.rules]]
 name = "tank fast"
