@@ -48,7 +48,7 @@ mod web;
 
 // Running the appliance.
 pub use app::config::DEFAULT_TOML;
-pub use app::{Config, RunError, RunReport, logging, run};
+pub use app::{Config, RunError, RunReport, import, logging, run};
 pub use web::config::ServerConfig;
 
 // The shared vocabulary.

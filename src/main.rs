@@ -56,6 +56,18 @@ enum Command {
         #[arg(short, long, env = "VIGIL_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Import readings from a file that /api/readings/export wrote (NDJSON
+    /// or CSV, told by its first line; `-` reads standard input), through
+    /// the writer's commit path with rollups. A reading whose series already
+    /// holds one at the same millisecond is skipped, so importing twice
+    /// changes nothing. Needs the database alone: stop the server first.
+    Import {
+        /// Config file naming the database (storage.path).
+        #[arg(short, long, env = "VIGIL_CONFIG")]
+        config: Option<PathBuf>,
+        /// The file to read, or `-` for standard input.
+        path: PathBuf,
+    },
     /// Validate a config file (and VIGIL_* overrides); exit 0 if usable, 1
     /// with the offending key if not. Suited to systemd's ExecStartPre.
     CheckConfig {
@@ -72,6 +84,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { path } => check_config(path),
         Command::Optimize { config, full } => optimize(config, full),
         Command::Backup { config } => backup(config),
+        Command::Import { config, path } => import(config, path),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -262,6 +275,95 @@ fn backup(path: Option<PathBuf>) -> anyhow::Result<()> {
     for old in &report.removed {
         println!("removed {old}");
     }
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Counts the bytes read through it, for the progress line.
+struct Counting<R> {
+    inner: R,
+    read: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read.set(self.read.get() + n as u64);
+        Ok(n)
+    }
+}
+
+fn import(config: Option<PathBuf>, path: PathBuf) -> anyhow::Result<()> {
+    use std::io::{BufReader, IsTerminal, Read, Write};
+    let config = load(config)?;
+    init_logging(&config);
+    let st = &config.storage;
+    let (input, size, name): (Box<dyn Read>, Option<u64>, String) = if path.as_os_str() == "-" {
+        (
+            Box::new(std::io::stdin().lock()),
+            None,
+            "standard input".into(),
+        )
+    } else {
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), size, path.display().to_string())
+    };
+    vigil::walindex::set_mode(st.wal_index);
+    if vigil::walindex::held_elsewhere(&st.path) {
+        anyhow::bail!(
+            "{} is held by a running server; stop it first (for example `systemctl stop vigil`), import, then start it again",
+            st.path.display()
+        );
+    }
+    vigil::prepare(st)?;
+    let mut conn = vigil::open_writer(st)?;
+    vigil::maintenance::lock_exclusively(&mut conn, &st.path)
+        .context("an import needs the database alone; stop the server first")?;
+    let counting = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let reader = BufReader::with_capacity(
+        256 * 1024,
+        Counting {
+            inner: input,
+            read: counting.clone(),
+        },
+    );
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_shown = std::time::Instant::now();
+    let report = vigil::import::Importer::new(&mut conn)?
+        .run(reader, |r| {
+            if !terminal || last_shown.elapsed() < std::time::Duration::from_millis(250) {
+                return;
+            }
+            last_shown = std::time::Instant::now();
+            let read = counting.get();
+            let share = size
+                .filter(|&s| s > 0)
+                .map(|s| format!(" ({:.0} %)", read as f64 * 100.0 / s as f64))
+                .unwrap_or_default();
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\rimported {} readings, skipped {}, {} MiB read{share}   ",
+                r.imported,
+                r.skipped,
+                read / (1024 * 1024)
+            );
+            let _ = err.flush();
+        })
+        .with_context(|| format!("importing {name} into {}", st.path.display()));
+    if terminal {
+        eprintln!();
+    }
+    let report = report?;
+    println!(
+        "{}: imported {} readings from {name} ({} skipped as already stored, {} new series)",
+        st.path.display(),
+        report.imported,
+        report.skipped,
+        report.series_created
+    );
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

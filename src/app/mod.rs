@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod edit;
+pub mod import;
 pub mod logging;
 pub mod reload;
 

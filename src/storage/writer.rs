@@ -641,6 +641,68 @@ fn insert_batch(
     Ok(nudged)
 }
 
+/// A row an import inserted, as `RETURNING` gives it back.
+#[derive(QueryableByName)]
+struct Inserted {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    series_id: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    ts: i64,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    value: f64,
+}
+
+/// Commits `batch` for an import (`vigil import`), in one transaction on
+/// the writer's path: series are resolved and created as for live
+/// readings and the rollup tiers take in what was inserted. Unlike a live
+/// commit, a reading whose series already holds one at the same
+/// millisecond is skipped, not moved forward, and the stored one kept, so
+/// importing a file twice changes nothing. Returns how many were inserted.
+pub fn commit_import(
+    conn: &mut SqliteConnection,
+    catalog: &SeriesCatalog,
+    batch: &[Reading],
+) -> Result<u64, StorageError> {
+    let mut created = Vec::new();
+    let inserted = conn.immediate_transaction(|c| {
+        created.clear();
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut ids: Vec<(*const SeriesKey, i64)> = Vec::new();
+        for r in batch {
+            let ptr = Arc::as_ptr(&r.series);
+            let id = match ids.iter().find(|(p, _)| *p == ptr) {
+                Some(&(_, id)) => id,
+                None => {
+                    let id = series_id(c, catalog, &r.series, &mut created)?;
+                    ids.push((ptr, id));
+                    id
+                }
+            };
+            rows.push(NewReading {
+                series_id: id,
+                ts: r.ts_ms,
+                value: r.value,
+            });
+        }
+        // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to
+        // the INSERT, not to a join of the SELECT.
+        let kept: Vec<Inserted> = diesel::sql_query(
+            "INSERT INTO readings (series_id, ts, value) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true \
+             ON CONFLICT (series_id, ts) DO NOTHING \
+             RETURNING series_id, ts, value",
+        )
+        .bind::<diesel::sql_types::Text, _>(rows_json(&rows))
+        .load(c)?;
+        rollup::record(c, kept.iter().map(|k| (k.series_id, k.ts, k.value)))?;
+        Ok::<_, StorageError>(kept.len() as u64)
+    })?;
+    for info in created {
+        catalog.insert(info);
+    }
+    Ok(inserted)
+}
+
 /// Inserts a batch with one statement: the rows travel as one JSON array
 /// bound as a single parameter and expanded by `json_each`, so the statement
 /// is the same for every batch size (prepared once, cached by diesel) and
@@ -651,6 +713,17 @@ fn insert_batch(
 /// SQLite parses back to the same `f64` (see the tests); the sensor actor
 /// has already refused non-finite values, which JSON cannot carry.
 fn insert_rows(conn: &mut SqliteConnection, rows: &[NewReading]) -> Result<(), StorageError> {
+    diesel::sql_query(
+        "INSERT INTO readings (series_id, ts, value) \
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
+    )
+    .bind::<diesel::sql_types::Text, _>(rows_json(rows))
+    .execute(conn)?;
+    Ok(())
+}
+
+/// `rows` as the JSON array [`insert_rows`] binds.
+fn rows_json(rows: &[NewReading]) -> String {
     use std::fmt::Write as _;
     let mut json = String::with_capacity(rows.len() * 40 + 2);
     json.push('[');
@@ -668,13 +741,7 @@ fn insert_rows(conn: &mut SqliteConnection, rows: &[NewReading]) -> Result<(), S
         }
     }
     json.push(']');
-    diesel::sql_query(
-        "INSERT INTO readings (series_id, ts, value) \
-         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)",
-    )
-    .bind::<diesel::sql_types::Text, _>(json)
-    .execute(conn)?;
-    Ok(())
+    json
 }
 
 /// The id of a reading's series, creating the row (or updating its unit)

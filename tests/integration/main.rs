@@ -18,6 +18,7 @@ mod hardening;
 mod hardware;
 mod head;
 mod headers;
+mod import;
 mod lifecycle;
 mod live;
 mod openapi;
