@@ -20,6 +20,7 @@ mod head;
 mod headers;
 mod lifecycle;
 mod live;
+mod mqtt;
 mod openapi;
 mod pacing;
 mod performance;
