@@ -255,6 +255,8 @@ pub async fn run(
             pacing: pacing.clone(),
             database: st.path.clone(),
             tls,
+            alert_rules: config.alerts.rules.iter().map(|r| r.name.clone()).collect(),
+            model: crate::platform::raspberry_pi_model().unwrap_or_else(|| "vigil".to_owned()),
         })));
     }
     let guard_spec = guard_child(

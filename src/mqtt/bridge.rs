@@ -9,7 +9,7 @@
 //! event loop. Live publishing never waits: a publish that does not fit
 //! in the client's queue is dropped, counted, and replayed from storage.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use super::MqttShared;
 use super::config::{MqttSettings, topic_level};
+use super::discovery::{Device, Subject};
 use super::position::{PositionFile, Tag, Tracker};
 use crate::guard::GuardShared;
 use crate::pacing::PacingShared;
@@ -62,6 +63,10 @@ pub struct BridgeDeps {
     pub database: PathBuf,
     /// The TLS client config for `mqtts://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The alert rules, as binary sensors in Home Assistant.
+    pub alert_rules: Vec<String>,
+    /// The device model shown in Home Assistant.
+    pub model: String,
 }
 
 /// The actor in the supervision tree.
@@ -400,6 +405,14 @@ async fn session(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_persist = tokio::time::Instant::now();
+    let device = s.discovery.as_ref().map(|prefix| Device {
+        node_id: s.node_id.clone(),
+        base_topic: s.base_topic.clone(),
+        prefix: prefix.clone(),
+        model: d.model.clone(),
+    });
+    // (sensor, metric) announced to Home Assistant in this session.
+    let mut announced: HashSet<(String, String)> = HashSet::new();
 
     let confirm = |t: &mut Tracker, tag: Tag| {
         match tag {
@@ -500,6 +513,27 @@ async fn session(
                             .to_string()
                             .into_bytes(),
                     );
+                    if let Some(dev) = &device {
+                        // Home Assistant's birth message, and the configs
+                        // already retained (to clear those of sensors gone).
+                        let _ = client.try_subscribe(dev.birth_topic(), QoS::AtLeastOnce);
+                        let _ = client.try_subscribe(dev.config_filter(), QoS::AtLeastOnce);
+                        announce_all(d, dev, &mut out, &mut announced);
+                    }
+                }
+                Some(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
+                    if let Some(dev) = &device {
+                        let mut out = Out { client: &client, queued: &mut queued, shared };
+                        if p.topic == dev.birth_topic() {
+                            if &p.payload[..] == b"online" {
+                                log::info!("mqtt: Home Assistant started; announcing again");
+                                announced.clear();
+                                announce_all(d, dev, &mut out, &mut announced);
+                            }
+                        } else if !p.payload.is_empty() {
+                            clear_if_stale(d, dev, &mut out, &p.topic, &p.payload);
+                        }
+                    }
                 }
                 Some(Ok(MqttEvent::Outgoing(Outgoing::Publish(pkid)))) => {
                     if let Some(tag) = queued.pop_front() {
@@ -522,6 +556,12 @@ async fn session(
                     if connected {
                         for reading in &sr.readings {
                             let k = &reading.series;
+                            if let Some(dev) = &device
+                                && !announced.contains(&(k.sensor.to_string(), k.metric.to_string()))
+                            {
+                                let mut out = Out { client: &client, queued: &mut queued, shared };
+                                announce(dev, &mut out, &mut announced, &k.sensor, &k.metric, &k.unit);
+                            }
                             let payload = reading_payload(reading.value, &k.unit, reading.ts_ms);
                             let tag = t.live_tag(reading.ts_ms);
                             match client.try_publish(
@@ -623,6 +663,10 @@ async fn session(
                 if last_persist.elapsed() >= PERSIST_EVERY {
                     persist(file, stored, t.position()).await?;
                     last_persist = tokio::time::Instant::now();
+                    if let (true, Some(dev)) = (connected, &device) {
+                        let mut out = Out { client: &client, queued: &mut queued, shared };
+                        withdraw_removed(d, dev, &mut out, &mut announced);
+                    }
                 }
             },
         }
@@ -678,6 +722,100 @@ impl Out<'_> {
                 log::debug!("mqtt: status publish not queued: {e}");
             }
         }
+    }
+}
+
+/// Announces one metric to Home Assistant (retained).
+fn announce(
+    dev: &Device,
+    out: &mut Out<'_>,
+    announced: &mut HashSet<(String, String)>,
+    sensor: &str,
+    metric: &str,
+    unit: &str,
+) {
+    out.other(
+        dev.sensor_topic(sensor, metric),
+        true,
+        dev.sensor_config(sensor, metric, unit)
+            .to_string()
+            .into_bytes(),
+    );
+    announced.insert((sensor.to_owned(), metric.to_owned()));
+}
+
+/// Announces every metric of every configured sensor, and every alert
+/// rule as a binary sensor.
+fn announce_all(
+    d: &BridgeDeps,
+    dev: &Device,
+    out: &mut Out<'_>,
+    announced: &mut HashSet<(String, String)>,
+) {
+    for sensor in d.sensors.all() {
+        for series in d.writer.catalog.readable_for_sensor(&sensor.config.name) {
+            announce(
+                dev,
+                out,
+                announced,
+                &series.sensor,
+                &series.metric,
+                &series.unit,
+            );
+        }
+    }
+    for rule in &d.alert_rules {
+        out.other(
+            dev.alert_topic(rule),
+            true,
+            dev.alert_config(rule).to_string().into_bytes(),
+        );
+    }
+}
+
+/// Removes (an empty retained config) the entities of sensors that left
+/// the config since they were announced.
+fn withdraw_removed(
+    d: &BridgeDeps,
+    dev: &Device,
+    out: &mut Out<'_>,
+    announced: &mut HashSet<(String, String)>,
+) {
+    let names: HashSet<String> = d
+        .sensors
+        .all()
+        .iter()
+        .map(|s| s.config.name.clone())
+        .collect();
+    let gone: Vec<_> = announced
+        .iter()
+        .filter(|(sensor, _)| !names.contains(sensor))
+        .cloned()
+        .collect();
+    for (sensor, metric) in gone {
+        log::info!(
+            "mqtt: sensor {sensor} left the config; removing {sensor} {metric} from Home Assistant"
+        );
+        out.other(dev.sensor_topic(&sensor, &metric), true, Vec::new());
+        announced.remove(&(sensor, metric));
+    }
+}
+
+/// A retained config of this appliance for a sensor or rule no longer
+/// configured (removed while vigil was not connected) is cleared.
+fn clear_if_stale(d: &BridgeDeps, dev: &Device, out: &mut Out<'_>, topic: &str, payload: &[u8]) {
+    let stale = match dev.subject_of(payload) {
+        Some(Subject::Metric(sensor, _)) => !d
+            .sensors
+            .all()
+            .iter()
+            .any(|s| topic_level(&s.config.name) == sensor),
+        Some(Subject::Alert(rule)) => !d.alert_rules.iter().any(|r| topic_level(r) == rule),
+        None => false,
+    };
+    if stale {
+        log::info!("mqtt: clearing the stale discovery config {topic}");
+        out.other(topic.to_owned(), true, Vec::new());
     }
 }
 

@@ -49,6 +49,10 @@ pub struct MqttConfig {
     /// A PEM file of extra CA certificates for `mqtts://` (besides the
     /// system's roots); empty: the system's roots only.
     pub ca_file: String,
+    /// Publish Home Assistant discovery configs.
+    pub discovery: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
 }
 
 impl Default for MqttConfig {
@@ -70,6 +74,8 @@ impl Default for MqttConfig {
             reconnect_max_ms: 30_000,
             replay_page: 500,
             ca_file: String::new(),
+            discovery: true,
+            discovery_prefix: "homeassistant".into(),
         }
     }
 }
@@ -161,6 +167,8 @@ pub struct MqttSettings {
     pub reconnect_max: Duration,
     pub replay_page: usize,
     pub ca_file: Option<std::path::PathBuf>,
+    /// The discovery prefix, when discovery is on.
+    pub discovery: Option<String>,
 }
 
 /// Is `s` usable as one level of a topic (no wildcards, no separator)?
@@ -298,6 +306,20 @@ impl MqttConfig {
                 "is only used with an mqtts:// url",
             ));
         }
+        let prefix = &self.discovery_prefix;
+        if self.discovery
+            && (prefix.is_empty()
+                || prefix.starts_with('/')
+                || prefix.ends_with('/')
+                || prefix.contains(['+', '#', '\0']))
+        {
+            return Err(ConfigError::invalid(
+                "mqtt.discovery_prefix",
+                format!(
+                    "{prefix:?} must be a topic without wildcards and without leading or trailing '/'"
+                ),
+            ));
+        }
         Ok(MqttSettings {
             broker,
             url: self.url.clone(),
@@ -314,6 +336,7 @@ impl MqttConfig {
             reconnect_max: Duration::from_millis(self.reconnect_max_ms),
             replay_page: self.replay_page,
             ca_file,
+            discovery: self.discovery.then(|| prefix.clone()),
         })
     }
 }
@@ -439,6 +462,13 @@ mod tests {
                 ..d()
             }),
             "mqtt.ca_file"
+        );
+        assert_eq!(
+            key_of(MqttConfig {
+                discovery_prefix: "ha/#".into(),
+                ..d()
+            }),
+            "mqtt.discovery_prefix"
         );
     }
 

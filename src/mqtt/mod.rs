@@ -4,6 +4,7 @@
 //! (of the broker or of vigil) kept from it.
 //!
 //! - `config.rs`: `[mqtt]`, validated into `MqttSettings`;
+//! - `discovery.rs`: Home Assistant discovery configs (pure);
 //! - `position.rs`: the store-and-forward bookkeeping (pure) and its file;
 //! - `bridge.rs`: the `MqttBridge` actor and its connection loop.
 //!
@@ -13,6 +14,7 @@
 
 pub mod bridge;
 pub mod config;
+pub mod discovery;
 pub mod position;
 
 use std::sync::Mutex;

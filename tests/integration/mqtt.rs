@@ -548,3 +548,109 @@ async fn a_stalled_broker_stalls_neither_sensors_nor_the_api() {
     );
     s.stop().await;
 }
+
+/// Publishes one message at QoS 1 and waits for the broker's ack.
+async fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
+    let (client, mut el) = AsyncClient::new(MqttOptions::new("t-publisher", "127.0.0.1", port), 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(Event::Incoming(Packet::PubAck(_))) = el.poll().await {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("published within 20 s");
+}
+
+#[actix_rt::test]
+async fn home_assistant_discovery_is_retained_repeated_on_birth_and_withdrawn() {
+    let broker = Broker::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigil.toml");
+    let room = "\n[[sensors]]\nname = \"room\"\nkind = \"simulated\"\ninterval_ms = 100\n\
+                [sensors.options]\nmetric = \"temperature\"\nunit = \"°C\"\n";
+    let rule = "\n[[alerts.rules]]\nname = \"tank high\"\nsensor = \"tank\"\n\
+                condition = \"above\"\nthreshold = 1000.0\n";
+    let db = dir.path().join("vigil.db").display().to_string();
+    let write = |with_room: bool| {
+        let text = format!(
+            "{}\n{}\n{}{}",
+            crate::util::BASE.replace("[storage]\n", &format!("[storage]\npath = \"{db}\"\n")),
+            setup(broker.port),
+            if with_room { room } else { "" },
+            rule,
+        );
+        std::fs::write(&path, text).unwrap();
+    };
+    write(true);
+    let cfg = vigil::Config::load(Some(&path)).unwrap();
+    let s = TestServer::start_with(dir, cfg).await;
+
+    let temp_topic = "homeassistant/sensor/test/vigil_test_room_temperature/config";
+    let tank_topic = "homeassistant/sensor/test/vigil_test_tank_value/config";
+    let alert_topic = "homeassistant/binary_sensor/test/vigil_test_alert_tank_high/config";
+    let ha = Subscriber::new(broker.port, "t-ha", "homeassistant/#").await;
+    s.wait_for("discovery configs", Duration::from_secs(30), async |_| {
+        let all = ha.all();
+        [temp_topic, tank_topic, alert_topic]
+            .iter()
+            .all(|t| all.iter().any(|g| g.topic == *t && !g.payload.is_empty()))
+    })
+    .await;
+    // A subscriber that comes later gets them from the broker: retained.
+    let late = Subscriber::new(broker.port, "t-ha-late", "homeassistant/#").await;
+    s.wait_for(
+        "retained discovery configs",
+        Duration::from_secs(30),
+        async |_| {
+            let all = late.all();
+            [temp_topic, tank_topic, alert_topic].iter().all(|t| {
+                all.iter()
+                    .any(|g| g.topic == *t && g.retain && !g.payload.is_empty())
+            })
+        },
+    )
+    .await;
+    drop(late);
+    let c: Value = serde_json::from_str(&ha.last(temp_topic).unwrap()).unwrap();
+    assert_eq!(c["state_topic"], "vigil/test/room/temperature");
+    assert_eq!(c["unit_of_measurement"], "°C");
+    assert_eq!(c["device_class"], "temperature");
+    assert_eq!(c["state_class"], "measurement");
+    assert_eq!(c["value_template"], "{{ value_json.value }}");
+    assert_eq!(c["unique_id"], "vigil_test_room_temperature");
+    assert_eq!(c["availability"][0]["topic"], "vigil/test/status");
+    assert_eq!(c["device"]["identifiers"][0], "vigil_test");
+    assert!(c["device"]["sw_version"].is_string());
+    let a: Value = serde_json::from_str(&ha.last(alert_topic).unwrap()).unwrap();
+    assert_eq!(a["state_topic"], "vigil/test/alert/tank_high");
+    assert_eq!(a["device_class"], "problem");
+
+    // Home Assistant's birth message brings every config again.
+    let before = ha.all().iter().filter(|g| g.topic == tank_topic).count();
+    publish(broker.port, "homeassistant/status", b"online", false).await;
+    s.wait_for(
+        "configs again after the birth message",
+        Duration::from_secs(30),
+        async |_| ha.all().iter().filter(|g| g.topic == tank_topic).count() > before,
+    )
+    .await;
+
+    // A sensor that leaves the config leaves Home Assistant.
+    write(false);
+    let (status, body) = s.post("/api/admin/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_for(
+        "an empty config for the removed sensor",
+        Duration::from_secs(30),
+        async |_| ha.last(temp_topic).as_deref() == Some(""),
+    )
+    .await;
+    assert!(!ha.last(tank_topic).unwrap().is_empty(), "the others stay");
+    s.stop().await;
+}
