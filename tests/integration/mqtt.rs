@@ -654,3 +654,75 @@ async fn home_assistant_discovery_is_retained_repeated_on_birth_and_withdrawn() 
     assert!(!ha.last(tank_topic).unwrap().is_empty(), "the others stay");
     s.stop().await;
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, as PEM files in
+/// `dir`: (ca.pem, server.pem, server.key).
+pub fn test_certificates(dir: &std::path::Path) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let path = |n: &str| dir.join(n).display().to_string();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("server.pem"), cert.pem()).unwrap();
+    std::fs::write(path("server.key"), key.serialize_pem()).unwrap();
+    (path("ca.pem"), path("server.pem"), path("server.key"))
+}
+
+#[actix_rt::test]
+async fn mqtts_verifies_the_broker_with_the_ca_file() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(certs.path());
+    let tls_port = free_port();
+    let broker = Broker::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n"
+    ))
+    .await;
+    let port = broker.port;
+    wait_until("the TLS listener", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    })
+    .await;
+    let sub = Subscriber::new(port, "t-tls", "vigil/test/#").await;
+    let tls = |ca_file: &str| {
+        setup(port).replace(
+            &format!("url = \"mqtt://127.0.0.1:{port}\""),
+            &format!("url = \"mqtts://127.0.0.1:{tls_port}\"\nca_file = \"{ca_file}\""),
+        )
+    };
+
+    // Trusting the system's roots only, the broker's certificate is refused.
+    let untrusted = TestServer::start(&tls("").replace("ca_file = \"\"", "")).await;
+    untrusted
+        .wait_for(
+            "a refused TLS handshake",
+            Duration::from_secs(30),
+            async |s| {
+                let h = mqtt_health(s).await;
+                h["connection_failures"].as_u64().unwrap() > 0
+                    && h["last_error"].as_str().is_some_and(|e| !e.is_empty())
+            },
+        )
+        .await;
+    let h = mqtt_health(&untrusted).await;
+    assert_eq!(h["connected"], false, "{h}");
+    assert_eq!(h["connects"], 0, "{h}");
+    untrusted.stop().await;
+    assert!(sub.reading_times("vigil/test/tank/value").is_empty());
+
+    // With the CA file, readings arrive over TLS.
+    let s = TestServer::start(&tls(&ca)).await;
+    s.wait_for("readings over mqtts", Duration::from_secs(30), async |_| {
+        sub.reading_times("vigil/test/tank/value").len() >= 10
+    })
+    .await;
+    assert_eq!(mqtt_health(&s).await["connected"], true);
+    s.stop().await;
+}
