@@ -1,4 +1,4 @@
-//! Outbound webhooks: an HTTP POST of the alert as JSON to each configured
+//! Outbound webhooks: an HTTP or HTTPS (rustls) POST of the alert as JSON to each configured
 //! URL whose severities include the alert's. Each delivery runs on a task of
 //! its own with a timeout and retries with exponential backoff, so a slow or
 //! dead receiver never blocks the alert manager; deliveries in flight are
@@ -48,8 +48,12 @@ fn default_backoff() -> u64 {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// `http://host:port/path` (plain HTTP; put a relay in front for TLS).
+    /// `http://host:port/path` or `https://...` (TLS on rustls, with the
+    /// system's roots and `ca_file`).
     pub url: String,
+    /// A PEM file of extra CA certificates for an `https://` URL.
+    #[serde(default)]
+    pub ca_file: String,
     /// Alerts of these severities are sent (default: all).
     #[serde(default = "all_severities")]
     pub severities: Vec<Severity>,
@@ -65,15 +69,22 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let rest = self.url.strip_prefix("http://").ok_or_else(|| {
-            ConfigError::invalid(
-                format!("{key}.url"),
-                format!(
-                    "`{}` is not a plain http:// URL (https is not supported: use a local relay)",
-                    self.url
-                ),
-            )
-        })?;
+        let rest = self
+            .url
+            .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"))
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{key}.url"),
+                    format!("`{}` is not an http:// or https:// URL", self.url),
+                )
+            })?;
+        if !self.ca_file.is_empty() && !self.url.starts_with("https://") {
+            return Err(ConfigError::invalid(
+                format!("{key}.ca_file"),
+                "is only used with an https:// URL",
+            ));
+        }
         if rest.is_empty() || rest.starts_with('/') {
             return Err(ConfigError::invalid(format!("{key}.url"), "has no host"));
         }
@@ -104,6 +115,9 @@ struct Hook {
     config: WebhookConfig,
     stats: HookStats,
     breaker: Arc<CircuitBreaker>,
+    /// The TLS client config of an `https://` URL; an error (an unusable
+    /// CA file) fails every delivery with its message.
+    tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 /// A webhook as `/api/alerts/rules` shows it.
@@ -133,10 +147,18 @@ impl Webhooks {
             hooks: configs
                 .iter()
                 .map(|c| {
+                    let tls = c.url.starts_with("https://").then(|| {
+                        let ca = (!c.ca_file.is_empty()).then(|| std::path::Path::new(&c.ca_file));
+                        crate::platform::tls::client_config(ca)
+                    });
+                    if let Some(Err(e)) = &tls {
+                        log::error!("webhook {}: {e}", c.url);
+                    }
                     Arc::new(Hook {
                         config: c.clone(),
                         stats: HookStats::default(),
                         breaker: guard.webhook(&c.url, Duration::from_millis(c.timeout_ms)),
+                        tls,
                     })
                 })
                 .collect(),
@@ -195,9 +217,22 @@ impl Webhooks {
 
 async fn deliver(hook: &Hook, body: String) {
     let c = &hook.config;
-    let client = awc::Client::builder()
-        .timeout(Duration::from_millis(c.timeout_ms))
-        .finish();
+    let builder = awc::Client::builder().timeout(Duration::from_millis(c.timeout_ms));
+    let client = match &hook.tls {
+        None => builder.finish(),
+        Some(Ok(tls)) => builder
+            .connector(awc::Connector::new().rustls_0_23(tls.clone()))
+            .finish(),
+        Some(Err(e)) => {
+            hook.stats.failed.fetch_add(1, Ordering::Relaxed);
+            *hook
+                .stats
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            return;
+        }
+    };
     for attempt in 1..=c.max_attempts {
         let error = match hook.breaker.try_call() {
             Err(rejected) => {
@@ -252,11 +287,27 @@ mod tests {
     fn hook(url: &str) -> WebhookConfig {
         WebhookConfig {
             url: url.into(),
+            ca_file: String::new(),
             severities: all_severities(),
             timeout_ms: 1000,
             max_attempts: 3,
             backoff_ms: 10,
         }
+    }
+
+    #[test]
+    fn urls_are_http_or_https_and_a_ca_file_needs_https() {
+        assert!(hook("https://ntfy.example/topic").validate("w").is_ok());
+        let e = hook("ftp://x/").validate("w").unwrap_err().to_string();
+        assert!(e.contains("w.url"), "{e}");
+        let e = WebhookConfig {
+            ca_file: "/ca.pem".into(),
+            ..hook("http://x/")
+        }
+        .validate("w")
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("w.ca_file"), "{e}");
     }
 
     #[actix_rt::test]
@@ -299,10 +350,9 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         assert!(hook("http://relay.local:9000/hook").validate("w").is_ok());
-        let e = hook("https://x")
-            .validate("alerts.webhooks[0]")
-            .unwrap_err();
+        let e = hook("ws://x").validate("alerts.webhooks[0]").unwrap_err();
         assert!(e.to_string().contains("alerts.webhooks[0].url"), "{e}");
         assert!(hook("http:///x").validate("w").is_err());
+        assert!(hook("https:///x").validate("w").is_err());
     }
 }

@@ -726,3 +726,89 @@ async fn mqtts_verifies_the_broker_with_the_ca_file() {
     assert_eq!(mqtt_health(&s).await["connected"], true);
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn an_https_webhook_reaches_a_tls_receiver_trusted_through_its_ca_file() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(certs.path());
+    let chain = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(&cert).unwrap(),
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap();
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(&key).unwrap(),
+    ))
+    .unwrap()
+    .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let sink = seen.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = actix_web::HttpServer::new(move || {
+        let sink = sink.clone();
+        actix_web::App::new().default_service(actix_web::web::to(
+            move |body: actix_web::web::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                        sink.lock().unwrap().push(v);
+                    }
+                    actix_web::HttpResponse::Ok().finish()
+                }
+            },
+        ))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen_rustls_0_23(listener, tls)
+    .unwrap()
+    .run();
+    actix_rt::spawn(server);
+
+    let s = TestServer::start(&format!(
+        r#"
+[[sensors]]
+name = "tank"
+kind = "simulated"
+interval_ms = 50
+[sensors.options]
+waveform = "constant"
+offset = 30.0
+
+[[alerts.rules]]
+name = "tank high"
+sensor = "tank"
+condition = "above"
+threshold = 25.0
+severity = "critical"
+
+[[alerts.webhooks]]
+url = "https://127.0.0.1:{}/hook"
+ca_file = "{ca}"
+backoff_ms = 50
+"#,
+        addr.port()
+    ))
+    .await;
+    s.wait_for(
+        "the alert at the HTTPS receiver",
+        Duration::from_secs(30),
+        async |_| !seen.lock().unwrap().is_empty(),
+    )
+    .await;
+    let got = seen.lock().unwrap()[0].clone();
+    assert_eq!(got["event"], "fired", "{got}");
+    assert_eq!(got["alert"]["rule"], "tank high", "{got}");
+    let hook = s.get_ok("/api/alerts/rules").await["webhooks"][0].clone();
+    assert_eq!(hook["failed"], 0, "{hook}");
+    s.stop().await;
+}
