@@ -44,6 +44,66 @@ fn default_backoff() -> u64 {
     1000
 }
 
+/// What a webhook's body looks like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// `{"event": ..., "alert": {...}}`.
+    #[default]
+    Json,
+    /// ntfy (ntfy.sh or a self-hosted server): the message as plain text,
+    /// `Title`, `Priority` and `Tags` from the rule, the event and the
+    /// severity.
+    Ntfy,
+}
+
+/// One request body with its headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub body: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The request a webhook of `format` sends for `event` of `alert`.
+pub fn request(
+    format: WebhookFormat,
+    event: &str,
+    alert: &AlertView,
+    severity: Severity,
+) -> Request {
+    match format {
+        WebhookFormat::Json => Request {
+            body: json!({ "event": event, "alert": alert }).to_string(),
+            headers: vec![("Content-Type", "application/json".to_owned())],
+        },
+        WebhookFormat::Ntfy => {
+            let resolved = event == "resolved";
+            // ntfy's priorities: 1 min ... 3 default ... 5 max.
+            let priority = match (resolved, severity) {
+                (true, _) | (false, Severity::Info) => 3,
+                (false, Severity::Warning) => 4,
+                (false, Severity::Critical | Severity::Emergency) => 5,
+            };
+            let tag = match (resolved, severity) {
+                (true, _) => "white_check_mark",
+                (false, Severity::Info) => "information_source",
+                (false, Severity::Warning) => "warning",
+                (false, Severity::Critical) => "rotating_light",
+                (false, Severity::Emergency) => "sos",
+            };
+            Request {
+                body: alert.message.clone(),
+                headers: vec![
+                    ("Content-Type", "text/plain; charset=utf-8".to_owned()),
+                    ("Title", format!("vigil: {} {event}", alert.rule)),
+                    ("Priority", priority.to_string()),
+                    ("Tags", format!("{tag},{}", severity.as_str())),
+                ],
+            }
+        }
+    }
+}
+
 /// One `[[alerts.webhooks]]` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +114,10 @@ pub struct WebhookConfig {
     /// A PEM file of extra CA certificates for an `https://` URL.
     #[serde(default)]
     pub ca_file: String,
+    /// `json` (the event and the alert) or `ntfy` (the message as the
+    /// body; title, priority and tags as ntfy's headers).
+    #[serde(default)]
+    pub format: WebhookFormat,
     /// Alerts of these severities are sent (default: all).
     #[serde(default = "all_severities")]
     pub severities: Vec<Severity>,
@@ -192,7 +256,6 @@ impl Webhooks {
     /// `alert` to every webhook that wants its severity. Returns at once;
     /// must run inside the actix runtime.
     pub fn notify(&self, event: &str, alert: &AlertView, severity: Severity) {
-        let body = json!({ "event": event, "alert": alert }).to_string();
         for hook in &self.hooks {
             if !hook.config.severities.contains(&severity) {
                 continue;
@@ -206,7 +269,8 @@ impl Webhooks {
                 );
                 continue;
             }
-            let (hook, body, in_flight) = (hook.clone(), body.clone(), self.in_flight.clone());
+            let body = request(hook.config.format, event, alert, severity);
+            let (hook, in_flight) = (hook.clone(), self.in_flight.clone());
             actix_rt::spawn(async move {
                 deliver(&hook, body).await;
                 in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -215,7 +279,7 @@ impl Webhooks {
     }
 }
 
-async fn deliver(hook: &Hook, body: String) {
+async fn deliver(hook: &Hook, body: Request) {
     let c = &hook.config;
     let builder = awc::Client::builder().timeout(Duration::from_millis(c.timeout_ms));
     let client = match &hook.tls {
@@ -243,11 +307,11 @@ async fn deliver(hook: &Hook, body: String) {
                 )
             }
             Ok(call) => {
-                let result = client
-                    .post(&c.url)
-                    .insert_header(("Content-Type", "application/json"))
-                    .send_body(body.clone())
-                    .await;
+                let mut req = client.post(&c.url);
+                for (name, value) in &body.headers {
+                    req = req.insert_header((*name, value.as_str()));
+                }
+                let result = req.send_body(body.body.clone()).await;
                 let ok = matches!(&result, Ok(res) if res.status().is_success());
                 call.finish(ok);
                 match result {
@@ -284,10 +348,60 @@ async fn deliver(hook: &Hook, body: String) {
 mod tests {
     use super::*;
 
+    fn json_request() -> Request {
+        Request {
+            body: "{}".into(),
+            headers: vec![("Content-Type", "application/json".to_owned())],
+        }
+    }
+
+    #[test]
+    fn the_ntfy_preset_takes_title_priority_and_tags_from_the_alert() {
+        let alert = AlertView {
+            id: 1,
+            key: "tank high".into(),
+            rule: "tank high".into(),
+            severity: "critical".into(),
+            state: "firing".into(),
+            message: "tank is 30 (above 25)".into(),
+            value: Some(30.0),
+            fired_at: String::new(),
+            fired_at_ms: 0,
+            resolved_at: None,
+            acknowledged: false,
+            acked_at: None,
+        };
+        let r = request(WebhookFormat::Ntfy, "fired", &alert, Severity::Critical);
+        assert_eq!(r.body, "tank is 30 (above 25)");
+        let h = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(h("Title").as_deref(), Some("vigil: tank high fired"));
+        assert_eq!(h("Priority").as_deref(), Some("5"));
+        assert_eq!(h("Tags").as_deref(), Some("rotating_light,critical"));
+        let r = request(WebhookFormat::Ntfy, "resolved", &alert, Severity::Critical);
+        let h = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(h("Priority").as_deref(), Some("3"));
+        assert!(h("Tags").unwrap().starts_with("white_check_mark"));
+        let r = request(WebhookFormat::Json, "fired", &alert, Severity::Warning);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["event"], "fired");
+        assert_eq!(v["alert"]["rule"], "tank high");
+    }
+
     fn hook(url: &str) -> WebhookConfig {
         WebhookConfig {
             url: url.into(),
             ca_file: String::new(),
+            format: WebhookFormat::Json,
             severities: all_severities(),
             timeout_ms: 1000,
             max_attempts: 3,
@@ -329,10 +443,10 @@ mod tests {
             &guard,
         );
         let h = &hooks.hooks[0];
-        deliver(h, "{}".into()).await;
-        deliver(h, "{}".into()).await;
+        deliver(h, json_request()).await;
+        deliver(h, json_request()).await;
         assert_eq!(h.breaker.state(), "open");
-        deliver(h, "{}".into()).await;
+        deliver(h, json_request()).await;
         let v = &hooks.views()[0];
         assert_eq!((v.failed, v.short_circuited, v.sent), (3, 1, 0));
         assert_eq!(v.breaker, "open");
