@@ -401,7 +401,8 @@ async fn session(
     // `inflight` (QoS 1) or confirmed (QoS 0) when the client sends it.
     let mut queued: VecDeque<Tag> = VecDeque::new();
     let mut inflight: HashMap<u16, Tag> = HashMap::new();
-    let mut fetch: Option<tokio::task::JoinHandle<Result<Page, String>>> = None;
+    // A replay page being read, and the epoch of the replay it is for.
+    let mut fetch: Option<(u32, tokio::task::JoinHandle<Result<Page, String>>)> = None;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_persist = tokio::time::Instant::now();
@@ -610,9 +611,11 @@ async fn session(
                     publish_event(&mut out, &topics, &ev);
                 }
             },
-            page = async { fetch.as_mut().expect("guarded").await }, if fetch.is_some() => {
-                fetch = None;
+            page = async { (&mut fetch.as_mut().expect("guarded").1).await }, if fetch.is_some() => {
+                let for_epoch = fetch.take().map(|(e, _)| e);
                 match page {
+                    // Read for a replay a gap has since replaced.
+                    Ok(Ok(_)) if for_epoch != Some(t.epoch()) => {}
                     Ok(Ok(page)) => {
                         let mut last = None;
                         let mut ok = true;
@@ -687,18 +690,21 @@ async fn session(
             };
             let pool = d.pool.clone();
             let head = d.writer.queue.head().clone();
-            fetch = Some(tokio::task::spawn_blocking(move || {
-                if q.series.is_empty() {
-                    return Ok(Page {
-                        rows: Vec::new(),
-                        next: None,
-                    });
-                }
-                let mut conn = pool.get().map_err(|e| e.to_string())?;
-                readings_page_with_head(&mut conn, &q, &head)
-                    .map(|(page, _)| page)
-                    .map_err(|e| e.to_string())
-            }));
+            fetch = Some((
+                t.epoch(),
+                tokio::task::spawn_blocking(move || {
+                    if q.series.is_empty() {
+                        return Ok(Page {
+                            rows: Vec::new(),
+                            next: None,
+                        });
+                    }
+                    let mut conn = pool.get().map_err(|e| e.to_string())?;
+                    readings_page_with_head(&mut conn, &q, &head)
+                        .map(|(page, _)| page)
+                        .map_err(|e| e.to_string())
+                }),
+            ));
         }
     }
 }

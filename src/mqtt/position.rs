@@ -115,6 +115,12 @@ impl Tracker {
         self.position
     }
 
+    /// Changes at every gap and connection: a replay page read before
+    /// belongs to a replay that is over.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
     pub fn replay(&self) -> Option<&Replay> {
         self.replay.as_ref()
     }
@@ -139,7 +145,8 @@ impl Tracker {
     pub fn gap(&mut self, connected: bool, now: i64) {
         self.live.clear();
         self.replayed.clear();
-        self.live_ok = false;
+        // Connected, live readings keep flowing beside the replay.
+        self.live_ok = connected;
         self.epoch = self.epoch.wrapping_add(1);
         self.replay = connected.then(|| self.new_replay(now));
     }
@@ -387,6 +394,19 @@ mod tests {
         t.page_read(None, None);
         assert!(!t.advance(12_000), "the replayed row is still unconfirmed");
         assert_eq!(t.position(), 10_499);
+    }
+
+    #[test]
+    fn after_a_gap_while_connected_the_position_moves_on_once_replayed() {
+        let mut t = Tracker::new(0);
+        t.connected(10_000);
+        t.page_read(None, None);
+        t.advance(10_000);
+        t.gap(true, 20_000);
+        t.page_read(None, None);
+        assert!(t.advance(20_000));
+        t.advance(40_000);
+        assert_eq!(t.position(), 35_000, "live mode again");
     }
 
     #[test]
