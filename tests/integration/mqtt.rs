@@ -812,3 +812,41 @@ backoff_ms = 50
     assert_eq!(hook["failed"], 0, "{hook}");
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_broker_that_accepts_and_then_never_reads_stalls_nothing() {
+    use std::io::{Read, Write};
+    // Answers CONNECT with a CONNACK, then never reads another byte.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for mut c in silent.incoming().flatten() {
+            let mut buf = [0u8; 512];
+            if c.read(&mut buf).is_ok_and(|n| n > 0) {
+                let _ = c.write_all(&[0x20, 0x02, 0x00, 0x00]);
+            }
+            keep.lock().unwrap().push(c);
+        }
+    });
+    // A fast sensor with many values per read fills the socket quickly.
+    let s = TestServer::start(&setup(port).replace("interval_ms = 50", "interval_ms = 20")).await;
+    s.wait_for("a connection", Duration::from_secs(30), async |s| {
+        mqtt_health(s).await["connects"].as_u64().unwrap_or(0) >= 1
+    })
+    .await;
+    let first = newest_ts(&s).await;
+    s.wait_for(
+        "100 more readings stored",
+        Duration::from_secs(60),
+        async |s| stored_times(s, i64::MAX).await.range(first + 1..).count() >= 100,
+    )
+    .await;
+    let (status, health) = s.get("/health").await;
+    assert_eq!(status, 200, "{health}");
+    let h = &health["mqtt"];
+    // Nothing was confirmed by a broker that reads nothing.
+    assert_eq!(h["published"], 0, "{h}");
+    s.stop().await;
+}
