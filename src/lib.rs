@@ -18,6 +18,7 @@
 //!   pacing policy, adaptive polling), `sensors` (the `Sensor` trait, the
 //!   drivers, the `SensorActor`), `systemd` (readiness and the watchdog).
 //! - **coordinators**: `alerts` (rules, the `AlertManager`, webhooks),
+//!   `mqtt` (the broker bridge: publishing, store-and-forward),
 //!   `web` (the only module that speaks HTTP: routes, handlers, the live
 //!   feed), `shed` (the `Guard` actor that trims limiters and sheds memory
 //!   across storage and the live feed).
@@ -35,6 +36,7 @@ mod app;
 #[cfg(feature = "bench")]
 pub mod bench;
 mod guard;
+mod mqtt;
 mod pacing;
 mod perf;
 mod platform;

@@ -1,4 +1,4 @@
-//! Outbound webhooks: an HTTP POST of the alert as JSON to each configured
+//! Outbound webhooks: an HTTP or HTTPS (rustls) POST of the alert as JSON to each configured
 //! URL whose severities include the alert's. Each delivery runs on a task of
 //! its own with a timeout and retries with exponential backoff, so a slow or
 //! dead receiver never blocks the alert manager; deliveries in flight are
@@ -44,12 +44,80 @@ fn default_backoff() -> u64 {
     1000
 }
 
+/// What a webhook's body looks like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// `{"event": ..., "alert": {...}}`.
+    #[default]
+    Json,
+    /// ntfy (ntfy.sh or a self-hosted server): the message as plain text,
+    /// `Title`, `Priority` and `Tags` from the rule, the event and the
+    /// severity.
+    Ntfy,
+}
+
+/// One request body with its headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub body: String,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// The request a webhook of `format` sends for `event` of `alert`.
+pub fn request(
+    format: WebhookFormat,
+    event: &str,
+    alert: &AlertView,
+    severity: Severity,
+) -> Request {
+    match format {
+        WebhookFormat::Json => Request {
+            body: json!({ "event": event, "alert": alert }).to_string(),
+            headers: vec![("Content-Type", "application/json".to_owned())],
+        },
+        WebhookFormat::Ntfy => {
+            let resolved = event == "resolved";
+            // ntfy's priorities: 1 min ... 3 default ... 5 max.
+            let priority = match (resolved, severity) {
+                (true, _) | (false, Severity::Info) => 3,
+                (false, Severity::Warning) => 4,
+                (false, Severity::Critical | Severity::Emergency) => 5,
+            };
+            let tag = match (resolved, severity) {
+                (true, _) => "white_check_mark",
+                (false, Severity::Info) => "information_source",
+                (false, Severity::Warning) => "warning",
+                (false, Severity::Critical) => "rotating_light",
+                (false, Severity::Emergency) => "sos",
+            };
+            Request {
+                body: alert.message.clone(),
+                headers: vec![
+                    ("Content-Type", "text/plain; charset=utf-8".to_owned()),
+                    ("Title", format!("vigil: {} {event}", alert.rule)),
+                    ("Priority", priority.to_string()),
+                    ("Tags", format!("{tag},{}", severity.as_str())),
+                ],
+            }
+        }
+    }
+}
+
 /// One `[[alerts.webhooks]]` entry.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
-    /// `http://host:port/path` (plain HTTP; put a relay in front for TLS).
+    /// `http://host:port/path` or `https://...` (TLS on rustls, with the
+    /// system's roots and `ca_file`).
     pub url: String,
+    /// A PEM file of extra CA certificates for an `https://` URL.
+    #[serde(default)]
+    pub ca_file: String,
+    /// `json` (the event and the alert) or `ntfy` (the message as the
+    /// body; title, priority and tags as ntfy's headers).
+    #[serde(default)]
+    pub format: WebhookFormat,
     /// Alerts of these severities are sent (default: all).
     #[serde(default = "all_severities")]
     pub severities: Vec<Severity>,
@@ -65,15 +133,22 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let rest = self.url.strip_prefix("http://").ok_or_else(|| {
-            ConfigError::invalid(
-                format!("{key}.url"),
-                format!(
-                    "`{}` is not a plain http:// URL (https is not supported: use a local relay)",
-                    self.url
-                ),
-            )
-        })?;
+        let rest = self
+            .url
+            .strip_prefix("http://")
+            .or_else(|| self.url.strip_prefix("https://"))
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{key}.url"),
+                    format!("`{}` is not an http:// or https:// URL", self.url),
+                )
+            })?;
+        if !self.ca_file.is_empty() && !self.url.starts_with("https://") {
+            return Err(ConfigError::invalid(
+                format!("{key}.ca_file"),
+                "is only used with an https:// URL",
+            ));
+        }
         if rest.is_empty() || rest.starts_with('/') {
             return Err(ConfigError::invalid(format!("{key}.url"), "has no host"));
         }
@@ -104,6 +179,9 @@ struct Hook {
     config: WebhookConfig,
     stats: HookStats,
     breaker: Arc<CircuitBreaker>,
+    /// The TLS client config of an `https://` URL; an error (an unusable
+    /// CA file) fails every delivery with its message.
+    tls: Option<Result<Arc<rustls::ClientConfig>, String>>,
 }
 
 /// A webhook as `/api/alerts/rules` shows it.
@@ -133,10 +211,18 @@ impl Webhooks {
             hooks: configs
                 .iter()
                 .map(|c| {
+                    let tls = c.url.starts_with("https://").then(|| {
+                        let ca = (!c.ca_file.is_empty()).then(|| std::path::Path::new(&c.ca_file));
+                        crate::platform::tls::client_config(ca)
+                    });
+                    if let Some(Err(e)) = &tls {
+                        log::error!("webhook {}: {e}", c.url);
+                    }
                     Arc::new(Hook {
                         config: c.clone(),
                         stats: HookStats::default(),
                         breaker: guard.webhook(&c.url, Duration::from_millis(c.timeout_ms)),
+                        tls,
                     })
                 })
                 .collect(),
@@ -170,7 +256,6 @@ impl Webhooks {
     /// `alert` to every webhook that wants its severity. Returns at once;
     /// must run inside the actix runtime.
     pub fn notify(&self, event: &str, alert: &AlertView, severity: Severity) {
-        let body = json!({ "event": event, "alert": alert }).to_string();
         for hook in &self.hooks {
             if !hook.config.severities.contains(&severity) {
                 continue;
@@ -184,7 +269,8 @@ impl Webhooks {
                 );
                 continue;
             }
-            let (hook, body, in_flight) = (hook.clone(), body.clone(), self.in_flight.clone());
+            let body = request(hook.config.format, event, alert, severity);
+            let (hook, in_flight) = (hook.clone(), self.in_flight.clone());
             actix_rt::spawn(async move {
                 deliver(&hook, body).await;
                 in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -193,11 +279,24 @@ impl Webhooks {
     }
 }
 
-async fn deliver(hook: &Hook, body: String) {
+async fn deliver(hook: &Hook, body: Request) {
     let c = &hook.config;
-    let client = awc::Client::builder()
-        .timeout(Duration::from_millis(c.timeout_ms))
-        .finish();
+    let builder = awc::Client::builder().timeout(Duration::from_millis(c.timeout_ms));
+    let client = match &hook.tls {
+        None => builder.finish(),
+        Some(Ok(tls)) => builder
+            .connector(awc::Connector::new().rustls_0_23(tls.clone()))
+            .finish(),
+        Some(Err(e)) => {
+            hook.stats.failed.fetch_add(1, Ordering::Relaxed);
+            *hook
+                .stats
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            return;
+        }
+    };
     for attempt in 1..=c.max_attempts {
         let error = match hook.breaker.try_call() {
             Err(rejected) => {
@@ -208,11 +307,11 @@ async fn deliver(hook: &Hook, body: String) {
                 )
             }
             Ok(call) => {
-                let result = client
-                    .post(&c.url)
-                    .insert_header(("Content-Type", "application/json"))
-                    .send_body(body.clone())
-                    .await;
+                let mut req = client.post(&c.url);
+                for (name, value) in &body.headers {
+                    req = req.insert_header((*name, value.as_str()));
+                }
+                let result = req.send_body(body.body.clone()).await;
                 let ok = matches!(&result, Ok(res) if res.status().is_success());
                 call.finish(ok);
                 match result {
@@ -249,14 +348,80 @@ async fn deliver(hook: &Hook, body: String) {
 mod tests {
     use super::*;
 
+    fn json_request() -> Request {
+        Request {
+            body: "{}".into(),
+            headers: vec![("Content-Type", "application/json".to_owned())],
+        }
+    }
+
+    #[test]
+    fn the_ntfy_preset_takes_title_priority_and_tags_from_the_alert() {
+        let alert = AlertView {
+            id: 1,
+            key: "tank high".into(),
+            rule: "tank high".into(),
+            severity: "critical".into(),
+            state: "firing".into(),
+            message: "tank is 30 (above 25)".into(),
+            value: Some(30.0),
+            fired_at: String::new(),
+            fired_at_ms: 0,
+            resolved_at: None,
+            acknowledged: false,
+            acked_at: None,
+        };
+        let r = request(WebhookFormat::Ntfy, "fired", &alert, Severity::Critical);
+        assert_eq!(r.body, "tank is 30 (above 25)");
+        let h = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(h("Title").as_deref(), Some("vigil: tank high fired"));
+        assert_eq!(h("Priority").as_deref(), Some("5"));
+        assert_eq!(h("Tags").as_deref(), Some("rotating_light,critical"));
+        let r = request(WebhookFormat::Ntfy, "resolved", &alert, Severity::Critical);
+        let h = |n: &str| {
+            r.headers
+                .iter()
+                .find(|(k, _)| *k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(h("Priority").as_deref(), Some("3"));
+        assert!(h("Tags").unwrap().starts_with("white_check_mark"));
+        let r = request(WebhookFormat::Json, "fired", &alert, Severity::Warning);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["event"], "fired");
+        assert_eq!(v["alert"]["rule"], "tank high");
+    }
+
     fn hook(url: &str) -> WebhookConfig {
         WebhookConfig {
             url: url.into(),
+            ca_file: String::new(),
+            format: WebhookFormat::Json,
             severities: all_severities(),
             timeout_ms: 1000,
             max_attempts: 3,
             backoff_ms: 10,
         }
+    }
+
+    #[test]
+    fn urls_are_http_or_https_and_a_ca_file_needs_https() {
+        assert!(hook("https://ntfy.example/topic").validate("w").is_ok());
+        let e = hook("ftp://x/").validate("w").unwrap_err().to_string();
+        assert!(e.contains("w.url"), "{e}");
+        let e = WebhookConfig {
+            ca_file: "/ca.pem".into(),
+            ..hook("http://x/")
+        }
+        .validate("w")
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("w.ca_file"), "{e}");
     }
 
     #[actix_rt::test]
@@ -278,10 +443,10 @@ mod tests {
             &guard,
         );
         let h = &hooks.hooks[0];
-        deliver(h, "{}".into()).await;
-        deliver(h, "{}".into()).await;
+        deliver(h, json_request()).await;
+        deliver(h, json_request()).await;
         assert_eq!(h.breaker.state(), "open");
-        deliver(h, "{}".into()).await;
+        deliver(h, json_request()).await;
         let v = &hooks.views()[0];
         assert_eq!((v.failed, v.short_circuited, v.sent), (3, 1, 0));
         assert_eq!(v.breaker, "open");
@@ -299,10 +464,9 @@ mod tests {
     #[test]
     fn urls_are_checked() {
         assert!(hook("http://relay.local:9000/hook").validate("w").is_ok());
-        let e = hook("https://x")
-            .validate("alerts.webhooks[0]")
-            .unwrap_err();
+        let e = hook("ws://x").validate("alerts.webhooks[0]").unwrap_err();
         assert!(e.to_string().contains("alerts.webhooks[0].url"), "{e}");
         assert!(hook("http:///x").validate("w").is_err());
+        assert!(hook("https:///x").validate("w").is_err());
     }
 }

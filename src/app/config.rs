@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::alerts::AlertsConfig;
 use crate::guard::GuardConfig;
+use crate::mqtt::MqttConfig;
 use crate::pacing::PacingConfig;
 use crate::perf::PerformanceConfig;
 use crate::sensors::SensorConfig;
@@ -54,6 +55,8 @@ pub struct Config {
     pub pacing: PacingConfig,
     /// Circuit breakers, rate limits, the memory guard, the watchdog.
     pub guard: GuardConfig,
+    /// The MQTT broker readings are published to (off by default).
+    pub mqtt: MqttConfig,
     /// The sensors to run. Absent: the default set (system, cpu_temp,
     /// simulated). `sensors = []` runs none.
     pub sensors: Vec<SensorConfig>,
@@ -76,6 +79,7 @@ impl Default for Config {
             performance: PerformanceConfig::default(),
             pacing: PacingConfig::default(),
             guard: GuardConfig::default(),
+            mqtt: MqttConfig::default(),
             sensors: SensorConfig::default_set(),
             source: None,
         }
@@ -175,6 +179,7 @@ impl Config {
         self.performance.validate()?;
         self.pacing.validate()?;
         self.guard.validate()?;
+        self.mqtt.validate()?;
 
         let names: Vec<&str> = self.sensors.iter().map(|s| s.name.as_str()).collect();
         self.alerts.validate(&names)?;
@@ -250,6 +255,17 @@ mod tests {
         );
         let e = err("[[sensors]]\nname = \"a\"\nkind = \"simulated\"\ninterval_ms = 0\n");
         assert!(e.contains("interval_ms"), "{e}");
+    }
+
+    #[test]
+    fn mqtt_keys_are_checked_by_name() {
+        let e = err("[mqtt]\nurl = \"http://broker\"\n");
+        assert!(e.contains("test.toml: mqtt.url"), "{e}");
+        let e = err("[mqtt]\nqos = 2\n");
+        assert!(e.contains("mqtt.qos"), "{e}");
+        let e = err("[mqtt]\nbrokr = \"x\"\n");
+        assert!(e.contains("brokr"), "{e}");
+        assert!(!Config::default().mqtt.enabled, "off by default");
     }
 
     #[test]

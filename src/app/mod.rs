@@ -28,6 +28,8 @@ use actix_web::web;
 
 use crate::alerts::{AlertsShared, manager_child};
 use crate::guard::GuardShared;
+use crate::mqtt::MqttShared;
+use crate::mqtt::bridge::{BridgeDeps, bridge_child};
 use crate::pacing::load::SysinfoLoad;
 use crate::pacing::{PacingShared, load_monitor_child, thermal_watchdog_child};
 use crate::perf::Perf;
@@ -225,6 +227,39 @@ pub async fn run(
         alerts.clone(),
         guard.clone(),
     );
+    // The broker bridge, when enabled: started before the sensors (it
+    // sees their first readings) and stopped after them (it publishes
+    // their last).
+    let mqtt = Arc::new(MqttShared::default());
+    let mut mqtt_specs = Vec::new();
+    if config.mqtt.enabled {
+        let settings = config
+            .mqtt
+            .settings(|k| std::env::var(k).ok(), &crate::mqtt::config::hostname())
+            .map_err(|e| RunError::Startup(e.to_string()))?;
+        let tls = if settings.broker.tls {
+            Some(
+                crate::platform::tls::client_config(settings.ca_file.as_deref())
+                    .map_err(|e| RunError::Startup(format!("mqtt.ca_file: {e}")))?,
+            )
+        } else {
+            None
+        };
+        mqtt_specs.push(bridge_child(Arc::new(BridgeDeps {
+            settings,
+            bus: bus.clone(),
+            pool: pool.clone(),
+            writer: writer.clone(),
+            guard: guard.clone(),
+            shared: mqtt.clone(),
+            sensors: sensors.clone(),
+            pacing: pacing.clone(),
+            database: st.path.clone(),
+            tls,
+            alert_rules: config.alerts.rules.iter().map(|r| r.name.clone()).collect(),
+            model: crate::platform::raspberry_pi_model().unwrap_or_else(|| "vigil".to_owned()),
+        })));
+    }
     let guard_spec = guard_child(
         guard.clone(),
         GuardDeps {
@@ -261,10 +296,10 @@ pub async fn run(
             guard_spec,
             hub_child(live.clone(), bus.clone()),
             alerts_spec,
-            sensors_spec,
-            scheduler_child(jobs.clone()),
         ]
         .into_iter()
+        .chain(mqtt_specs)
+        .chain([sensors_spec, scheduler_child(jobs.clone())])
         .chain(pacing_specs)
         .collect(),
         events.clone(),
@@ -304,6 +339,7 @@ pub async fn run(
         perf,
         pacing,
         guard,
+        mqtt,
         started_ms: now_ms(),
         jobs,
     });

@@ -84,6 +84,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
         performance,
         pacing,
         guard,
+        mqtt,
         sensors,
         source: _,
     } = running;
@@ -98,6 +99,7 @@ pub fn plan(running: &Config, new: &Config) -> Plan {
     restart(*supervisor != new.supervisor, "supervisor");
     restart(*live != new.live, "live");
     restart(*guard != new.guard, "guard");
+    restart(*mqtt != new.mqtt, "mqtt");
     let pacing_live = pacing.policy_differs_only(&new.pacing);
     restart(*pacing != new.pacing && !pacing_live, "pacing");
     let mut live = |changed: bool, section: Live| {

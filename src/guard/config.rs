@@ -1,5 +1,5 @@
 //! `[guard]`: circuit breakers per use (database commits, sensor reads,
-//! webhooks), rate limits (HTTP clients, expensive admin operations), the
+//! webhooks, MQTT brokers), rate limits (HTTP clients, expensive admin operations), the
 //! memory guard and the systemd watchdog's deadline. Every key is
 //! documented, with its default, in `config/vigil.toml`.
 //!
@@ -46,6 +46,12 @@ pub struct GuardConfig {
         deserialize_with = "webhooks_breaker"
     )]
     pub webhooks: BreakerConfig,
+    /// The breaker of each MQTT broker's connection attempts.
+    #[serde(
+        default = "BreakerConfig::brokers",
+        deserialize_with = "brokers_breaker"
+    )]
+    pub brokers: BreakerConfig,
 }
 
 impl Default for GuardConfig {
@@ -59,6 +65,7 @@ impl Default for GuardConfig {
             database: BreakerConfig::database(),
             sensors: BreakerConfig::sensors(),
             webhooks: BreakerConfig::webhooks(),
+            brokers: BreakerConfig::brokers(),
         }
     }
 }
@@ -82,7 +89,8 @@ impl GuardConfig {
         )?;
         self.database.validate("guard.database")?;
         self.sensors.validate("guard.sensors")?;
-        self.webhooks.validate("guard.webhooks")
+        self.webhooks.validate("guard.webhooks")?;
+        self.brokers.validate("guard.brokers")
     }
 }
 
@@ -270,6 +278,22 @@ impl BreakerConfig {
         }
     }
 
+    /// Connection attempts to an MQTT broker: a broker refusing most
+    /// attempts is left alone for a growing while.
+    pub fn brokers() -> BreakerConfig {
+        BreakerConfig {
+            enabled: true,
+            failure_rate_percent: 50.0,
+            slow_call_rate_percent: 100.0,
+            slow_call_ms: 0,
+            window: 10,
+            min_calls: 4,
+            open_wait_ms: 5000,
+            open_wait_max_ms: 300_000,
+            half_open_calls: 1,
+        }
+    }
+
     fn validate(&self, section: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("{section}.{k}");
         for (k, v) in [
@@ -378,6 +402,10 @@ fn database_breaker<'de, D: Deserializer<'de>>(d: D) -> Result<BreakerConfig, D:
 
 fn sensors_breaker<'de, D: Deserializer<'de>>(d: D) -> Result<BreakerConfig, D::Error> {
     RawBreaker::deserialize(d).map(|r| r.over(BreakerConfig::sensors()))
+}
+
+fn brokers_breaker<'de, D: Deserializer<'de>>(d: D) -> Result<BreakerConfig, D::Error> {
+    RawBreaker::deserialize(d).map(|r| r.over(BreakerConfig::brokers()))
 }
 
 fn webhooks_breaker<'de, D: Deserializer<'de>>(d: D) -> Result<BreakerConfig, D::Error> {

@@ -403,6 +403,12 @@ impl GuardShared {
             .get_or_create(Guarded::Webhook, url, &self.config.webhooks, timeout)
     }
 
+    /// The breaker around connection attempts to one MQTT broker.
+    pub fn broker(&self, url: &str, timeout: Duration) -> Arc<CircuitBreaker> {
+        self.breakers
+            .get_or_create(Guarded::Broker, url, &self.config.brokers, timeout)
+    }
+
     /// The hook every expensive admin operation (reload, restart, optimize,
     /// backup, ...) calls before doing anything: one shared bucket, so no
     /// client, however authorised, can make vigil do them back to back.

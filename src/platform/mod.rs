@@ -1,11 +1,13 @@
 //! Facts about the host that several parts of vigil need: whether this is a
 //! Raspberry Pi, and what the Pi's firmware says through `vcgencmd`
 //! (SoC temperature, throttling flags). Off a Pi every function here
-//! answers "absent" rather than failing.
+//! answers "absent" rather than failing. And the TLS client configuration
+//! every outbound connection uses (`tls.rs`).
 
 pub mod proc;
 pub mod thermal;
 pub mod throttled;
+pub mod tls;
 
 use std::io::Read;
 use std::path::Path;

@@ -13,6 +13,8 @@ pub enum Guarded {
     Sensor,
     /// Deliveries to one webhook URL.
     Webhook,
+    /// Connection attempts to one MQTT broker.
+    Broker,
 }
 
 impl Guarded {
@@ -21,6 +23,7 @@ impl Guarded {
             Guarded::Database => "database",
             Guarded::Sensor => "sensor",
             Guarded::Webhook => "webhook",
+            Guarded::Broker => "broker",
         }
     }
 }

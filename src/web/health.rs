@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
 use super::AppState;
+use crate::mqtt::MqttView;
 use crate::storage::writer::WriterStatus;
 use crate::supervisor::ChildState;
 use crate::vocab::clock::now_ms;
@@ -23,6 +24,7 @@ struct Health {
     uptime_s: i64,
     version: &'static str,
     writer: WriterStatus,
+    mqtt: MqttView,
 }
 
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
@@ -109,6 +111,15 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         }
     }
 
+    let mqtt = state.mqtt.view();
+    if mqtt.enabled && !mqtt.connected {
+        warnings.push(format!(
+            "mqtt: not connected to {}: {}; readings are stored and will be replayed",
+            mqtt.broker,
+            mqtt.last_error.as_deref().unwrap_or("connecting")
+        ));
+    }
+
     let ok = reasons.is_empty();
     let body = Health {
         status: if ok { "ok" } else { "degraded" },
@@ -117,6 +128,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         uptime_s: (now_ms() - state.started_ms) / 1000,
         version: env!("CARGO_PKG_VERSION"),
         writer,
+        mqtt,
     };
     if ok {
         HttpResponse::Ok().json(body)

@@ -362,6 +362,68 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         state.connections.open() as f64,
     );
 
+    let mq = state.mqtt.view();
+    if mq.enabled {
+        for (name, kind, help, v) in [
+            (
+                "vigil_mqtt_connected",
+                "gauge",
+                "1 while connected to the MQTT broker.",
+                mq.connected as u64,
+            ),
+            (
+                "vigil_mqtt_published_total",
+                "counter",
+                "Live readings confirmed by the MQTT broker.",
+                mq.published,
+            ),
+            (
+                "vigil_mqtt_replayed_total",
+                "counter",
+                "Readings replayed from storage and confirmed by the MQTT broker.",
+                mq.replayed,
+            ),
+            (
+                "vigil_mqtt_dropped_total",
+                "counter",
+                "Live publishes dropped (no connection, lag, full queue); each is replayed from storage.",
+                mq.dropped,
+            ),
+            (
+                "vigil_mqtt_backlog",
+                "gauge",
+                "Readings waiting to be replayed to the MQTT broker, as seen this run.",
+                mq.backlog,
+            ),
+            (
+                "vigil_mqtt_unconfirmed",
+                "gauge",
+                "Readings published and not yet confirmed by the MQTT broker.",
+                mq.unconfirmed,
+            ),
+            (
+                "vigil_mqtt_connects_total",
+                "counter",
+                "Connections made to the MQTT broker.",
+                mq.connects,
+            ),
+            (
+                "vigil_mqtt_connection_failures_total",
+                "counter",
+                "MQTT connections lost or attempts failed.",
+                mq.connection_failures,
+            ),
+        ] {
+            m.single(name, kind, help, v as f64);
+        }
+        m.single(
+            "vigil_mqtt_position_timestamp_seconds",
+            "gauge",
+            "Every reading up to this time is confirmed at the MQTT broker.",
+            mq.position_ms as f64 / 1000.0,
+        );
+    }
+
     if let Some(addr) = state.alerts.current() {
         let filter = AlertFilter {
             state: Some("firing".into()),

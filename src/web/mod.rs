@@ -90,6 +90,8 @@ pub struct AppState {
     pub pacing: Arc<PacingShared>,
     /// Circuit breakers, rate limiters, the memory guard.
     pub guard: Arc<crate::guard::GuardShared>,
+    /// What the MQTT bridge has published (`/health`, `/metrics`).
+    pub mqtt: Arc<crate::mqtt::MqttShared>,
     pub started_ms: i64,
     /// Retention, optimize and backup (`storage::jobs`).
     pub jobs: Arc<Jobs>,

@@ -29,7 +29,7 @@ const FLOORS: &[(&str, &[&str])] = &[
             "systemd",
         ],
     ),
-    ("coordinators", &["alerts", "web", "shed"]),
+    ("coordinators", &["alerts", "mqtt", "web", "shed"]),
     ("assembly", &["app"]),
     ("tools", &["bench"]),
 ];

@@ -21,6 +21,7 @@ mod headers;
 mod import;
 mod lifecycle;
 mod live;
+mod mqtt;
 mod openapi;
 mod pacing;
 mod performance;
