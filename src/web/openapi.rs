@@ -124,10 +124,11 @@ fn operation(e: &Endpoint) -> Json {
                 .iter()
                 .map(|m| ((*m).to_owned(), json!({ "schema": schema(m) })))
                 .collect();
-            responses.insert(
-                status.to_string(),
-                json!({ "description": e.summary, "content": content }),
-            );
+            let mut response = json!({ "description": e.summary });
+            if !content.is_empty() {
+                response["content"] = content.into();
+            }
+            responses.insert(status.to_string(), response);
         }
         Answer::Upgrade => {
             responses.insert(

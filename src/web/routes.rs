@@ -16,8 +16,8 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 pub use super::endpoint::{Answer, Endpoint, In, Method, Param, Type, Value};
 use super::error::ApiError;
 use super::{
-    admin_storage, alerts, config_admin, dashboard, export, guards, health, live, metrics, openapi,
-    pacing, performance, readings, reload, series, status,
+    admin_storage, alerts, config_admin, dashboard, export, guards, health, live, login, metrics,
+    openapi, pacing, performance, readings, reload, series, status,
 };
 
 const SENSOR: Param = Param::query(
@@ -580,6 +580,67 @@ pub static ENDPOINTS: &[Endpoint] = &[
         admin: false,
         answer: Answer::JSON,
         route: || web::to(admin_storage::storage),
+    },
+    Endpoint {
+        method: Method::Get,
+        path: "/login",
+        id: "loginPage",
+        tag: "access",
+        summary: "The login page: a form for the viewer or admin token",
+        description: "Open whatever tokens are set.",
+        params: &[],
+        admin: false,
+        answer: Answer::Body {
+            status: 200,
+            media: &["text/html"],
+        },
+        route: || web::to(login::form),
+    },
+    Endpoint {
+        method: Method::Post,
+        path: "/login",
+        id: "login",
+        tag: "access",
+        summary: "Exchange the viewer or admin token for a session cookie",
+        description: "A form (`application/x-www-form-urlencoded`) with `token`. Right: 303 to \
+                      the dashboard with an HttpOnly, SameSite=Strict session cookie (Secure \
+                      over HTTPS) lasting `server.session_ttl_secs`. Wrong: the form again \
+                      with 401; no token: 400; after five failures in a minute from one \
+                      client: 429 with `Retry-After` until the minute ends.",
+        params: &[],
+        admin: false,
+        answer: Answer::Body {
+            status: 303,
+            media: &[],
+        },
+        route: || web::to(login::login),
+    },
+    Endpoint {
+        method: Method::Post,
+        path: "/logout",
+        id: "logout",
+        tag: "access",
+        summary: "End the session and clear its cookie",
+        description: "303 to the login page.",
+        params: &[],
+        admin: false,
+        answer: Answer::Body {
+            status: 303,
+            media: &[],
+        },
+        route: || web::to(login::logout),
+    },
+    Endpoint {
+        method: Method::Get,
+        path: "/api/session",
+        id: "session",
+        tag: "access",
+        summary: "This client's access: logged in or not, and whether the data is open",
+        description: "",
+        params: &[],
+        admin: false,
+        answer: Answer::JSON,
+        route: || web::to(login::session),
     },
     Endpoint {
         method: Method::Get,

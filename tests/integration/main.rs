@@ -2,6 +2,7 @@
 //! database, driven over HTTP (and, for the CLI, as a child process).
 //! One test binary so the crate is linked once; helpers live in `util`.
 
+mod access;
 mod alerts;
 mod api;
 mod architecture;
