@@ -13,11 +13,9 @@ use actix_web::{HttpResponse, ResponseError, web};
 use super::AppState;
 #[cfg(doc)]
 use super::access::Access;
+use super::endpoint::OPEN_PATHS;
 use super::error::ApiError;
 use super::routes::ENDPOINTS;
-
-/// Paths anyone may request whatever tokens are set.
-pub const OPEN_PATHS: &[&str] = &["/health", "/login", "/logout"];
 
 /// Is the request one the gate leaves alone: an open path, or an admin
 /// endpoint (which checks for itself)?
