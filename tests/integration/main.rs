@@ -28,6 +28,7 @@ mod states;
 mod storage;
 mod systemd;
 mod util;
+mod wsfuzz;
 // The WebSocket client the fan-out benchmark uses, self-contained (it
 // imports nothing of vigil), shared by path so the tests need no feature.
 #[allow(dead_code)]
