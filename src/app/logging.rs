@@ -9,8 +9,9 @@
 //! Errors the HTTP layer reports about what a client sent (a malformed
 //! header, a connection cut mid-request: records of `actix_http`'s
 //! dispatchers) are a client's to cause at will, before any rate limit
-//! applies; they are logged at most once per [`PROTOCOL_LOG_INTERVAL`],
-//! saying how many were left out, so a client cannot fill the log.
+//! applies; they are logged at most once per [`PROTOCOL_LOG_INTERVAL`], as
+//! warnings (the fault is the client's), saying how many were left out, so
+//! a client cannot fill the log.
 
 use std::sync::{Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -90,7 +91,8 @@ impl Log for Reloadable {
         };
         inner.log(
             &Record::builder()
-                .metadata(record.metadata().clone())
+                .level(log::Level::Warn)
+                .target(record.target())
                 .args(format_args!(
                     "client protocol error: {} ({left_out} more left out before this one; \
                      at most one such line per {} s)",
