@@ -1,7 +1,7 @@
 //! Who may read and who may administer: the viewer and admin tokens as
 //! bearers and as login sessions, for every class of route, over HTTP and
 //! the WebSocket; the client address through a trusted proxy, on IPv4,
-//! IPv6 and a dual-stack socket; the login throttle; the open-data banner.
+//! IPv6 and a dual-stack socket; the login throttle; the open-data flag.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -372,22 +372,4 @@ async fn loopback_is_recognised_on_ipv6_and_dual_stack_sockets() {
     assert_eq!(me["open_to_network"], true, "{me}");
     assert_eq!(me["login_required"], false, "{me}");
     s.stop().await;
-}
-
-#[actix_rt::test]
-async fn the_dashboard_shows_the_open_data_banner_and_logout() {
-    let (_, _, page) = {
-        let s = TestServer::start("").await;
-        let r = call(&s.url("/"), "GET", &[], None).await;
-        s.stop().await;
-        r
-    };
-    let page = String::from_utf8_lossy(&page);
-    assert!(
-        page.contains("id=\"open-banner\""),
-        "the page has the banner"
-    );
-    assert!(page.contains("action=\"/logout\""), "and a logout form");
-    let script = include_str!("../../src/web/dashboard/app.js");
-    assert!(script.contains("'/api/session'") && script.contains("open_to_network"));
 }
