@@ -35,6 +35,8 @@ pub const ENV_BIND: &str = "VIGIL_BIND";
 pub const ENV_LOG: &str = "VIGIL_LOG";
 /// Environment variable with the admin bearer token (`server.admin_token`).
 pub const ENV_ADMIN_TOKEN: &str = "VIGIL_ADMIN_TOKEN";
+/// Environment variable with the viewer token (`server.viewer_token`).
+pub const ENV_VIEWER_TOKEN: &str = "VIGIL_VIEWER_TOKEN";
 
 /// The whole configuration after validation.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -152,6 +154,9 @@ impl Config {
         }
         if let Some(token) = get(ENV_ADMIN_TOKEN) {
             self.server.admin_token = token;
+        }
+        if let Some(token) = get(ENV_VIEWER_TOKEN) {
+            self.server.viewer_token = token;
         }
         self.validate()
     }
@@ -290,12 +295,19 @@ mod tests {
             ENV_DB => Some("/tmp/x.db".into()),
             ENV_BIND => Some("0.0.0.0:9000".into()),
             ENV_ADMIN_TOKEN => Some("s3cret".into()),
+            ENV_VIEWER_TOKEN => Some("l00k".into()),
             _ => None,
         })
         .unwrap();
         assert_eq!(c.storage.path, PathBuf::from("/tmp/x.db"));
         assert_eq!(c.server.bind, "0.0.0.0:9000");
         assert_eq!(c.server.admin_token, "s3cret");
+        assert_eq!(c.server.viewer_token, "l00k");
+
+        let e = c
+            .apply_env(|k| (k == ENV_VIEWER_TOKEN).then(|| "s3cret".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("server.viewer_token"), "{e}");
 
         let e = c
             .apply_env(|k| (k == ENV_BIND).then(|| "nonsense".to_string()))

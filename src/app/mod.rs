@@ -342,7 +342,14 @@ pub async fn run(
         mqtt,
         started_ms: now_ms(),
         jobs,
+        access: Arc::new(crate::web::access::Access::new(&config.server, addr, false)),
     });
+    if state.access.open_to_network && !state.access.guarded() {
+        log::warn!(
+            "serving on {addr}, reachable from the network, with no server.viewer_token: \
+             anyone who reaches it can read the dashboard, the API, the live feed and /metrics"
+        );
+    }
     let sighup = actix_web::rt::spawn(reload_on_sighup(reloads));
     let server = serve(state, listener)?;
     let handle = server.handle();

@@ -1,5 +1,5 @@
-//! `[server]`: the HTTP listener, its workers, the admin token and the
-//! readings API's page limit.
+//! `[server]`: the HTTP listener, its workers, the admin and viewer tokens,
+//! login sessions and the readings API's page limit.
 
 use std::net::SocketAddr;
 
@@ -19,6 +19,11 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Bearer token for admin endpoints; empty means loopback-only.
     pub admin_token: String,
+    /// Token every read needs (dashboard, API, live feed, `/metrics`);
+    /// empty leaves reads open. The admin token works wherever it does.
+    pub viewer_token: String,
+    /// How long a login session lasts, in seconds.
+    pub session_ttl_secs: u64,
     /// Readings API: the largest `limit` a client may ask for.
     pub max_page_size: u32,
     /// Seconds to let in-flight requests finish on shutdown.
@@ -34,6 +39,8 @@ impl Default for ServerConfig {
             slow_request_ms: 500,
             workers: 2,
             admin_token: String::new(),
+            viewer_token: String::new(),
+            session_ttl_secs: 43_200,
             max_page_size: 1000,
             shutdown_grace_secs: 5,
             connections: super::connlimit::ConnectionLimits::default(),
@@ -72,6 +79,19 @@ impl ServerConfig {
                 "must not contain whitespace",
             ));
         }
+        if s.viewer_token.chars().any(char::is_whitespace) {
+            return Err(ConfigError::invalid(
+                "server.viewer_token",
+                "must not contain whitespace",
+            ));
+        }
+        if !s.viewer_token.is_empty() && s.viewer_token == s.admin_token {
+            return Err(ConfigError::invalid(
+                "server.viewer_token",
+                "must differ from server.admin_token, or every viewer is an admin",
+            ));
+        }
+        positive("server.session_ttl_secs", s.session_ttl_secs)?;
         Ok(())
     }
 }

@@ -4,6 +4,10 @@
 
 use actix_web::Route;
 
+/// Paths anyone may request whatever tokens are set (the viewer gate lets
+/// them through; the document declares no security for them).
+pub const OPEN_PATHS: &[&str] = &["/health", "/login", "/logout"];
+
 /// The HTTP methods vigil's routes use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
@@ -41,6 +45,8 @@ pub enum Type {
     Integer,
     Number,
     Boolean,
+    /// A time: RFC 3339 or epoch milliseconds (a string either way).
+    Time,
 }
 
 /// A parameter's default value.
@@ -64,6 +70,8 @@ pub struct Param {
     pub default: Option<Value>,
     pub minimum: Option<i64>,
     pub maximum: Option<i64>,
+    /// The maximum is `server.max_page_size` (known only at run time).
+    pub max_is_page_size: bool,
 }
 
 impl Param {
@@ -79,6 +87,7 @@ impl Param {
             default: None,
             minimum: None,
             maximum: None,
+            max_is_page_size: false,
         }
     }
 
@@ -105,6 +114,14 @@ impl Param {
     pub const fn default(self, value: Value) -> Param {
         Param {
             default: Some(value),
+            ..self
+        }
+    }
+
+    /// At most `server.max_page_size`.
+    pub const fn at_most_page_size(self) -> Param {
+        Param {
+            max_is_page_size: true,
             ..self
         }
     }

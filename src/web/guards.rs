@@ -4,15 +4,12 @@
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::HeaderName;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError, web};
 
 use super::AppState;
+use super::access::client;
 use super::error::ApiError;
-use crate::guard::client::client_address;
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Counts the request against its client's bucket; over the quota, answers
 /// 429 without running the handler.
@@ -22,24 +19,11 @@ pub async fn rate_limit(
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
         let limiter = &state.guard.http;
-        if limiter.enabled() {
-            let forwarded: Vec<&str> = if limiter.trusted().is_empty() {
-                Vec::new()
-            } else {
-                req.headers()
-                    .get_all(X_FORWARDED_FOR)
-                    .filter_map(|v| v.to_str().ok())
-                    .collect()
-            };
-            let client = client_address(
-                req.peer_addr().map(|a| a.ip()),
-                &forwarded,
-                limiter.trusted(),
-            );
-            if let Err(t) = limiter.check(client) {
-                let res = ApiError::from(t).error_response();
-                return Ok(req.into_response(res).map_into_right_body());
-            }
+        if limiter.enabled()
+            && let Err(t) = limiter.check(client(req.request()).ip)
+        {
+            let res = ApiError::from(t).error_response();
+            return Ok(req.into_response(res).map_into_right_body());
         }
     }
     next.call(req)

@@ -1,11 +1,12 @@
 //! The HTTP side: the one route table ([`routes::ENDPOINTS`], registered by
 //! [`configure`] and described by `GET /api/openapi.json`) used by the server
 //! and the tests, shared state, and the middleware every response passes
-//! through (per-client rate limit, compression, `X-Process-Time`,
-//! slow-request log).
+//! through (per-client rate limit, the viewer gate, compression,
+//! `X-Process-Time`, slow-request log).
 //!
 //! Only this module knows about HTTP and JSON shapes.
 
+pub mod access;
 pub mod admin;
 pub mod admin_storage;
 pub mod alerts;
@@ -16,9 +17,11 @@ pub mod dashboard;
 pub mod endpoint;
 pub mod error;
 pub mod export;
+pub mod gate;
 pub mod guards;
 pub mod health;
 pub mod live;
+pub mod login;
 pub mod metrics;
 pub mod openapi;
 pub mod pacing;
@@ -29,6 +32,7 @@ pub mod reload;
 pub mod remote;
 pub mod routes;
 pub mod series;
+pub mod sessions;
 pub mod status;
 
 use std::net::TcpListener;
@@ -95,6 +99,8 @@ pub struct AppState {
     pub started_ms: i64,
     /// Retention, optimize and backup (`storage::jobs`).
     pub jobs: Arc<Jobs>,
+    /// The viewer and admin tokens, login sessions, failed logins.
+    pub access: Arc<access::Access>,
 }
 
 impl AppState {
@@ -200,6 +206,7 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
             .app_data(state.clone())
             .configure(configure)
             .default_service(web::to(not_found))
+            .wrap(from_fn(gate::gate))
             .wrap(from_fn(guards::rate_limit))
             .wrap(from_fn(connlimit::body_deadline))
             .wrap(Compress::default())

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value as Json, json};
 
-use super::endpoint::{Answer, Endpoint, In, Param, Type, Value};
+use super::endpoint::{Answer, Endpoint, In, Method, OPEN_PATHS, Param, Type, Value};
 
 /// The OpenAPI version the document follows.
 pub const OPENAPI_VERSION: &str = "3.0.3";
@@ -14,8 +14,9 @@ pub const BEARER: &str = "bearerAuth";
 
 const ERROR_REF: &str = "#/components/responses/Error";
 
-/// The whole document for `endpoints`.
-pub fn document(endpoints: &[Endpoint]) -> Json {
+/// The whole document for `endpoints`, on a server whose largest page is
+/// `max_page_size` rows.
+pub fn document(endpoints: &[Endpoint], max_page_size: u32) -> Json {
     let mut paths = Map::new();
     let mut tags: Vec<&str> = Vec::new();
     for e in endpoints {
@@ -26,7 +27,10 @@ pub fn document(endpoints: &[Endpoint]) -> Json {
             .entry(e.path)
             .or_insert_with(|| Json::Object(Map::new()));
         if let Json::Object(item) = item {
-            item.insert(e.method.as_str().to_ascii_lowercase(), operation(e));
+            item.insert(
+                e.method.as_str().to_ascii_lowercase(),
+                operation(e, max_page_size),
+            );
         }
     }
     json!({
@@ -48,9 +52,12 @@ pub fn document(endpoints: &[Endpoint]) -> Json {
                 BEARER: {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "`Authorization: Bearer <server.admin_token>`. With no \
-                        token configured, admin operations answer only clients on \
-                        loopback (403 for others).",
+                    "description": "`Authorization: Bearer <token>`. Admin operations need \
+                        `server.admin_token` (with none configured they answer only clients \
+                        on this host connecting directly, 403 for others). With \
+                        `server.viewer_token` set every other operation but `/health` and \
+                        the login page needs the viewer or admin token, as a bearer or as \
+                        the session cookie `/login` sets.",
                 },
             },
             "schemas": {
@@ -96,7 +103,59 @@ pub fn document(endpoints: &[Endpoint]) -> Json {
     })
 }
 
-fn operation(e: &Endpoint) -> Json {
+/// The errors `e` can answer besides its success: (status, why).
+pub fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
+    let mut out = Vec::new();
+    let has_query = e.params.iter().any(|p| p.location == In::Query);
+    let has_path = e.params.iter().any(|p| p.location == In::Path);
+    if has_query || has_path || e.method == Method::Post || e.answer == Answer::Upgrade {
+        out.push((
+            400,
+            "A parameter, the body or the request is malformed (named in `parameter`).",
+        ));
+    }
+    let open = OPEN_PATHS.contains(&e.path);
+    let login = e.path == "/login" && e.method == Method::Post;
+    if !open || e.admin || login {
+        out.push((
+            401,
+            "No or a wrong token (or session), where one is needed.",
+        ));
+    }
+    if e.admin {
+        out.push((
+            403,
+            "The viewer token, or a non-local client while no admin token is set.",
+        ));
+    }
+    if has_path
+        || e.params
+            .iter()
+            .any(|p| p.name == "sensor" || p.name == "metric")
+    {
+        out.push((
+            404,
+            "The sensor, metric, alert or entry named does not exist.",
+        ));
+    }
+    if e.admin && e.method == Method::Post {
+        out.push((
+            409,
+            "Cannot apply in the current state: a change needing a restart without \
+             `accept_restart`, nothing to reload, a job already running.",
+        ));
+    }
+    out.push((429, "Rate limited; `Retry-After` says when to try again."));
+    if e.path != "/login" && e.path != "/logout" {
+        out.push((
+            503,
+            "A dependency (database, supervisor) cannot answer right now.",
+        ));
+    }
+    out
+}
+
+fn operation(e: &Endpoint, max_page_size: u32) -> Json {
     let mut op = Map::new();
     op.insert("operationId".into(), json!(e.id));
     op.insert("tags".into(), json!([e.tag]));
@@ -107,7 +166,11 @@ fn operation(e: &Endpoint) -> Json {
     if !e.params.is_empty() {
         op.insert(
             "parameters".into(),
-            e.params.iter().map(parameter).collect::<Vec<_>>().into(),
+            e.params
+                .iter()
+                .map(|p| parameter(p, max_page_size))
+                .collect::<Vec<_>>()
+                .into(),
         );
     }
     let mut responses = Map::new();
@@ -124,10 +187,11 @@ fn operation(e: &Endpoint) -> Json {
                 .iter()
                 .map(|m| ((*m).to_owned(), json!({ "schema": schema(m) })))
                 .collect();
-            responses.insert(
-                status.to_string(),
-                json!({ "description": e.summary, "content": content }),
-            );
+            let mut response = json!({ "description": e.summary });
+            if !content.is_empty() {
+                response["content"] = content.into();
+            }
+            responses.insert(status.to_string(), response);
         }
         Answer::Upgrade => {
             responses.insert(
@@ -136,32 +200,73 @@ fn operation(e: &Endpoint) -> Json {
             );
         }
     }
+    for (status, why) in error_statuses(e) {
+        let same_body = e.path == "/health" && status == 503;
+        let html = e.path == "/login" && e.method == Method::Post;
+        let response = if same_body {
+            let mut r = responses["200"].clone();
+            r["description"] =
+                json!("Degraded: the same body, `status` `degraded`, with the reasons.");
+            r
+        } else if html {
+            json!({ "description": why, "content": { "text/html": { "schema": { "type": "string" } } } })
+        } else {
+            json!({
+                "description": why,
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
+            })
+        };
+        responses.insert(status.to_string(), response);
+    }
     if e.admin {
-        responses.insert("401".into(), json!({ "$ref": ERROR_REF }));
-        responses.insert("403".into(), json!({ "$ref": ERROR_REF }));
         op.insert("security".into(), json!([{ BEARER: [] }]));
+    } else if !OPEN_PATHS.contains(&e.path) {
+        // The viewer token, or nothing while none is configured.
+        op.insert("security".into(), json!([{ BEARER: [] }, {}]));
     }
     responses.insert("default".into(), json!({ "$ref": ERROR_REF }));
     op.insert("responses".into(), responses.into());
     op.into()
 }
 
-fn parameter(p: &Param) -> Json {
+fn parameter(p: &Param, max_page_size: u32) -> Json {
     let mut schema = Map::new();
     let ty = match p.ty {
-        Type::String => "string",
+        Type::String | Type::Time => "string",
         Type::Integer => "integer",
         Type::Number => "number",
         Type::Boolean => "boolean",
     };
-    schema.insert("type".into(), json!(ty));
+    if p.ty == Type::Time {
+        // RFC 3339, or epoch milliseconds (digits, optionally signed).
+        schema.insert(
+            "oneOf".into(),
+            json!([
+                { "type": "string", "format": "date-time" },
+                { "type": "string", "pattern": "^[+-]?[0-9]{1,15}$" },
+            ]),
+        );
+    } else {
+        schema.insert("type".into(), json!(ty));
+    }
+    if p.ty == Type::Integer {
+        schema.insert("format".into(), json!("int64"));
+    }
+    if p.required && matches!(p.ty, Type::String) {
+        schema.insert("minLength".into(), json!(1));
+    }
+    let maximum = if p.max_is_page_size {
+        Some(i64::from(max_page_size))
+    } else {
+        p.maximum
+    };
     if !p.choices.is_empty() {
         schema.insert("enum".into(), json!(p.choices));
     }
     if let Some(m) = p.minimum {
         schema.insert("minimum".into(), json!(m));
     }
-    if let Some(m) = p.maximum {
+    if let Some(m) = maximum {
         schema.insert("maximum".into(), json!(m));
     }
     if let Some(d) = p.default {
@@ -172,7 +277,7 @@ fn parameter(p: &Param) -> Json {
         };
         schema.insert("default".into(), d);
     }
-    json!({
+    let mut param = json!({
         "name": p.name,
         "in": match p.location {
             In::Query => "query",
@@ -181,7 +286,12 @@ fn parameter(p: &Param) -> Json {
         "required": p.required,
         "description": p.description,
         "schema": schema,
-    })
+    });
+    if p.location == In::Query && !p.required {
+        // An empty value (`?state=`) counts as absent.
+        param["allowEmptyValue"] = json!(true);
+    }
+    param
 }
 
 #[cfg(test)]
@@ -191,7 +301,7 @@ mod tests {
 
     #[test]
     fn every_endpoint_is_an_operation_and_nothing_else_is() {
-        let doc = document(ENDPOINTS);
+        let doc = document(ENDPOINTS, 1000);
         let mut ops = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
@@ -201,7 +311,21 @@ mod tests {
                     .find(|e| e.path == path && e.method.as_str().eq_ignore_ascii_case(method))
                     .unwrap_or_else(|| panic!("{method} {path} is not in the table"));
                 assert_eq!(op["operationId"], e.id);
-                assert_eq!(op["security"].is_array(), e.admin, "{path}");
+                // Admin: the bearer, required. Reads: the bearer, or nothing
+                // while no viewer token is set. Open paths: nothing.
+                let security = match (e.admin, OPEN_PATHS.contains(&e.path)) {
+                    (true, _) => json!([{ BEARER: [] }]),
+                    (false, false) => json!([{ BEARER: [] }, {}]),
+                    (false, true) => Json::Null,
+                };
+                assert_eq!(op["security"], security, "{path}");
+                let reached = !OPEN_PATHS.contains(&e.path) || e.id == "login";
+                assert_eq!(
+                    op["responses"]["401"].is_object(),
+                    reached,
+                    "{method} {path}"
+                );
+                assert!(op["responses"]["429"].is_object(), "{method} {path}");
             }
         }
         assert_eq!(ops, ENDPOINTS.len());
@@ -211,7 +335,7 @@ mod tests {
 
     #[test]
     fn parameters_say_what_the_handlers_accept() {
-        let doc = document(ENDPOINTS);
+        let doc = document(ENDPOINTS, 1000);
         let format = &doc["paths"]["/api/readings/export"]["get"]["parameters"]
             .as_array()
             .unwrap()

@@ -8,7 +8,6 @@
 //! like every other route: one mechanism, no unlisted routes.
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use actix_web::http::header::{ALLOW, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -16,8 +15,8 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 pub use super::endpoint::{Answer, Endpoint, In, Method, Param, Type, Value};
 use super::error::ApiError;
 use super::{
-    admin_storage, alerts, config_admin, dashboard, export, guards, health, live, metrics, openapi,
-    pacing, performance, readings, reload, series, status,
+    admin_storage, alerts, config_admin, dashboard, export, guards, health, live, login, metrics,
+    openapi, pacing, performance, readings, reload, series, status,
 };
 
 const SENSOR: Param = Param::query(
@@ -32,12 +31,12 @@ const METRIC: Param = Param::query(
 );
 const FROM: Param = Param::query(
     "from",
-    Type::String,
+    Type::Time,
     "Start of the range, inclusive: an RFC 3339 time or epoch milliseconds.",
 );
 const TO: Param = Param::query(
     "to",
-    Type::String,
+    Type::Time,
     "End of the range, exclusive: an RFC 3339 time or epoch milliseconds.",
 );
 
@@ -189,6 +188,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
                 "Rows per page, from 1 to `server.max_page_size` (1000 by default).",
             )
             .range(Some(1), None)
+            .at_most_page_size()
             .default(Value::Int(readings::DEFAULT_LIMIT as i64)),
             Param::query("order", Type::String, "Time order of the rows.")
                 .choices(readings::ORDERS)
@@ -265,13 +265,13 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ),
             Param::query(
                 "from",
-                Type::String,
+                Type::Time,
                 "Start of the range: an RFC 3339 time or epoch milliseconds; by default \
                  24 hours before `to`.",
             ),
             Param::query(
                 "to",
-                Type::String,
+                Type::Time,
                 "End of the range: an RFC 3339 time or epoch milliseconds; by default now.",
             ),
             Param::query("points", Type::Integer, "At most this many buckets.")
@@ -385,7 +385,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
                 .choices(alerts::SEVERITIES),
             Param::query(
                 "since",
-                Type::String,
+                Type::Time,
                 "Only alerts changed since this time: RFC 3339 or epoch milliseconds.",
             ),
             Param::query("limit", Type::Integer, "At most this many alerts.")
@@ -415,7 +415,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         tag: "alerts",
         summary: "Acknowledge an alert",
         description: "",
-        params: &[Param::path("id", Type::Integer, "The alert's id.")],
+        params: &[
+            Param::path("id", Type::Integer, "The alert's id.").range(Some(0), Some(i64::MAX))
+        ],
         admin: true,
         answer: Answer::JSON,
         route: || web::to(alerts::ack),
@@ -583,6 +585,67 @@ pub static ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: Method::Get,
+        path: "/login",
+        id: "loginPage",
+        tag: "access",
+        summary: "The login page: a form for the viewer or admin token",
+        description: "Open whatever tokens are set.",
+        params: &[],
+        admin: false,
+        answer: Answer::Body {
+            status: 200,
+            media: &["text/html"],
+        },
+        route: || web::to(login::form),
+    },
+    Endpoint {
+        method: Method::Post,
+        path: "/login",
+        id: "login",
+        tag: "access",
+        summary: "Exchange the viewer or admin token for a session cookie",
+        description: "A form (`application/x-www-form-urlencoded`) with `token`. Right: 303 to \
+                      the dashboard with an HttpOnly, SameSite=Strict session cookie (Secure \
+                      over HTTPS) lasting `server.session_ttl_secs`. Wrong: the form again \
+                      with 401; no token: 400; after five failures in a minute from one \
+                      client: 429 with `Retry-After` until the minute ends.",
+        params: &[],
+        admin: false,
+        answer: Answer::Body {
+            status: 303,
+            media: &[],
+        },
+        route: || web::to(login::login),
+    },
+    Endpoint {
+        method: Method::Post,
+        path: "/logout",
+        id: "logout",
+        tag: "access",
+        summary: "End the session and clear its cookie",
+        description: "303 to the login page.",
+        params: &[],
+        admin: false,
+        answer: Answer::Body {
+            status: 303,
+            media: &[],
+        },
+        route: || web::to(login::logout),
+    },
+    Endpoint {
+        method: Method::Get,
+        path: "/api/session",
+        id: "session",
+        tag: "access",
+        summary: "This client's access: logged in or not, and whether the data is open",
+        description: "",
+        params: &[],
+        admin: false,
+        answer: Answer::JSON,
+        route: || web::to(login::session),
+    },
+    Endpoint {
+        method: Method::Get,
         path: "/api/openapi.json",
         id: "openapi",
         tag: "meta",
@@ -598,13 +661,13 @@ pub static ENDPOINTS: &[Endpoint] = &[
 /// Registers every route of [`ENDPOINTS`]: one resource per path, holding
 /// each method's route; other methods on a known path get a JSON 405 naming
 /// the allowed ones (and an `Allow` header).
-/// `GET /api/openapi.json`: the document of [`ENDPOINTS`], built once.
-async fn openapi_json() -> HttpResponse {
-    static BODY: OnceLock<String> = OnceLock::new();
-    let body = BODY.get_or_init(|| openapi::document(ENDPOINTS).to_string());
+/// `GET /api/openapi.json`: the document of [`ENDPOINTS`] with this
+/// server's page size.
+async fn openapi_json(state: web::Data<super::AppState>) -> HttpResponse {
+    let body = openapi::document(ENDPOINTS, state.server.max_page_size).to_string();
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(body.as_str())
+        .body(body)
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

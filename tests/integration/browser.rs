@@ -793,3 +793,76 @@ async fn charts_zoom_times_and_configuration_from_the_browser() {
     d.quit().await;
     s.stop().await;
 }
+
+/// With a viewer token, the browser is sent to the login page, logs in with
+/// the token (a wrong one is refused on the page), sees the dashboard with
+/// live values and a logout button, and after logging out is back at the
+/// login page. Bound to every address with no token, the page shows the
+/// open-data banner.
+#[actix_rt::test]
+async fn the_browser_logs_in_and_out_and_sees_the_open_data_banner() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir, SENSORS);
+    cfg.server.viewer_token = "l00k-only".into();
+    let s = TestServer::start_with(dir, cfg).await;
+    let d = Driver::start().await;
+    d.goto(&s.url("/")).await;
+    d.wait_js(
+        "the login page",
+        "return location.pathname === '/login' && document.getElementById('token') !== null;",
+        Duration::from_secs(15),
+    )
+    .await;
+    let submit = |token: &str| {
+        format!(
+            "document.getElementById('token').value = '{token}'; \
+             document.querySelector('form').submit(); return true;"
+        )
+    };
+    d.js(&submit("wrong")).await;
+    d.wait_js(
+        "the refusal",
+        "const e = document.querySelector('.error'); return e && e.textContent.includes('not this');",
+        Duration::from_secs(15),
+    )
+    .await;
+    d.js(&submit("l00k-only")).await;
+    d.wait_js("a live value", VALUE_TEXT, Duration::from_secs(20))
+        .await;
+    let shown = d
+        .js("return [document.getElementById('logout').hidden, document.getElementById('open-banner').hidden];")
+        .await;
+    assert_eq!(shown, json!([false, true]), "logout shown, banner hidden");
+    let cookie = d.js("return document.cookie;").await;
+    assert_eq!(cookie, "", "the session cookie is HttpOnly: {cookie}");
+    d.js("document.querySelector('#logout button').click(); return true;")
+        .await;
+    d.wait_js(
+        "the login page after logout",
+        "return location.pathname === '/login';",
+        Duration::from_secs(15),
+    )
+    .await;
+    d.goto(&s.url("/")).await;
+    d.wait_js(
+        "the login page again",
+        "return location.pathname === '/login';",
+        Duration::from_secs(15),
+    )
+    .await;
+    s.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&dir, SENSORS);
+    let s = TestServer::start_on(dir, cfg, TcpListener::bind("0.0.0.0:0").unwrap()).await;
+    d.goto(&s.url("/")).await;
+    d.wait_js(
+        "the open-data banner",
+        "return !document.getElementById('open-banner').hidden && \
+         document.getElementById('logout').hidden;",
+        Duration::from_secs(15),
+    )
+    .await;
+    d.quit().await;
+    s.stop().await;
+}

@@ -1,6 +1,6 @@
 //! The `vigil` binary as an operator uses it: `check-config` verdicts and
-//! exit codes, `migrate`, and `serve` stopped by SIGTERM with every produced
-//! reading stored.
+//! exit codes, `migrate`, `serve` stopped by SIGTERM with every produced
+//! reading stored, and what `serve` logs about access.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -16,6 +16,7 @@ pub fn vigil() -> Command {
         "VIGIL_BIND",
         "VIGIL_LOG",
         "VIGIL_ADMIN_TOKEN",
+        "VIGIL_VIEWER_TOKEN",
         "VIGIL_CONFIG",
     ] {
         c.env_remove(var);
@@ -263,4 +264,113 @@ fn the_appliance_has_no_benchmarks_and_the_bench_tool_has_them_all() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("/nonexistent/vigil"), "{err}");
     }
+}
+
+/// Sends raw HTTP/1.0 to loopback; the whole answer, if there was one.
+fn http_raw(port: u16, request: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let request = request.replacen("\r\n", "\r\nHost: localhost\r\n", 1);
+    s.write_all(request.as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// `vigil serve` bound to every address with these environment
+/// overrides; the child, its log so far (up to "serving") and the port.
+fn serve_everywhere(
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    BufReader<std::process::ChildStderr>,
+    String,
+    u16,
+) {
+    let mut cmd = vigil();
+    cmd.arg("serve")
+        .env("VIGIL_DB", dir.join("serve.db"))
+        .env("VIGIL_BIND", "0.0.0.0:0")
+        .env("VIGIL_LOG", "info")
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let port = loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("vigil exited early: {log}");
+        }
+        log.push_str(&line);
+        if let Some(rest) = line.split("serving http://0.0.0.0:").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    (child, err, log, port)
+}
+
+fn stop(mut child: std::process::Child, mut err: BufReader<std::process::ChildStderr>) -> String {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{rest}");
+    rest
+}
+
+#[test]
+fn serving_the_network_without_a_viewer_token_warns_and_tokens_are_never_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, err, log, port) = serve_everywhere(dir.path(), &[]);
+    assert!(
+        log.contains("WARN") && log.contains("no server.viewer_token"),
+        "{log}"
+    );
+    let page = http_raw(port, "GET /api/session HTTP/1.0\r\n\r\n").unwrap();
+    assert!(page.contains("\"open_to_network\":true"), "{page}");
+    stop(child, err);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (child, err, log, port) = serve_everywhere(
+        dir.path(),
+        &[
+            ("VIGIL_VIEWER_TOKEN", "viewer-tok-4242"),
+            ("VIGIL_ADMIN_TOKEN", "admin-tok-4242"),
+        ],
+    );
+    assert!(!log.contains("no server.viewer_token"), "{log}");
+    let form = "token=guessed-tok-4242";
+    let wrong = http_raw(
+        port,
+        &format!(
+            "POST /login HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    )
+    .unwrap();
+    assert!(wrong.starts_with("HTTP/1.0 401"), "{wrong}");
+    let read = http_raw(
+        port,
+        "GET /api/sensors HTTP/1.0\r\nAuthorization: Bearer viewer-tok-4242\r\n\r\n",
+    )
+    .unwrap();
+    assert!(read.starts_with("HTTP/1.0 200"), "{read}");
+    let admin = http_raw(
+        port,
+        "POST /api/admin/backup HTTP/1.0\r\nContent-Length: 0\r\nAuthorization: Bearer wrong-tok-4242\r\n\r\n",
+    )
+    .unwrap();
+    assert!(admin.starts_with("HTTP/1.0 401"), "{admin}");
+    let all = log + &stop(child, err);
+    assert!(all.contains("failed login from 127.0.0.1"), "{all}");
+    assert!(!all.contains("tok-4242"), "a token in the log: {all}");
 }

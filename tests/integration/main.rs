@@ -2,6 +2,7 @@
 //! database, driven over HTTP (and, for the CLI, as a child process).
 //! One test binary so the crate is linked once; helpers live in `util`.
 
+mod access;
 mod alerts;
 mod api;
 mod architecture;
@@ -29,6 +30,7 @@ mod states;
 mod storage;
 mod systemd;
 mod util;
+mod wsfuzz;
 // The WebSocket client the fan-out benchmark uses, self-contained (it
 // imports nothing of vigil), shared by path so the tests need no feature.
 #[allow(dead_code)]

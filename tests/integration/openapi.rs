@@ -139,7 +139,7 @@ fn structural_problems(doc: &Value) -> Vec<String> {
                     Some("query" | "header" | "cookie") => {}
                     other => bad(format!("{at}: parameter {name} is in {other:?}")),
                 }
-                if !p["schema"]["type"].is_string() {
+                if !p["schema"]["type"].is_string() && !p["schema"]["oneOf"].is_array() {
                     bad(format!("{at}: parameter {name} has no schema type"));
                 }
             }
@@ -280,5 +280,157 @@ async fn every_parameterless_get_is_served_as_documented() {
             }
         }
     }
+    s.stop().await;
+}
+
+/// Does `body` have the shape of the document's `Error` schema?
+fn is_error_body(doc: &Value, body: &Value) -> bool {
+    let codes =
+        &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
+    let e = &body["error"];
+    body.as_object()
+        .is_some_and(|o| o.keys().all(|k| k == "error"))
+        && e["message"].is_string()
+        && codes.as_array().unwrap().contains(&e["code"])
+        && (e["parameter"].is_null() || e["parameter"].is_string())
+}
+
+/// Every status each route answers, provoked without a credential, with a
+/// stray parameter, with unknown names and with the admin token, is one
+/// its operation declares, with the body the declaration says.
+#[actix_rt::test]
+async fn every_status_a_route_answers_is_declared_with_its_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir, SENSOR);
+    cfg.server.admin_token = TOKEN.into();
+    cfg.server.viewer_token = "v13w".into();
+    let s = TestServer::start_with(dir, cfg).await;
+    let client = awc::Client::builder().disable_redirects().finish();
+    let mut res = client
+        .get(s.url("/api/openapi.json"))
+        .insert_header(("Authorization", format!("Bearer {TOKEN}")))
+        .send()
+        .await
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&res.body().limit(1 << 20).await.unwrap()).unwrap();
+    let mut seen = 0;
+    for e in ENDPOINTS {
+        let op = &doc["paths"][e.path][e.method.as_str().to_lowercase()];
+        let path = e.path_names().iter().fold(e.path.to_owned(), |p, n| {
+            p.replace(&format!("{{{n}}}"), "99999")
+        });
+        let has_query = e.params.iter().any(|p| p.location == In::Query);
+        let mut tries: Vec<(String, bool)> = vec![(path.clone(), false), (path.clone(), true)];
+        if has_query {
+            tries.push((format!("{path}?zzz=1"), true));
+        }
+        if e.params.iter().any(|p| p.name == "sensor") {
+            tries.push((format!("{path}?sensor=nope"), true));
+        }
+        for (url, admin) in tries {
+            let mut req = client.request(e.method.http(), s.url(&url));
+            if admin {
+                req = req.insert_header(("Authorization", format!("Bearer {TOKEN}")));
+            }
+            let mut res = req.send().await.unwrap();
+            let status = res.status().as_u16().to_string();
+            let ct = res
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let body = res.body().limit(50 << 20).await.unwrap();
+            let at = format!(
+                "{} {url} (admin: {admin}) answered {status}",
+                e.method.as_str()
+            );
+            let declared = &op["responses"][&status];
+            assert!(declared.is_object(), "{at}: not declared");
+            seen += 1;
+            let content = &declared["content"];
+            if content.is_null() {
+                assert!(body.is_empty(), "{at}: a body where none is declared");
+                continue;
+            }
+            assert!(content[&ct].is_object(), "{at}: {ct} is not declared");
+            if content[&ct]["schema"]["$ref"] == "#/components/schemas/Error" {
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                assert!(is_error_body(&doc, &body), "{at}: {body}");
+            } else if ct == "application/json" {
+                let body: Value = serde_json::from_slice(&body)
+                    .unwrap_or_else(|e| panic!("{at}: not JSON ({e})"));
+                assert!(body.is_object(), "{at}");
+            }
+        }
+    }
+    assert!(seen > ENDPOINTS.len() * 2, "{seen}");
+    // A wrong login: the form again, with its declared status and type.
+    let mut res = client
+        .post(s.url("/login"))
+        .insert_header(("Content-Type", "application/x-www-form-urlencoded"))
+        .send_body("token=wrong")
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    let declared = &doc["paths"]["/login"]["post"]["responses"]["401"]["content"]["text/html"];
+    assert!(declared.is_object(), "POST /login 401 is declared as HTML");
+    assert!(
+        res.headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let _ = res.body().await;
+    s.stop().await;
+}
+
+/// The bounds the handlers enforce are in the document: a value just past
+/// a declared maximum is refused, the maximum itself is not.
+#[actix_rt::test]
+async fn declared_bounds_are_the_enforced_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir, SENSOR);
+    cfg.server.max_page_size = 250;
+    let s = TestServer::start_with(dir, cfg).await;
+    let doc = s.get_ok("/api/openapi.json").await;
+    let schema_of = |path: &str, name: &str| {
+        doc["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    for (path, name, extra) in [
+        ("/api/readings", "limit", ""),
+        ("/api/alerts", "limit", ""),
+        ("/api/series", "points", "&sensor=sim"),
+    ] {
+        let max = schema_of(path, name)["maximum"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{path} {name} has no maximum"));
+        if path == "/api/readings" {
+            assert_eq!(max, 250, "the configured page size");
+        }
+        let (status, _) = s.get(&format!("{path}?{name}={max}{extra}")).await;
+        assert_eq!(status, 200, "{path} {name}={max}");
+        let (status, body) = s.get(&format!("{path}?{name}={}{extra}", max + 1)).await;
+        assert_eq!(
+            (status, &body["error"]["parameter"]),
+            (400, &Value::from(name))
+        );
+    }
+    let since = schema_of("/api/alerts", "since");
+    assert!(since["oneOf"].is_array(), "{since}");
+    let id = &doc["paths"]["/api/alerts/{id}/ack"]["post"]["parameters"][0]["schema"];
+    assert_eq!(id["maximum"], i64::MAX);
     s.stop().await;
 }

@@ -175,6 +175,10 @@
     } catch (_) {
       body = null;
     }
+    if (res.status === 401 && state.access && state.access.login_required && !options) {
+      // The session expired or was logged out: the reads need a login again.
+      window.location.assign('/login');
+    }
     if (!res.ok) {
       const msg = body && body.error ? body.error.message : res.statusText;
       const err = new Error(msg);
@@ -1086,6 +1090,21 @@
     }
   }
 
+  // ---- access --------------------------------------------------------------
+
+  // Whether this page is logged in, and whether the data is open to the
+  // network (a banner says so).
+  async function loadAccess() {
+    try {
+      state.access = await api('/api/session');
+    } catch (_) {
+      return;
+    }
+    const a = state.access;
+    $('open-banner').hidden = !(a.open_to_network && !a.login_required);
+    $('logout').hidden = !a.session;
+  }
+
   // ---- start ---------------------------------------------------------------
 
   $('history-sensor').addEventListener('change', () => showRange(state.history.range));
@@ -1114,6 +1133,7 @@
     }, 150);
   });
   showZone();
+  loadAccess();
   refreshSensors();
   refreshTree();
   refreshAlerts();
