@@ -2,18 +2,18 @@
 //! brokers, `https://` webhooks): rustls with the ring provider, the
 //! system's root certificates plus an optional PEM file of extra CAs.
 
-use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// Reads the CA certificates of a PEM file; an empty file or one without
 /// a certificate is an error (the operator meant to trust something).
 pub fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if certs.is_empty() {

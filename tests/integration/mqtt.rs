@@ -731,16 +731,12 @@ async fn mqtts_verifies_the_broker_with_the_ca_file() {
 async fn an_https_webhook_reaches_a_tls_receiver_trusted_through_its_ca_file() {
     let certs = tempfile::tempdir().unwrap();
     let (ca, cert, key) = test_certificates(certs.path());
-    let chain = rustls_pemfile::certs(&mut std::io::BufReader::new(
-        std::fs::File::open(&cert).unwrap(),
-    ))
-    .collect::<Result<Vec<_>, _>>()
-    .unwrap();
-    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
-        std::fs::File::open(&key).unwrap(),
-    ))
-    .unwrap()
-    .unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert)
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
     let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
