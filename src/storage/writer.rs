@@ -584,16 +584,17 @@ pub(crate) fn commit_gated<'h>(
     Ok((nudged, gate))
 }
 
-fn insert_batch(
+/// The rows of `batch` with their series ids, creating series as needed
+/// inside the current transaction. A batch holds few distinct series;
+/// each is resolved once, keyed by the readings' shared `Arc`s, alive for
+/// the whole batch.
+fn resolve_rows(
     conn: &mut SqliteConnection,
     catalog: &SeriesCatalog,
     batch: &[Reading],
-    careful: bool,
     created: &mut Vec<SeriesInfo>,
-) -> Result<u64, StorageError> {
+) -> Result<Vec<NewReading>, StorageError> {
     let mut rows = Vec::with_capacity(batch.len());
-    // A batch holds few distinct series; resolve each once. Keys are the
-    // readings' shared `Arc`s, alive for the whole batch.
     let mut ids: Vec<(*const SeriesKey, i64)> = Vec::new();
     for r in batch {
         let ptr = Arc::as_ptr(&r.series);
@@ -611,6 +612,17 @@ fn insert_batch(
             value: r.value,
         });
     }
+    Ok(rows)
+}
+
+fn insert_batch(
+    conn: &mut SqliteConnection,
+    catalog: &SeriesCatalog,
+    batch: &[Reading],
+    careful: bool,
+    created: &mut Vec<SeriesInfo>,
+) -> Result<u64, StorageError> {
+    let mut rows = resolve_rows(conn, catalog, batch, created)?;
     if !careful {
         insert_rows(conn, &rows)?;
         rollup::record(conn, rows.iter().map(|r| (r.series_id, r.ts, r.value)))?;
@@ -666,24 +678,7 @@ pub fn commit_import(
     let mut created = Vec::new();
     let inserted = conn.immediate_transaction(|c| {
         created.clear();
-        let mut rows = Vec::with_capacity(batch.len());
-        let mut ids: Vec<(*const SeriesKey, i64)> = Vec::new();
-        for r in batch {
-            let ptr = Arc::as_ptr(&r.series);
-            let id = match ids.iter().find(|(p, _)| *p == ptr) {
-                Some(&(_, id)) => id,
-                None => {
-                    let id = series_id(c, catalog, &r.series, &mut created)?;
-                    ids.push((ptr, id));
-                    id
-                }
-            };
-            rows.push(NewReading {
-                series_id: id,
-                ts: r.ts_ms,
-                value: r.value,
-            });
-        }
+        let rows = resolve_rows(c, catalog, batch, &mut created)?;
         // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to
         // the INSERT, not to a join of the SELECT.
         let kept: Vec<Inserted> = diesel::sql_query(
