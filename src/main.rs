@@ -179,13 +179,11 @@ fn migrate(path: Option<PathBuf>) -> anyhow::Result<()> {
 /// (`storage.wal_index = "heap"` keeps other processes out), printing its
 /// report.
 fn through_server(config: &Config, what: &str, path_and_query: &str) -> anyhow::Result<()> {
-    let bind = config.server.bind.clone();
-    let token = config.server.admin_token.clone();
+    let server = config.server.clone();
     let path_and_query = path_and_query.to_owned();
     let report = actix_rt::System::new().block_on(async move {
         vigil::remote::post_admin(
-            &bind,
-            &token,
+            &server,
             &path_and_query,
             std::time::Duration::from_secs(3600),
         )
@@ -221,7 +219,12 @@ fn optimize(path: Option<PathBuf>, full: bool) -> anyhow::Result<()> {
         if full {
             format!(
                 "a full optimize needs the database alone; stop the server first, or ask it: \
-                 curl -X POST 'http://{}/api/admin/optimize?full=true'",
+                 curl -X POST '{}://{}/api/admin/optimize?full=true'",
+                if config.server.tls_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
                 config.server.bind
             )
         } else {
@@ -374,6 +377,12 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
         |p| p.display().to_string(),
     );
     let config = load(path)?;
+    // The certificate files are read and matched as the server would.
+    let scheme = if config.server.tls()?.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let enabled: Vec<_> = config
         .sensors
         .iter()
@@ -381,7 +390,7 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
         .map(|s| format!("{} ({})", s.name, s.driver.kind()))
         .collect();
     println!(
-        "{origin}: OK; database {}, listening on {}, sensors: {}",
+        "{origin}: OK; database {}, listening on {scheme}://{}, sensors: {}",
         config.storage.path.display(),
         config.server.bind,
         if enabled.is_empty() {

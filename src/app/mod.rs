@@ -122,6 +122,13 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     install_panic_hook();
     let config = Arc::new(config);
+    // The certificate is checked before anything starts: a wrong file
+    // stops the start with the key to fix, not a listener that fails later.
+    let tls = config
+        .server
+        .tls()
+        .map_err(|e| RunError::Startup(e.to_string()))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     crate::systemd::status("opening the database");
 
     let storage_cfg = config.storage.clone();
@@ -342,7 +349,11 @@ pub async fn run(
         mqtt,
         started_ms: now_ms(),
         jobs,
-        access: Arc::new(crate::web::access::Access::new(&config.server, addr, false)),
+        access: Arc::new(crate::web::access::Access::new(
+            &config.server,
+            addr,
+            tls.is_some(),
+        )),
     });
     if state.access.open_to_network && !state.access.guarded() {
         log::warn!(
@@ -351,16 +362,16 @@ pub async fn run(
         );
     }
     let sighup = actix_web::rt::spawn(reload_on_sighup(reloads));
-    let server = serve(state, listener)?;
+    let server = serve(state, listener, tls)?;
     let handle = server.handle();
     let mut server_task = actix_web::rt::spawn(server);
     let enabled = sensors.enabled_names().len();
     log::info!(
-        "vigil {} serving http://{addr} with {enabled} sensors; database {}",
+        "vigil {} serving {scheme}://{addr} with {enabled} sensors; database {}",
         env!("CARGO_PKG_VERSION"),
         config.storage.path.display()
     );
-    crate::systemd::ready(&format!("serving http://{addr} with {enabled} sensors"));
+    crate::systemd::ready(&format!("serving {scheme}://{addr} with {enabled} sensors"));
     let watchdog = actix_web::rt::spawn(crate::systemd::watchdog(
         root.clone(),
         writer.clone(),

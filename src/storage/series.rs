@@ -255,7 +255,9 @@ macro_rules! load_rollups {
     }};
 }
 
-/// Reads `[from, to)` of one series as at most `points` buckets.
+/// Reads `[from, to)` of one series as at most `points` buckets (the
+/// benchmarks' reference for the server's own reads).
+#[cfg(any(test, feature = "bench"))]
 pub fn query(
     conn: &mut SqliteConnection,
     series_id: i64,

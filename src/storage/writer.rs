@@ -541,6 +541,7 @@ fn remember(shared: &WriterShared, batch: &[Reading], nudged: bool) {
 /// [`rollup`]). If a reading collides with a stored (series, timestamp), the
 /// transaction is rolled back and redone row by row, moving colliding
 /// timestamps forward. Returns how many rows were moved.
+#[cfg(any(test, feature = "bench"))]
 pub(crate) fn commit_batch(
     conn: &mut SqliteConnection,
     catalog: &SeriesCatalog,

@@ -1,7 +1,8 @@
-//! `[server]`: the HTTP listener, its workers, the admin and viewer tokens,
-//! login sessions and the readings API's page limit.
+//! `[server]`: the HTTP listener (plain or HTTPS), its workers, the admin
+//! and viewer tokens, login sessions and the readings API's page limit.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -30,6 +31,11 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// What connections may cost: limits and timeouts.
     pub connections: super::connlimit::ConnectionLimits,
+    /// PEM certificate chain (leaf first): with `tls_key`, the listener
+    /// serves HTTPS and WSS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +50,8 @@ impl Default for ServerConfig {
             max_page_size: 1000,
             shutdown_grace_secs: 5,
             connections: super::connlimit::ConnectionLimits::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -52,6 +60,24 @@ impl ServerConfig {
     /// The parsed listen address.
     pub fn bind_addr(&self) -> Result<SocketAddr, ConfigError> {
         parse_bind(&self.bind)
+    }
+
+    /// The HTTPS configuration, when `tls_cert` and `tls_key` are set: the
+    /// files are read and checked against each other, and an error names
+    /// the key whose file is at fault.
+    pub fn tls(&self) -> Result<Option<rustls::ServerConfig>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        crate::platform::tls::server_config(cert, key)
+            .map(Some)
+            .map_err(|e| {
+                let key = match e.file {
+                    crate::platform::tls::ServerFile::Cert => "server.tls_cert",
+                    crate::platform::tls::ServerFile::Key => "server.tls_key",
+                };
+                ConfigError::invalid(key, e.message)
+            })
     }
 }
 
@@ -92,6 +118,32 @@ impl ServerConfig {
             ));
         }
         positive("server.session_ttl_secs", s.session_ttl_secs)?;
+        match (&s.tls_cert, &s.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::invalid(
+                    "server.tls_key",
+                    "is needed with server.tls_cert (the certificate's private key, PEM)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    "server.tls_cert",
+                    "is needed with server.tls_key (the certificate chain, PEM)",
+                ));
+            }
+            _ => {}
+        }
+        for (key, path) in [
+            ("server.tls_cert", &s.tls_cert),
+            ("server.tls_key", &s.tls_key),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "is empty; leave it out to serve plain HTTP",
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -218,9 +218,13 @@ pub fn refusal_response(why: Refusal, limits: &ConnectionLimits) -> String {
 
 /// Refuses an accepted connection: the 503 if the socket takes it at once,
 /// then a shutdown, so the dispatcher's first read ends the connection.
-pub fn refuse(sock: socket2::SockRef<'_>, why: Refusal, limits: &ConnectionLimits) {
-    let response = refusal_response(why, limits);
-    let _ = sock.send(response.as_bytes());
+/// Over TLS the answer would have to be encrypted, which the socket alone
+/// cannot do: the connection is only closed (and counted the same).
+pub fn refuse(sock: socket2::SockRef<'_>, why: Refusal, limits: &ConnectionLimits, tls: bool) {
+    if !tls {
+        let response = refusal_response(why, limits);
+        let _ = sock.send(response.as_bytes());
+    }
     let _ = sock.shutdown(std::net::Shutdown::Both);
 }
 

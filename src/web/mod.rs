@@ -192,9 +192,14 @@ async fn timing(
     Ok(res)
 }
 
-/// Builds the HTTP server on an already bound listener. Signals are left to
-/// the caller, who stops the server through its handle.
-pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+/// Builds the HTTP server on an already bound listener, serving HTTPS when
+/// `tls` is given (then plain HTTP is not served at all). Signals are left
+/// to the caller, who stops the server through its handle.
+pub fn serve(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
+) -> std::io::Result<Server> {
     let workers = state.server.workers;
     let tracker = state.connections.clone();
     let grace = state.server.shutdown_grace_secs;
@@ -217,8 +222,14 @@ pub fn serve(state: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
     .client_request_timeout(Duration::from_millis(limits.header_timeout_ms))
     .keep_alive(Duration::from_millis(limits.keep_alive_ms))
     .disable_signals()
-    .shutdown_timeout(grace)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .shutdown_timeout(grace);
+    let server = match tls {
+        // A handshake is bounded like a request's head: a client that
+        // opens a connection and stalls is dropped at the same deadline.
+        Some(tls) => server
+            .tls_handshake_timeout(Duration::from_millis(limits.header_timeout_ms))
+            .listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }

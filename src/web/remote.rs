@@ -1,7 +1,8 @@
 //! The admin API as seen from the command line: how `vigil optimize` and
 //! `vigil backup` reach a running server that keeps the database to itself
 //! (`storage.wal_index = "heap"`), so that they work the same whether the
-//! server runs or not.
+//! server runs or not. A server on HTTPS is reached over HTTPS, trusting
+//! exactly its configured certificate.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -11,6 +12,8 @@ use std::time::Duration;
 pub enum RemoteError {
     #[error("server.bind `{0}` is not an address:port")]
     Bind(String),
+    #[error("server.tls_cert: {0}")]
+    Certificate(String),
     #[error("cannot reach the running server at {url}: {reason}")]
     Unreachable { url: String, reason: String },
     #[error("the running server at {url} answered {status}: {body}")]
@@ -23,7 +26,7 @@ pub enum RemoteError {
 
 /// Where to reach a server listening on `bind`: an unspecified address
 /// (every interface) is reached on loopback.
-pub fn local_url(bind: &str, path_and_query: &str) -> Result<String, RemoteError> {
+pub fn local_url(bind: &str, tls: bool, path_and_query: &str) -> Result<String, RemoteError> {
     let addr: SocketAddr = bind.parse().map_err(|_| RemoteError::Bind(bind.into()))?;
     let ip = match addr.ip() {
         IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -31,25 +34,35 @@ pub fn local_url(bind: &str, path_and_query: &str) -> Result<String, RemoteError
         ip => ip,
     };
     Ok(format!(
-        "http://{}{path_and_query}",
+        "{}://{}{path_and_query}",
+        if tls { "https" } else { "http" },
         SocketAddr::new(ip, addr.port())
     ))
 }
 
-/// `POST`s to an admin endpoint of the server on `bind` (with `token` as
-/// the bearer token when not empty) and returns its JSON answer. Must run
-/// inside an actix `System`.
+/// `POST`s to an admin endpoint of the server `server` configures (with
+/// its admin token as the bearer token when there is one) and returns its
+/// JSON answer. Must run inside an actix `System`.
 pub async fn post_admin(
-    bind: &str,
-    token: &str,
+    server: &super::config::ServerConfig,
     path_and_query: &str,
     timeout: Duration,
 ) -> Result<serde_json::Value, RemoteError> {
-    let url = local_url(bind, path_and_query)?;
-    let client = awc::Client::builder().timeout(timeout).finish();
+    let url = local_url(&server.bind, server.tls_cert.is_some(), path_and_query)?;
+    let client = match &server.tls_cert {
+        Some(cert) => {
+            let tls = crate::platform::tls::pinned_client_config(cert)
+                .map_err(RemoteError::Certificate)?;
+            awc::Client::builder()
+                .timeout(timeout)
+                .connector(awc::Connector::new().rustls_0_23(tls))
+                .finish()
+        }
+        None => awc::Client::builder().timeout(timeout).finish(),
+    };
     let mut req = client.post(&url);
-    if !token.is_empty() {
-        req = req.bearer_auth(token);
+    if !server.admin_token.is_empty() {
+        req = req.bearer_auth(&server.admin_token);
     }
     let unreachable = |reason: String| RemoteError::Unreachable {
         url: url.clone(),
@@ -79,14 +92,21 @@ mod tests {
     #[test]
     fn every_interface_is_reached_on_loopback() {
         assert_eq!(
-            local_url("0.0.0.0:8080", "/x").unwrap(),
+            local_url("0.0.0.0:8080", false, "/x").unwrap(),
             "http://127.0.0.1:8080/x"
         );
-        assert_eq!(local_url("[::]:80", "/x").unwrap(), "http://[::1]:80/x");
         assert_eq!(
-            local_url("192.0.2.1:9", "/").unwrap(),
+            local_url("[::]:80", false, "/x").unwrap(),
+            "http://[::1]:80/x"
+        );
+        assert_eq!(
+            local_url("192.0.2.1:9", false, "/").unwrap(),
             "http://192.0.2.1:9/"
         );
-        assert!(local_url("nowhere", "/").is_err());
+        assert_eq!(
+            local_url("0.0.0.0:8443", true, "/x").unwrap(),
+            "https://127.0.0.1:8443/x"
+        );
+        assert!(local_url("nowhere", false, "/").is_err());
     }
 }

@@ -29,6 +29,7 @@ mod performance;
 mod states;
 mod storage;
 mod systemd;
+mod tls;
 mod util;
 mod wsfuzz;
 // The WebSocket client the fan-out benchmark uses, self-contained (it

@@ -343,7 +343,16 @@ impl ConnHandle {
         conn: &dyn std::any::Any,
         ext: &mut actix_web::dev::Extensions,
     ) {
-        let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        use actix_tls::accept::rustls_0_23::TlsStream;
+        type Tcp = actix_web::rt::net::TcpStream;
+        // Plain connections arrive as the TCP stream, HTTPS ones after the
+        // handshake as the TLS stream around it: both are admitted here.
+        let (tcp, tls) = if let Some(tcp) = conn.downcast_ref::<Tcp>() {
+            (tcp, false)
+        } else if let Some(tls) = conn.downcast_ref::<TlsStream<Tcp>>() {
+            (tls.get_ref().0, true)
+        } else {
+            log::error!("connection of an unknown stream type: not counted or limited");
             return;
         };
         let sock = socket2::SockRef::from(tcp);
@@ -352,7 +361,7 @@ impl ConnHandle {
         let admitted = match tracker.admission.try_admit(ip) {
             Ok(a) => a,
             Err(why) => {
-                super::connlimit::refuse(sock, why, &tracker.admission.limits());
+                super::connlimit::refuse(sock, why, &tracker.admission.limits(), tls);
                 return;
             }
         };
