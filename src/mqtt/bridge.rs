@@ -30,7 +30,7 @@ use crate::guard::GuardShared;
 use crate::pacing::PacingShared;
 use crate::sensors::registry::SensorRegistry;
 use crate::storage::ReadPool;
-use crate::storage::read::{Cursor, Order, Page, PageQuery, readings_page_with_head};
+use crate::storage::read::{Cursor, Order, Page, PageQuery, count_after, readings_page_with_head};
 use crate::storage::writer::WriterShared;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
 use crate::vocab::bus::{Bus, Event, SensorReading};
@@ -204,6 +204,24 @@ async fn run(
         None => now_ms() - 1,
     };
     let shared = &d.shared;
+    // What an earlier run left unpublished is the backlog from the start,
+    // not only what this run sees.
+    let pending = {
+        let pool = d.pool.clone();
+        let series = d.writer.catalog.readable_all();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool.get().map_err(|e| e.to_string())?;
+            count_after(&mut conn, &series, start).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    };
+    match pending {
+        Ok(n) => {
+            shared.backlog.store(n, Ordering::Relaxed);
+        }
+        Err(e) => log::warn!("mqtt: cannot count the readings left to publish: {e}"),
+    }
     *shared.broker.lock().unwrap_or_else(|p| p.into_inner()) = d.settings.url.clone();
     shared.enabled.store(true, Ordering::Relaxed);
     let mut t = Tracker::new(start);

@@ -42,8 +42,9 @@ pub struct MqttShared {
     pub dropped_other: AtomicU64,
     /// Readings published and not yet confirmed.
     pub unconfirmed: AtomicU64,
-    /// Readings seen while unable to publish them live and not yet
-    /// replayed (as far as this run knows).
+    /// Readings not yet published: those stored after the persisted
+    /// position when the bridge started, plus those seen since while
+    /// unable to publish them live, less those replayed.
     pub backlog: AtomicU64,
     /// Successful connections.
     pub connects: AtomicU64,

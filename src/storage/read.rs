@@ -174,6 +174,25 @@ pub fn merge_points(order: Order, a: Points, b: Points, want: usize) -> Points {
     out
 }
 
+/// How many stored readings of `series` are newer than `after` (one
+/// primary-key range count per series).
+pub fn count_after(
+    conn: &mut SqliteConnection,
+    series: &[Arc<SeriesInfo>],
+    after: i64,
+) -> QueryResult<u64> {
+    let mut total = 0u64;
+    for s in series {
+        let n: i64 = readings::table
+            .filter(readings::series_id.eq(s.id))
+            .filter(readings::ts.gt(after))
+            .count()
+            .get_result(conn)?;
+        total += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(total)
+}
+
 /// A page from the database and the head together, through one
 /// consistent view (`Head::pinned`): every accepted reading of the page's
 /// range, committed or not, exactly once. Also the oldest uncommitted
