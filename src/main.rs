@@ -220,11 +220,7 @@ fn optimize(path: Option<PathBuf>, full: bool) -> anyhow::Result<()> {
             format!(
                 "a full optimize needs the database alone; stop the server first, or ask it: \
                  curl -X POST '{}://{}/api/admin/optimize?full=true'",
-                if config.server.tls_cert.is_some() {
-                    "https"
-                } else {
-                    "http"
-                },
+                config.server.scheme(),
                 config.server.bind
             )
         } else {
@@ -378,11 +374,8 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     );
     let config = load(path)?;
     // The certificate files are read and matched as the server would.
-    let scheme = if config.server.tls()?.is_some() {
-        "https"
-    } else {
-        "http"
-    };
+    config.server.tls()?;
+    let scheme = config.server.scheme();
     let enabled: Vec<_> = config
         .sensors
         .iter()

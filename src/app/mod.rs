@@ -128,7 +128,7 @@ pub async fn run(
         .server
         .tls()
         .map_err(|e| RunError::Startup(e.to_string()))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
+    let scheme = config.server.scheme();
     crate::systemd::status("opening the database");
 
     let storage_cfg = config.storage.clone();

@@ -194,6 +194,7 @@ async fn run(
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot read the position file {path}: {e}"))?
     };
+    let resumed = start.is_some();
     let start = match start {
         Some(p) => {
             log::info!("mqtt: resuming {} after {p}", d.settings.url);
@@ -205,8 +206,10 @@ async fn run(
     };
     let shared = &d.shared;
     // What an earlier run left unpublished is the backlog from the start,
-    // not only what this run sees.
-    let pending = {
+    // not only what this run sees (a broker new to this database has none).
+    let pending = if !resumed {
+        Ok(0)
+    } else {
         let pool = d.pool.clone();
         let series = d.writer.catalog.readable_all();
         tokio::task::spawn_blocking(move || {

@@ -62,6 +62,16 @@ impl ServerConfig {
         parse_bind(&self.bind)
     }
 
+    /// `https` when the listener serves TLS (a validated config has both
+    /// files or neither), else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The HTTPS configuration, when `tls_cert` and `tls_key` are set: the
     /// files are read and checked against each other, and an error names
     /// the key whose file is at fault.

@@ -26,7 +26,7 @@ pub enum RemoteError {
 
 /// Where to reach a server listening on `bind`: an unspecified address
 /// (every interface) is reached on loopback.
-pub fn local_url(bind: &str, tls: bool, path_and_query: &str) -> Result<String, RemoteError> {
+pub fn local_url(bind: &str, scheme: &str, path_and_query: &str) -> Result<String, RemoteError> {
     let addr: SocketAddr = bind.parse().map_err(|_| RemoteError::Bind(bind.into()))?;
     let ip = match addr.ip() {
         IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -34,8 +34,7 @@ pub fn local_url(bind: &str, tls: bool, path_and_query: &str) -> Result<String, 
         ip => ip,
     };
     Ok(format!(
-        "{}://{}{path_and_query}",
-        if tls { "https" } else { "http" },
+        "{scheme}://{}{path_and_query}",
         SocketAddr::new(ip, addr.port())
     ))
 }
@@ -48,7 +47,7 @@ pub async fn post_admin(
     path_and_query: &str,
     timeout: Duration,
 ) -> Result<serde_json::Value, RemoteError> {
-    let url = local_url(&server.bind, server.tls_cert.is_some(), path_and_query)?;
+    let url = local_url(&server.bind, server.scheme(), path_and_query)?;
     let client = match &server.tls_cert {
         Some(cert) => {
             let tls = crate::platform::tls::pinned_client_config(cert)
@@ -92,21 +91,21 @@ mod tests {
     #[test]
     fn every_interface_is_reached_on_loopback() {
         assert_eq!(
-            local_url("0.0.0.0:8080", false, "/x").unwrap(),
+            local_url("0.0.0.0:8080", "http", "/x").unwrap(),
             "http://127.0.0.1:8080/x"
         );
         assert_eq!(
-            local_url("[::]:80", false, "/x").unwrap(),
+            local_url("[::]:80", "http", "/x").unwrap(),
             "http://[::1]:80/x"
         );
         assert_eq!(
-            local_url("192.0.2.1:9", false, "/").unwrap(),
+            local_url("192.0.2.1:9", "http", "/").unwrap(),
             "http://192.0.2.1:9/"
         );
         assert_eq!(
-            local_url("0.0.0.0:8443", true, "/x").unwrap(),
+            local_url("0.0.0.0:8443", "https", "/x").unwrap(),
             "https://127.0.0.1:8443/x"
         );
-        assert!(local_url("nowhere", false, "/").is_err());
+        assert!(local_url("nowhere", "http", "/").is_err());
     }
 }

@@ -229,28 +229,7 @@ impl Raw {
 
     /// Reads one response: its status and body.
     fn read_response(&mut self) -> Option<(u16, String)> {
-        use std::io::Read;
-        let mut buf = Vec::new();
-        let mut byte = [0u8; 1];
-        while !buf.ends_with(b"\r\n\r\n") {
-            match self.0.read(&mut byte) {
-                Ok(1) => buf.push(byte[0]),
-                _ => return None,
-            }
-        }
-        let head = String::from_utf8_lossy(&buf).to_string();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        self.0.read_exact(&mut body).ok()?;
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, String::from_utf8_lossy(&body).into_owned()))
+        crate::util::read_http_response(&mut self.0)
     }
 
     /// Sends a keep-alive GET and reads its status.

@@ -238,32 +238,13 @@ impl TlsConn {
     /// GETs `/health` on the connection: the status, or `None` when the
     /// connection fails or ends first.
     fn health(&mut self) -> Option<u16> {
-        use std::io::{Read, Write};
+        use std::io::Write;
         let req = "GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
         self.0
             .write_all(req.as_bytes())
             .and_then(|()| self.0.flush())
             .ok()?;
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match self.0.read(&mut byte) {
-                Ok(1) => head.push(byte[0]),
-                _ => return None,
-            }
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        let mut body = vec![0u8; length];
-        self.0.read_exact(&mut body).ok()?;
-        head.split(' ').nth(1)?.parse().ok()
+        crate::util::read_http_response(&mut self.0).map(|(status, _)| status)
     }
 }
 

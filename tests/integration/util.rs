@@ -362,3 +362,30 @@ pub fn promtool_check_metrics(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Reads one HTTP/1.1 response from a blocking stream: its status and body
+/// (by `content-length`). `None` when the stream fails or ends before a
+/// whole response.
+pub fn read_http_response(stream: &mut impl std::io::Read) -> Option<(u16, String)> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
