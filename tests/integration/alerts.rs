@@ -588,8 +588,12 @@ async fn a_firing_rate_alert_follows_the_fastest_change() {
     // symmetrically around a peak (likely when emulation makes reads late)
     // would otherwise have bit-identical values, a change of exactly 0 and
     // a resolve at `clear = 0`.
-    let s = TestServer::start(
-        r#"
+    //
+    // The rule arrives by reload once the feed is connected: the fastest
+    // change is usually found within a period, after which updates are
+    // rare, so a feed that connected late (a slow start under emulation)
+    // could wait in vain for the first ones.
+    const TANK: &str = r#"
 [[sensors]]
 name = "tank"
 kind = "simulated"
@@ -599,7 +603,8 @@ waveform = "sine"
 offset = 0.0
 amplitude = 100.0
 period_ms = 4001
-
+"#;
+    const RULE: &str = r#"
 [[alerts.rules]]
 name = "tank fast"
 sensor = "tank"
@@ -607,10 +612,16 @@ condition = "rate"
 threshold = 600.0
 clear = 0.0
 window_ms = 200
-"#,
-    )
-    .await;
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let (file, base) = reloadable(dir.path());
+    std::fs::write(&file, format!("{base}\n{TANK}")).unwrap();
+    let cfg = vigil::Config::load(Some(&file)).unwrap();
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), cfg).await;
     let mut feed = Client::connect(&s).await;
+    std::fs::write(&file, format!("{base}\n{TANK}\n{RULE}")).unwrap();
+    let (status, body) = post(&s, "/api/admin/reload", None).await;
+    assert_eq!(status, 200, "{body}");
     let (first, now) = first_and_update(&mut feed, "tank fast:tank/value").await;
     assert_eq!(now["id"], first["id"], "the same alert, updated in place");
     assert!(
