@@ -635,6 +635,33 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_documented_example_parses_and_shows_the_defaults() {
+        let doc = crate::app::config::DEFAULT_TOML;
+        let start = doc
+            .find("# MQTT topics as sensors.")
+            .expect("mqtt sensor section");
+        let end = start
+            + doc[start..]
+                .find("# Hardware sensors.")
+                .expect("next section");
+        let example: Vec<&str> = doc[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .collect();
+        let text = format!("[mqtt]\n{}", example.join("\n"));
+        let c = crate::app::config::Config::from_toml(&text, "example").unwrap();
+        match &c.sensors[0].driver {
+            super::super::DriverConfig::Mqtt(o) => {
+                let mut expected = options("topic = \"zigbee2mqtt/kitchen\"").unwrap();
+                expected.sensor = "kitchen".into();
+                assert_eq!(o, &expected);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
     fn sensor(max_age_ms: u64) -> (MqttSensor, Arc<Mutex<Inbox>>) {
         let inbox = Arc::new(Mutex::new(Inbox::default()));
         let (stop, _) = tokio::sync::oneshot::channel();
