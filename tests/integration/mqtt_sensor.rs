@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::live::Client;
-use crate::mqtt::{Broker, publish};
+use crate::mqtt::{Broker, publish, test_certificates};
 use crate::util::TestServer;
 
 /// `[mqtt]` for the test broker: subscribing only (no bridge), quick
@@ -251,5 +251,41 @@ max_age_ms = 1000
         got[2..].iter().all(|v| *v == 3.0),
         "the retained 1 is not read again: {got:?}"
     );
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn an_mqtt_sensor_subscribes_over_mqtts_with_the_ca_file() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_certificates(certs.path());
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let broker = Broker::start_with(&format!(
+        "listener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\n"
+    ))
+    .await;
+    publish(broker.port, "tls/probe", b"7.5", true).await;
+    let s = TestServer::start(&format!(
+        r#"
+[mqtt]
+url = "mqtts://127.0.0.1:{tls_port}"
+ca_file = "{ca}"
+reconnect_min_ms = 100
+reconnect_max_ms = 400
+
+[[sensors]]
+name = "probe"
+kind = "mqtt"
+interval_ms = 100
+[sensors.options]
+topic = "tls/probe"
+"#
+    ))
+    .await;
+    // Published in plain text, received over TLS.
+    wait_values(&s, "probe", "value", &[7.5]).await;
     s.stop().await;
 }
