@@ -14,7 +14,7 @@ use crate::guard::GuardConfig;
 use crate::mqtt::MqttConfig;
 use crate::pacing::PacingConfig;
 use crate::perf::PerformanceConfig;
-use crate::sensors::SensorConfig;
+use crate::sensors::{DriverConfig, SensorConfig};
 use crate::storage::config::StorageConfig;
 use crate::storage::maintenance::MaintenanceConfig;
 use crate::storage::retention::RetentionConfig;
@@ -114,6 +114,25 @@ impl Config {
             parse_error(origin, &key, e.inner())
         })?;
         config.validate().map_err(|e| e.in_origin(origin))?;
+        // A sensor of kind mqtt subscribes through `[mqtt]`: the section
+        // must say which broker, not leave it to a default.
+        if let Some(s) = config
+            .sensors
+            .iter()
+            .find(|s| matches!(s.driver, DriverConfig::Mqtt(_)))
+        {
+            let written = toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key("mqtt"));
+            if !written {
+                return Err(ConfigError::invalid(
+                    "mqtt",
+                    format!(
+                        "sensors[{}] is of kind \"mqtt\": the [mqtt] section must name its broker (mqtt.url)",
+                        s.name
+                    ),
+                )
+                .in_origin(origin));
+            }
+        }
         Ok(config)
     }
 
@@ -271,6 +290,26 @@ mod tests {
         let e = err("[mqtt]\nbrokr = \"x\"\n");
         assert!(e.contains("brokr"), "{e}");
         assert!(!Config::default().mqtt.enabled, "off by default");
+    }
+
+    #[test]
+    fn an_mqtt_sensor_needs_the_mqtt_section() {
+        let sensor = "[[sensors]]\nname = \"kitchen\"\nkind = \"mqtt\"\n[sensors.options]\n";
+        let e = err(&format!("{sensor}topic = \"t\"\n"));
+        assert!(
+            e.contains("test.toml: mqtt") && e.contains("sensors[kitchen]"),
+            "{e}"
+        );
+        let ok = format!("[mqtt]\nurl = \"mqtt://broker:1883\"\n{sensor}topic = \"t\"\n");
+        let c = Config::from_toml(&ok, "test.toml").unwrap();
+        assert!(!c.mqtt.enabled, "subscribing does not need publishing");
+        let e = err(&format!("[mqtt]\n{sensor}json_path = \"a\"\n"));
+        assert!(
+            e.contains("sensors[kitchen].options") && e.contains("topic"),
+            "{e}"
+        );
+        let e = err(&format!("[mqtt]\n{sensor}topic = \"t\"\nmax_age_ms = 0\n"));
+        assert!(e.contains("sensors[kitchen].options: max_age_ms"), "{e}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::pacing::{PacingShared, load_monitor_child, thermal_watchdog_child};
 use crate::perf::Perf;
 use crate::sensors::BuildEnv;
 use crate::sensors::actor::{SensorDeps, sensor_child};
+use crate::sensors::mqtt::BrokerConnection;
 use crate::sensors::registry::SensorRegistry;
 use crate::shed::{GuardDeps, guard_child};
 use crate::storage::catalog::SeriesCatalog;
@@ -166,9 +167,44 @@ pub async fn run(
     );
     let writer_arbiter = Arbiter::new();
     let pacing = Arc::new(PacingShared::new(config.pacing.clone(), bus.clone()));
+    // The broker of `[mqtt]`, when the bridge or a sensor uses it.
+    let wants_broker = config.mqtt.enabled
+        || config
+            .sensors
+            .iter()
+            .any(|s| matches!(s.driver, crate::sensors::DriverConfig::Mqtt(_)));
+    let broker = if wants_broker {
+        let settings = config
+            .mqtt
+            .settings(|k| std::env::var(k).ok(), &crate::mqtt::config::hostname())
+            .map_err(|e| RunError::Startup(e.to_string()))?;
+        let tls = if settings.broker.tls {
+            Some(
+                crate::platform::tls::client_config(settings.ca_file.as_deref())
+                    .map_err(|e| RunError::Startup(format!("mqtt.ca_file: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Some((settings, tls))
+    } else {
+        None
+    };
     let deps = SensorDeps {
         env: Arc::new(BuildEnv {
             database_path: st.path.clone(),
+            mqtt: broker.as_ref().map(|(s, tls)| BrokerConnection {
+                url: s.url.clone(),
+                host: s.broker.host.clone(),
+                port: s.broker.port,
+                tls: tls.clone(),
+                credentials: s.credentials.clone(),
+                client_id: s.client_id.clone(),
+                keep_alive: s.keep_alive,
+                connect_timeout: s.connect_timeout,
+                reconnect_min: s.reconnect_min,
+                reconnect_max: s.reconnect_max,
+            }),
         }),
         queue: queue.clone(),
         bus: bus.clone(),
@@ -239,19 +275,7 @@ pub async fn run(
     // their last).
     let mqtt = Arc::new(MqttShared::default());
     let mut mqtt_specs = Vec::new();
-    if config.mqtt.enabled {
-        let settings = config
-            .mqtt
-            .settings(|k| std::env::var(k).ok(), &crate::mqtt::config::hostname())
-            .map_err(|e| RunError::Startup(e.to_string()))?;
-        let tls = if settings.broker.tls {
-            Some(
-                crate::platform::tls::client_config(settings.ca_file.as_deref())
-                    .map_err(|e| RunError::Startup(format!("mqtt.ca_file: {e}")))?,
-            )
-        } else {
-            None
-        };
+    if let Some((settings, tls)) = broker.filter(|_| config.mqtt.enabled) {
         mqtt_specs.push(bridge_child(Arc::new(BridgeDeps {
             settings,
             bus: bus.clone(),

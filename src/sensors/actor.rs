@@ -33,7 +33,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{BuildEnv, Priority, Sensor, SensorConfig, SensorError};
+use super::{BuildEnv, Priority, Rejected, Sensor, SensorConfig, SensorError};
 use crate::guard::{Call, CircuitBreaker, GuardShared};
 use crate::pacing::{AdaptiveTracker, Pace, scale, wait_turn};
 use crate::perf::{Op, Perf};
@@ -74,6 +74,10 @@ pub struct SensorStatus {
     pub paused: bool,
     /// The variance-adaptive stretch of the interval (1 when off).
     pub adaptive_factor: f64,
+    /// Inputs the driver refused (an MQTT payload that is not a number).
+    pub rejected: u64,
+    pub last_rejected: Option<String>,
+    pub last_rejected_at: Option<String>,
 }
 
 /// A sensor's configuration and live status, shared by every generation of
@@ -142,6 +146,7 @@ enum ReadOutcome {
     Done {
         driver: Option<Box<dyn Sensor>>,
         result: Result<(i64, Vec<Value>), SensorError>,
+        rejected: Option<Rejected>,
         took: Duration,
     },
     TimedOut,
@@ -235,12 +240,13 @@ impl SensorActor {
                         Some(d) => d,
                         None => match config.build(&env) {
                             Ok(d) => d,
-                            Err(e) => return (None, Err(e)),
+                            Err(e) => return (None, Err(e), None),
                         },
                     };
                     let result = driver.read();
                     let ts = now_ms();
-                    (Some(driver), result.map(|values| (ts, values)))
+                    let rejected = driver.take_rejected();
+                    (Some(driver), result.map(|values| (ts, values)), rejected)
                 }));
                 (attempt, started.elapsed())
             });
@@ -248,9 +254,10 @@ impl SensorActor {
                 Err(_) => ReadOutcome::TimedOut,
                 Ok(Err(join)) => ReadOutcome::Panicked(join.to_string()),
                 Ok(Ok((Err(payload), _))) => ReadOutcome::Panicked(panic_message(&*payload)),
-                Ok(Ok((Ok((driver, result)), took))) => ReadOutcome::Done {
+                Ok(Ok((Ok((driver, result, rejected)), took))) => ReadOutcome::Done {
                     driver,
                     result,
+                    rejected,
                     took,
                 },
             }
@@ -283,14 +290,23 @@ impl SensorActor {
             ReadOutcome::Done {
                 driver,
                 result,
+                rejected,
                 took,
             } => {
                 self.driver = driver;
-                self.shared.lock().last_read_ms = took.as_secs_f64() * 1000.0;
+                {
+                    let mut s = self.shared.lock();
+                    s.last_read_ms = took.as_secs_f64() * 1000.0;
+                    if let Some(r) = rejected {
+                        s.rejected += r.count;
+                        s.last_rejected = Some(r.last);
+                        s.last_rejected_at = Some(rfc3339(now_ms()));
+                    }
+                }
                 let result = result.and_then(|(ts, values)| check(values).map(|v| (ts, v)));
                 match &result {
                     // An absent source says nothing about the driver.
-                    Err(SensorError::Unavailable(_)) => drop(call),
+                    Err(SensorError::Unavailable(_) | SensorError::Stale(_)) => drop(call),
                     r => call.finish_after(took, r.is_ok()),
                 }
                 match result {
@@ -309,10 +325,21 @@ impl SensorActor {
                         }
                     }
                     Err(SensorError::Permanent(msg)) => self.fail(msg, ctx),
-                    Err(SensorError::Unavailable(reason)) => {
+                    Err(e @ (SensorError::Unavailable(_) | SensorError::Stale(_))) => {
                         // Absent is not failing: the spell of failures ends.
                         self.reporter.healthy();
-                        self.driver = None;
+                        // A stale source keeps its driver, which listens,
+                        // and is read at its interval; an absent one is
+                        // probed again rarely, with a fresh driver.
+                        let (reason, stale) = match e {
+                            SensorError::Stale(r) => (r, true),
+                            SensorError::Unavailable(r)
+                            | SensorError::Transient(r)
+                            | SensorError::Permanent(r) => (r, false),
+                        };
+                        if !stale {
+                            self.driver = None;
+                        }
                         let retry = cfg.unavailable_retry_ms;
                         let changed = {
                             let mut s = self.shared.lock();
@@ -322,20 +349,28 @@ impl SensorActor {
                             s.unavailable_reason = Some(reason.clone());
                             changed
                         };
-                        if changed {
+                        if changed && stale {
+                            log::warn!("sensor {} unavailable: {reason}", cfg.name);
+                        } else if changed {
                             log::warn!(
                                 "sensor {} unavailable: {reason}; probing again every {} s",
                                 cfg.name,
                                 retry / 1000
                             );
+                        }
+                        if changed {
                             self.deps.bus.event(Event::SensorAvailability {
                                 sensor: cfg.name.clone(),
                                 available: false,
                                 reason: Some(reason),
                             });
                         }
-                        let retry = Duration::from_millis(retry);
-                        self.wait_then_tick(ctx, Some(Instant::now()), retry);
+                        if stale {
+                            self.schedule_next(ctx);
+                        } else {
+                            let retry = Duration::from_millis(retry);
+                            self.wait_then_tick(ctx, Some(Instant::now()), retry);
+                        }
                     }
                 }
             }
@@ -363,15 +398,18 @@ impl SensorActor {
                 value: v.value,
             });
         }
-        self.shared
-            .produced
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.deps.bus.reading(Arc::new(SensorReading {
-            sensor: self.sensor.clone(),
-            ts_ms: ts,
-            readings: batch.clone(),
-        }));
-        self.deps.queue.push(batch);
+        // A read may bring nothing new (a quiet topic): it still counts.
+        if !batch.is_empty() {
+            self.shared
+                .produced
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.deps.bus.reading(Arc::new(SensorReading {
+                sensor: self.sensor.clone(),
+                ts_ms: ts,
+                readings: batch.clone(),
+            }));
+            self.deps.queue.push(batch);
+        }
         self.reporter.healthy();
         let mut s = self.shared.lock();
         if let Some(a) = &mut self.adaptive {
@@ -390,6 +428,9 @@ impl SensorActor {
         s.reads += 1;
         s.consecutive_errors = 0;
         s.last_read_at = Some(rfc3339(ts));
+        if values.is_empty() {
+            return;
+        }
         // The latest value of each metric (a read may hold several instants).
         let mut latest: Vec<ValueView> = Vec::with_capacity(values.len());
         let mut latest_ts: Vec<i64> = Vec::with_capacity(values.len());

@@ -9,6 +9,7 @@
 pub mod actor;
 pub mod cpu_temp;
 pub mod hw;
+pub mod mqtt;
 pub mod registry;
 pub mod simulated;
 pub mod system;
@@ -36,12 +37,32 @@ pub enum SensorError {
     /// rarely, without restarts or log spam.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The source is there but has gone quiet (no message within its
+    /// maximum age). Shown `unavailable` like an absent source, but the
+    /// driver is kept (it is still listening) and read again at the usual
+    /// interval, so the first new value makes the sensor available again.
+    #[error("stale: {0}")]
+    Stale(String),
+}
+
+/// Inputs a driver received and refused (a payload that is not a
+/// number), since it was last asked: counted and shown, never an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub count: u64,
+    /// Why the last one was refused.
+    pub last: String,
 }
 
 /// A sensor driver. `read` may block (it runs on the blocking pool), must
 /// return finite values, and may keep state between reads.
 pub trait Sensor: Send + 'static {
     fn read(&mut self) -> Result<Vec<Value>, SensorError>;
+
+    /// What the driver refused since the last call; asked after each read.
+    fn take_rejected(&mut self) -> Option<Rejected> {
+        None
+    }
 }
 
 /// Essential sensors keep running under pressure; optional ones may be
@@ -63,6 +84,7 @@ pub const KINDS: &[&str] = &[
     "ads1115",
     "sound",
     "throttled",
+    "mqtt",
 ];
 
 /// What the driver of one sensor is, with its own options.
@@ -76,6 +98,7 @@ pub enum DriverConfig {
     Ads1115(hw::ads1115::Ads1115Options),
     Sound(hw::sound::SoundOptions),
     Throttled(hw::throttled::ThrottledOptions),
+    Mqtt(mqtt::MqttSensorOptions),
 }
 
 impl DriverConfig {
@@ -90,6 +113,7 @@ impl DriverConfig {
             DriverConfig::Ads1115(_) => "ads1115",
             DriverConfig::Sound(_) => "sound",
             DriverConfig::Throttled(_) => "throttled",
+            DriverConfig::Mqtt(_) => "mqtt",
         }
     }
 
@@ -119,6 +143,11 @@ impl DriverConfig {
             "ads1115" => DriverConfig::Ads1115(hw::checked(opts(options)?)?),
             "sound" => DriverConfig::Sound(hw::checked(opts(options)?)?),
             "throttled" => DriverConfig::Throttled(hw::checked(opts(options)?)?),
+            "mqtt" => {
+                let o: mqtt::MqttSensorOptions = opts(options)?;
+                o.validate()?;
+                DriverConfig::Mqtt(o)
+            }
             other => {
                 return Err(format!(
                     "unknown sensor kind `{other}`, expected one of `{}`",
@@ -140,6 +169,15 @@ impl DriverConfig {
             DriverConfig::Ads1115(o) => hw::ads1115::build(o)?,
             DriverConfig::Sound(o) => hw::build_sound(o)?,
             DriverConfig::Throttled(o) => hw::throttled::build(o)?,
+            DriverConfig::Mqtt(o) => match &env.mqtt {
+                Some(conn) => Box::new(mqtt::MqttSensor::start(o, conn)?),
+                None => {
+                    return Err(SensorError::Unavailable(
+                        "no [mqtt] broker connection was set up when vigil started: restart it"
+                            .into(),
+                    ));
+                }
+            },
         })
     }
 
@@ -160,6 +198,8 @@ impl DriverConfig {
 pub struct BuildEnv {
     /// The database file, whose filesystem the system sensor watches.
     pub database_path: PathBuf,
+    /// The broker of `[mqtt]`, for `kind = "mqtt"` sensors.
+    pub mqtt: Option<mqtt::BrokerConnection>,
 }
 
 /// One `[[sensors]]` entry after validation.
@@ -256,7 +296,7 @@ impl TryFrom<RawSensorConfig> for SensorConfig {
             a.validate()
                 .map_err(|(field, m)| ConfigError::invalid(key(&format!("adaptive.{field}")), m))?;
         }
-        let driver = DriverConfig::parse(&raw.kind, raw.options).map_err(|message| {
+        let mut driver = DriverConfig::parse(&raw.kind, raw.options).map_err(|message| {
             let field = if message.starts_with("unknown sensor kind") {
                 "kind"
             } else {
@@ -264,6 +304,9 @@ impl TryFrom<RawSensorConfig> for SensorConfig {
             };
             ConfigError::invalid(key(field), message)
         })?;
+        if let DriverConfig::Mqtt(o) = &mut driver {
+            o.sensor = raw.name.clone();
+        }
         if let Some(min) = driver.min_timeout_ms().filter(|m| raw.timeout_ms <= *m) {
             return Err(ConfigError::invalid(
                 key("timeout_ms"),

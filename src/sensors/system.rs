@@ -117,6 +117,7 @@ mod tests {
     fn reads_cpu_memory_and_load_on_this_host() {
         let env = BuildEnv {
             database_path: std::env::temp_dir().join("vigil-test.db"),
+            mqtt: None,
         };
         let mut s = SystemSensor::new(&SystemOptions::default(), &env).unwrap();
         let values = s.read().unwrap();

@@ -41,6 +41,11 @@ struct SensorView<'a> {
     unavailable_reason: Option<String>,
     reads: u64,
     errors: u64,
+    /// Inputs the driver refused (an MQTT payload that is not a number),
+    /// the last one's reason and when.
+    rejected: u64,
+    last_rejected: Option<String>,
+    last_rejected_at: Option<String>,
     last_read_ms: f64,
 }
 
@@ -81,6 +86,9 @@ pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
                 unavailable_reason: st.unavailable_reason,
                 reads: st.reads,
                 errors: st.errors,
+                rejected: st.rejected,
+                last_rejected: st.last_rejected,
+                last_rejected_at: st.last_rejected_at,
                 last_read_ms: st.last_read_ms,
             }
         })

@@ -34,6 +34,7 @@ mod util;
 mod wsfuzz;
 // The WebSocket client the fan-out benchmark uses, self-contained (it
 // imports nothing of vigil), shared by path so the tests need no feature.
+mod mqtt_sensor;
 #[allow(dead_code)]
 #[path = "../../src/bench/wsclient.rs"]
 mod wsclient;

@@ -559,7 +559,7 @@ async fn a_stalled_broker_stalls_neither_sensors_nor_the_api() {
 }
 
 /// Publishes one message at QoS 1 and waits for the broker's ack.
-async fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
+pub async fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
     let (client, mut el) = AsyncClient::new(MqttOptions::new("t-publisher", "127.0.0.1", port), 10);
     client
         .publish(topic, QoS::AtLeastOnce, retain, payload.to_vec())
