@@ -54,7 +54,7 @@ const MAX_PENDING: usize = 10_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(6 * 3600);
 
 /// What a value rule watches for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConditionKind {
     Above,
@@ -71,7 +71,7 @@ fn default_severity() -> Severity {
 }
 
 /// One `[[alerts.rules]]` entry.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// Unique; names the alert.
@@ -355,7 +355,7 @@ pub struct GetRules;
 pub struct Reload(pub AlertsConfig);
 
 /// Rules as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RulesView {
     pub rules: Vec<RuleView>,
     pub builtin: bool,
@@ -364,7 +364,7 @@ pub struct RulesView {
     pub loaded_at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RuleView {
     #[serde(flatten)]
     pub config: RuleConfig,

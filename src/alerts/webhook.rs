@@ -185,7 +185,7 @@ struct Hook {
 }
 
 /// A webhook as `/api/alerts/rules` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WebhookView {
     pub url: String,
     pub severities: Vec<Severity>,

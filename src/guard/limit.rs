@@ -97,7 +97,7 @@ pub struct ClientLimiter<C: Clock = MonotonicClock> {
 }
 
 /// A [`ClientLimiter`] as `/api/guards` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ClientLimiterView {
     pub enabled: bool,
     pub requests_per_sec: u32,
@@ -250,7 +250,7 @@ pub struct OpLimiter {
 }
 
 /// An [`OpLimiter`] as `/api/guards` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct OpLimiterView {
     pub ops_per_minute: u32,
     pub burst: u32,

@@ -39,7 +39,7 @@ use limit::{ClientLimiter, ClientLimiterView, OpLimiter, OpLimiterView, Throttle
 use memory::MemoryWatch;
 
 /// A breaker as `GET /api/guards` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BreakerView {
     pub name: String,
     pub guards: Guarded,
@@ -316,7 +316,7 @@ impl Breakers {
 }
 
 /// The memory guard as the API shows it.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct MemoryView {
     pub enabled: bool,
     pub soft_limit_bytes: u64,
@@ -329,7 +329,7 @@ pub struct MemoryView {
 }
 
 /// Everything `GET /api/guards` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct GuardsView {
     pub breakers: Vec<BreakerView>,
     pub http: ClientLimiterView,

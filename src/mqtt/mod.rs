@@ -59,7 +59,7 @@ pub struct MqttShared {
 }
 
 /// `/health`'s view of the bridge.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MqttView {
     pub enabled: bool,
     pub broker: String,

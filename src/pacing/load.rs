@@ -24,7 +24,7 @@ pub enum LoadError {
 }
 
 /// One sample of the host's load.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct LoadSample {
     /// CPU usage over all cores since the previous sample, 0-100 %.
     pub cpu_percent: f64,

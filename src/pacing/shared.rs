@@ -345,7 +345,7 @@ fn log_thermal_news(before: Option<&ThermalReading>, now: &ThermalReading) {
 }
 
 /// `/api/pacing` minus the per-sensor part (which the web layer adds).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PacingStatus {
     pub enabled: bool,
     pub level: Level,
@@ -364,14 +364,14 @@ pub struct PacingStatus {
     pub changes: Vec<PacingChange>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
 pub struct InputLevels {
     pub temperature: Level,
     pub cpu: Level,
 }
 
 /// The thermal watchdog's last reading and its sources' availability.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct ThermalView {
     pub available: bool,
     pub temperature_c: Option<f64>,
@@ -388,7 +388,7 @@ pub struct ThermalView {
 }
 
 /// The load monitor's last sample.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct LoadView {
     pub enabled: bool,
     pub available: bool,
@@ -399,7 +399,7 @@ pub struct LoadView {
     pub stale: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Thresholds {
     /// Warm, hot, critical.
     pub temp_c: [f64; 3],

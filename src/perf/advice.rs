@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{PerformanceConfig, SlowQuery};
 
 /// A slow query and how SQLite plans it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct PlannedQuery {
     pub query: SlowQuery,
     /// `EXPLAIN QUERY PLAN` detail lines.
@@ -18,7 +18,7 @@ pub struct PlannedQuery {
 }
 
 /// One sensor's measured polling cost.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SensorLoad {
     pub name: String,
     pub interval_ms: u64,
@@ -27,7 +27,7 @@ pub struct SensorLoad {
 }
 
 /// Everything the advice is derived from.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Evidence {
     pub page_size: u64,
     pub page_count: u64,
@@ -50,7 +50,7 @@ pub struct Evidence {
 }
 
 /// One piece of advice.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct Recommendation {
     pub id: &'static str,
     /// `high`, `medium` or `low`.

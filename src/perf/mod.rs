@@ -105,7 +105,7 @@ impl Op {
 }
 
 /// An operation's figures, as the API shows them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct OpStats {
     pub name: String,
     pub count: u64,
@@ -121,7 +121,7 @@ pub struct OpStats {
 }
 
 /// A read query that took longer than `slow_query_ms`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SlowQuery {
     pub name: String,
     pub sql: String,

@@ -19,7 +19,7 @@ pub mod bits {
 pub struct Throttled(pub u32);
 
 /// The flags of a [`Throttled`] word, named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, schemars::JsonSchema)]
 pub struct ThrottledFlags {
     pub under_voltage: bool,
     pub arm_freq_capped: bool,

@@ -46,7 +46,7 @@ use crate::vocab::reading::Value;
 use crate::vocab::reading::{Reading, SeriesKey};
 
 /// A value as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ValueView {
     pub metric: String,
     pub value: f64,

@@ -67,7 +67,7 @@ pub trait Sensor: Send + 'static {
 
 /// Essential sensors keep running under pressure; optional ones may be
 /// paused and do not make the appliance unhealthy when they fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Essential,

@@ -28,7 +28,9 @@ impl Synchronous {
 }
 
 /// What the ingest queue does when it is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OverflowPolicy {
     /// Make room by dropping the oldest queued readings (fresh data wins).

@@ -120,7 +120,7 @@ impl Handler<RunOptimize> for DbWriter {
 }
 
 /// How a job last ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome<T> {
     Done(T),
@@ -135,7 +135,7 @@ struct Last {
 }
 
 /// The jobs' state as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JobsStatus {
     pub retention: Option<Outcome<RetentionReport>>,
     pub optimize: Option<Outcome<OptimizeReport>>,

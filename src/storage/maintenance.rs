@@ -76,7 +76,7 @@ impl MaintenanceConfig {
 }
 
 /// The page-level figures SQLite reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PageFigures {
     pub page_size: u64,
     pub page_count: u64,
@@ -117,7 +117,7 @@ pub fn page_figures(conn: &mut SqliteConnection) -> Result<PageFigures, StorageE
 }
 
 /// The database's size on disk and in pages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DbFigures {
     /// The main file's size.
     pub db_bytes: u64,
@@ -159,7 +159,7 @@ impl DbFigures {
 }
 
 /// One step of an optimize run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct StepReport {
     pub step: &'static str,
     pub ms: f64,
@@ -169,7 +169,7 @@ pub struct StepReport {
 }
 
 /// What an optimize run did, with the figures before and after.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct OptimizeReport {
     pub full: bool,
     pub finished_at: String,
@@ -364,7 +364,7 @@ pub fn optimize_path(
 }
 
 /// A backup written.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct BackupReport {
     pub path: String,
     pub bytes: u64,

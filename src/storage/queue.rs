@@ -71,7 +71,7 @@ pub struct IngestQueue {
 }
 
 /// Counters of an [`IngestQueue`].
-#[derive(Debug, Clone, Copy, serde::Serialize)]
+#[derive(Debug, Clone, Copy, serde::Serialize, schemars::JsonSchema)]
 pub struct QueueStats {
     pub len: usize,
     pub capacity: usize,

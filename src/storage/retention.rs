@@ -37,7 +37,7 @@ pub const CAP_STEP_MS: i64 = HOUR_MS;
 pub const CAP_LOW_WATER: f64 = 0.9;
 
 /// `[retention]`: how long each tier is kept, and the size cap.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
     /// Days raw readings are kept.
@@ -132,7 +132,7 @@ pub fn cap_cut(oldest_raw: Option<i64>, now_ms: i64) -> Option<i64> {
 }
 
 /// Rows deleted, per tier.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TierCounts {
     pub raw: u64,
     pub minute: u64,
@@ -152,7 +152,7 @@ impl TierCounts {
 }
 
 /// What the cap did, when the database was over it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct CapReport {
     pub cap_bytes: u64,
     /// Bytes in use (pages minus free pages) when the cap was found exceeded.
@@ -168,7 +168,7 @@ pub struct CapReport {
 }
 
 /// What one retention run did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct RetentionReport {
     /// The run's notion of now.
     pub now: String,

@@ -44,7 +44,9 @@ pub const CLOSE_MINUTES_AFTER_MS: i64 = 10 * MINUTE_MS;
 pub const OPEN: &str = "rollup_open";
 
 /// A level of detail at which readings are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     /// Every reading as taken.

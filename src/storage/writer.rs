@@ -89,7 +89,7 @@ pub struct WriterStats {
 }
 
 /// The writer's state as the API reports it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct WriterStatus {
     /// Whether the writer actor is alive.
     pub running: bool,

@@ -46,7 +46,7 @@ pub const EVENT_LOG_CAPACITY: usize = 200;
 /// systemd STATUS line and the dashboard all show a sensor by this one
 /// state (for a sensor, `starting` reads as `running` and `stopping` as
 /// `stopped`: see [`ChildState::of_sensor`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChildState {
     /// Created, not yet reported `started`.
@@ -109,7 +109,7 @@ impl ChildState {
 }
 
 /// One node of the supervision tree, as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TreeNode {
     pub name: String,
     pub kind: String,

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// The JSON shape of an alert.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, schemars::JsonSchema)]
 pub struct AlertView {
     pub id: i64,
     pub key: String,

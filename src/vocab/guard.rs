@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// What a breaker protects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Guarded {
     /// The writer's commits.

@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Serialize;
 
 /// A change of level, as logged, published and listed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct PacingChange {
     pub at: String,
     pub at_ms: i64,
@@ -21,7 +21,9 @@ pub struct PacingChange {
 }
 
 /// How hard the appliance should back off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     Normal,
@@ -58,7 +60,7 @@ impl fmt::Display for Level {
 }
 
 /// Which input set the level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Cause {
     /// The temperature (it wins ties with CPU usage).
@@ -72,7 +74,7 @@ pub enum Cause {
 /// Why the policy is at its level: the input that supports it and the
 /// figures of the observation that supported it (for a drop, the latest one
 /// in the dwell that supported the new level).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Why {
     pub cause: Cause,
     pub temperature_c: Option<f64>,

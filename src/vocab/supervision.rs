@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// A supervision event, kept in the [`EventLog`] and logged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SupervisorEvent {
     pub at: String,
     pub at_ms: i64,

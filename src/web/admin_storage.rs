@@ -4,6 +4,7 @@
 //! each job.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::AppState;
@@ -54,8 +55,8 @@ pub async fn retention(
     Ok(HttpResponse::Ok().json(report))
 }
 
-#[derive(Serialize)]
-struct Storage {
+#[derive(Serialize, JsonSchema)]
+pub struct Storage {
     path: String,
     #[serde(flatten)]
     figures: DbFigures,

@@ -1,13 +1,15 @@
 //! Alert endpoints: list, acknowledge, and the rules in force.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use super::AppState;
 use super::admin::Admin;
 use super::error::ApiError;
 use super::params::Params;
 use crate::alerts::{Ack, AlertFilter, AlertManager, GetAlerts, GetRules, Severity};
+use crate::vocab::alert::AlertView;
 
 fn manager(state: &AppState) -> Result<actix::Addr<AlertManager>, ApiError> {
     state
@@ -52,7 +54,18 @@ pub async fn list(state: web::Data<AppState>, req: HttpRequest) -> Result<HttpRe
         .send(GetAlerts(filter))
         .await
         .map_err(gone)?;
-    Ok(HttpResponse::Ok().json(json!({ "alerts": alerts, "count": alerts.len() })))
+    Ok(HttpResponse::Ok().json(AlertsPage {
+        count: alerts.len(),
+        alerts,
+    }))
+}
+
+/// `GET /api/alerts`: the alerts matching the filter, newest first.
+#[derive(Serialize, JsonSchema)]
+pub struct AlertsPage {
+    pub alerts: Vec<AlertView>,
+    /// How many `alerts` there are.
+    pub count: usize,
 }
 
 /// `POST /api/alerts/{id}/ack` (admin)

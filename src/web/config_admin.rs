@@ -12,6 +12,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -45,7 +46,7 @@ pub struct EditMode {
 }
 
 /// The editable parts of the configuration, as the file has them.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, JsonSchema)]
 pub struct ConfigView {
     /// The file edits are written to.
     pub path: String,
@@ -61,7 +62,7 @@ pub struct ConfigView {
 }
 
 /// What an edit did (or, with `dry_run`, would do).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default, JsonSchema)]
 pub struct EditReport {
     pub path: String,
     pub dry_run: bool,
@@ -159,16 +160,66 @@ fn mode(req: &HttpRequest) -> Result<EditMode, ApiError> {
     })
 }
 
-/// An entry from a JSON body: an object with a string `name`.
-fn entry(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+/// The body of `POST /api/admin/config/sensors`: one `[[sensors]]` entry,
+/// keys as in the file (`kind`, `interval_ms`, ..., `options`), validated
+/// with the file's rules.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct SensorEntry {
+    /// The sensor's name; an entry of this name is replaced.
+    pub name: String,
+    #[serde(flatten)]
+    pub keys: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The body of `POST /api/admin/config/rules`: one `[[alerts.rules]]`
+/// entry, keys as in the file, validated with the file's rules.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct RuleEntry {
+    /// The rule's name; a rule of this name is replaced.
+    pub name: String,
+    #[serde(flatten)]
+    pub keys: serde_json::Map<String, serde_json::Value>,
+}
+
+/// An entry from a JSON body: an object with a string `name`, parsed as
+/// `T` (a [`SensorEntry`] or a [`RuleEntry`]) and given back as the
+/// entry's keys.
+fn entry<T: serde::de::DeserializeOwned + Into<Entry>>(
+    body: &[u8],
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad("body", format!("the body is not JSON: {e}")))?;
-    let serde_json::Value::Object(map) = value else {
+    if !value.is_object() {
         return Err(ApiError::bad("body", "the body must be a JSON object"));
-    };
-    match map.get("name") {
-        Some(serde_json::Value::String(_)) => Ok(map),
-        _ => Err(ApiError::bad("name", "name: a string `name` is required")),
+    }
+    let Entry { name, mut keys } = serde_json::from_value::<T>(value)
+        .map_err(|_| ApiError::bad("name", "name: a string `name` is required"))?
+        .into();
+    keys.insert("name".into(), serde_json::Value::String(name));
+    Ok(keys)
+}
+
+/// A parsed entry: its name and its other keys.
+struct Entry {
+    name: String,
+    keys: serde_json::Map<String, serde_json::Value>,
+}
+
+impl From<SensorEntry> for Entry {
+    fn from(e: SensorEntry) -> Entry {
+        Entry {
+            name: e.name,
+            keys: e.keys,
+        }
+    }
+}
+
+impl From<RuleEntry> for Entry {
+    fn from(e: RuleEntry) -> Entry {
+        Entry {
+            name: e.name,
+            keys: e.keys,
+        }
     }
 }
 
@@ -194,7 +245,7 @@ pub async fn put_sensor(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let edit = Edit::PutSensor(entry(&body)?);
+    let edit = Edit::PutSensor(entry::<SensorEntry>(&body)?);
     run(&state, edit, &req).await
 }
 
@@ -216,7 +267,7 @@ pub async fn put_rule(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let edit = Edit::PutRule(entry(&body)?);
+    let edit = Edit::PutRule(entry::<RuleEntry>(&body)?);
     run(&state, edit, &req).await
 }
 

@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::error::{ErrorBody, ErrorCode};
+
 use crate::vocab::check::{ConfigError, positive};
 
 /// `[server.connections]`.
@@ -208,7 +210,7 @@ pub fn refusal_response(why: Refusal, limits: &ConnectionLimits) -> String {
         ),
     };
     let body =
-        serde_json::json!({ "error": { "code": "unavailable", "message": message } }).to_string();
+        serde_json::to_string(&ErrorBody::new(ErrorCode::Unavailable, message)).unwrap_or_default();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
          retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",

@@ -3,6 +3,7 @@
 //! `openapi.rs` describes any list of them.
 
 use actix_web::Route;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 
 /// Paths anyone may request whatever tokens are set (the viewer gate lets
 /// them through; the document declares no security for them).
@@ -135,23 +136,47 @@ impl Param {
     }
 }
 
+/// The JSON Schema of a body: `schema::<T>` for the type `T` that
+/// serialises (or parses) it. Called with the generator the document is
+/// built with, so every named type lands once in `components.schemas`.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+/// The schema of `T`, as a `$ref` to its definition when it is a named type.
+pub fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
 /// What a successful call answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Answer {
-    /// This status with a body of one of these media types.
+    /// This status with a body of one of these media types; `schema` is the
+    /// JSON body's (for `application/json`).
     Body {
         status: u16,
         media: &'static [&'static str],
+        schema: Option<SchemaFn>,
     },
     /// A WebSocket upgrade: 101 Switching Protocols, then the live feed.
     Upgrade,
 }
 
 impl Answer {
-    pub const JSON: Answer = Answer::Body {
-        status: 200,
-        media: &["application/json"],
-    };
+    /// 200 with a JSON body of this schema.
+    pub const fn json(schema: SchemaFn) -> Answer {
+        Answer::Body {
+            status: 200,
+            media: &["application/json"],
+            schema: Some(schema),
+        }
+    }
+}
+
+/// The body a call sends: its media type and the schema of the type the
+/// handler parses it into.
+#[derive(Debug, Clone, Copy)]
+pub struct Request {
+    pub media: &'static str,
+    pub schema: SchemaFn,
 }
 
 /// One route: a method on a path pattern, its handler, and its description.
@@ -172,6 +197,8 @@ pub struct Endpoint {
     /// `server.admin_token` is configured (see `admin.rs`).
     pub admin: bool,
     pub answer: Answer,
+    /// The request body, for operations that take one.
+    pub request: Option<Request>,
     /// The handler, without a method guard: [`configure`] adds the guard
     /// for `method`, so the method is stated once.
     pub route: fn() -> Route,

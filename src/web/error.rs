@@ -6,6 +6,7 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::{HttpResponse, ResponseError};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::guard::limit::{Throttled, retry_after_secs};
@@ -51,31 +52,61 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadParameter { .. } => "bad_parameter",
-            ApiError::Unauthorized(_) => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::BadParameter { .. } => ErrorCode::BadParameter,
+            ApiError::Unauthorized(_) => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::TooManyRequests { .. } => ErrorCode::RateLimited,
         }
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// What kind of error it is, for a client to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadParameter,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    Unavailable,
+    RateLimited,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: String,
+/// The body of every error answer.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The error itself.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The parameter at fault (`bad_parameter`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    parameter: Option<&'a str>,
+    pub parameter: Option<String>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+                parameter: None,
+            },
+        }
+    }
 }
 
 impl ResponseError for ApiError {
@@ -104,11 +135,11 @@ impl ResponseError for ApiError {
         if let ApiError::TooManyRequests { retry_after, .. } = self {
             res.insert_header((RETRY_AFTER, retry_after_secs(*retry_after).to_string()));
         }
-        res.json(Body {
-            error: Detail {
+        res.json(ErrorBody {
+            error: ErrorDetail {
                 code: self.code(),
                 message: self.to_string(),
-                parameter,
+                parameter: parameter.map(str::to_owned),
             },
         })
     }

@@ -4,6 +4,7 @@
 //! breakers and memory pressure are warnings.
 
 use actix_web::{HttpResponse, web};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::AppState;
@@ -13,8 +14,8 @@ use crate::supervisor::ChildState;
 use crate::vocab::clock::now_ms;
 use crate::vocab::guard::Guarded;
 
-#[derive(Serialize)]
-struct Health {
+#[derive(Serialize, JsonSchema)]
+pub struct Health {
     /// `ok` or `degraded`.
     status: &'static str,
     /// Why the appliance is not ready (makes the answer a 503).

@@ -10,6 +10,7 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpRequest, HttpResponse, web};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -46,9 +47,11 @@ pub async fn form() -> HttpResponse {
     page(StatusCode::OK, "")
 }
 
-#[derive(Deserialize)]
-struct LoginForm {
-    token: String,
+/// The login form's fields.
+#[derive(Deserialize, JsonSchema)]
+pub struct LoginForm {
+    /// The viewer or the admin token.
+    pub token: String,
 }
 
 fn cookie(state: &AppState, value: &str, max_age: u64) -> String {
@@ -122,7 +125,7 @@ pub async fn logout(req: HttpRequest, state: web::Data<AppState>) -> HttpRespons
 }
 
 /// `GET /api/session`: this client's access.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SessionView {
     /// Reads need a token or a session (`server.viewer_token` is set).
     pub login_required: bool,

@@ -1,13 +1,49 @@
-//! `GET /api/openapi.json`: the API as an OpenAPI 3.0.3 document, built from
+//! `GET /api/openapi.json`: the API as an OpenAPI 3.1 document, built from
 //! the route table the server registers its routes from (`routes.rs` hands
-//! it over), so the document describes exactly the routes there are.
+//! it over), so the document describes exactly the routes there are. Every
+//! JSON body's schema (JSON Schema 2020-12, which OpenAPI 3.1 speaks) is
+//! derived with schemars from the Rust type that serialises or parses it,
+//! named in the table; named types are defined once in
+//! `components.schemas`, and referenced from there.
 
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, SchemaGenerator};
+use serde::Serialize;
 use serde_json::{Map, Value as Json, json};
 
-use super::endpoint::{Answer, Endpoint, In, Method, OPEN_PATHS, Param, Type, Value};
+use super::endpoint::{Answer, Endpoint, In, Method, OPEN_PATHS, Param, Type, Value, schema};
+use super::error::ErrorBody;
 
 /// The OpenAPI version the document follows.
-pub const OPENAPI_VERSION: &str = "3.0.3";
+pub const OPENAPI_VERSION: &str = "3.1.0";
+
+/// Where the document keeps its schemas, as a JSON pointer.
+pub const SCHEMAS: &str = "/components/schemas";
+
+/// The OpenAPI document, as `GET /api/openapi.json` serialises it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Document {
+    /// The OpenAPI version (`3.1.0`).
+    pub openapi: &'static str,
+    pub info: Map<String, Json>,
+    pub tags: Vec<Map<String, Json>>,
+    pub paths: Map<String, Json>,
+    pub components: Map<String, Json>,
+}
+
+/// A schema generator whose definitions go to `components.schemas`, for
+/// bodies vigil serialises (`response`) or parses (`!response`).
+fn generator(response: bool) -> SchemaGenerator {
+    let settings = SchemaSettings::draft2020_12().with(|s| {
+        s.definitions_path = SCHEMAS.into();
+        s.meta_schema = None;
+    });
+    if response {
+        settings.for_serialize().into_generator()
+    } else {
+        settings.for_deserialize().into_generator()
+    }
+}
 
 /// The name of the security scheme admin operations require.
 pub const BEARER: &str = "bearerAuth";
@@ -16,7 +52,10 @@ const ERROR_REF: &str = "#/components/responses/Error";
 
 /// The whole document for `endpoints`, on a server whose largest page is
 /// `max_page_size` rows.
-pub fn document(endpoints: &[Endpoint], max_page_size: u32) -> Json {
+pub fn document(endpoints: &[Endpoint], max_page_size: u32) -> Document {
+    let mut responses = generator(true);
+    let mut requests = generator(false);
+    let error = schema::<ErrorBody>(&mut responses);
     let mut paths = Map::new();
     let mut tags: Vec<&str> = Vec::new();
     for e in endpoints {
@@ -29,13 +68,25 @@ pub fn document(endpoints: &[Endpoint], max_page_size: u32) -> Json {
         if let Json::Object(item) = item {
             item.insert(
                 e.method.as_str().to_ascii_lowercase(),
-                operation(e, max_page_size),
+                operation(e, max_page_size, &mut responses, &mut requests, &error),
             );
         }
     }
-    json!({
-        "openapi": OPENAPI_VERSION,
-        "info": {
+    let mut schemas = responses.take_definitions(true);
+    for (name, schema) in requests.take_definitions(true) {
+        // A type both parsed and answered is defined once: its two
+        // contracts must agree (a unit test checks no table has them differ).
+        let same = schemas.get(&name).is_none_or(|s| *s == schema);
+        debug_assert!(same, "{name} differs as a request and as a response");
+        schemas.entry(name).or_insert(schema);
+    }
+    let json = |v: Json| match v {
+        Json::Object(m) => m,
+        _ => Map::new(),
+    };
+    Document {
+        openapi: OPENAPI_VERSION,
+        info: json(json!({
             "title": "vigil",
             "version": env!("CARGO_PKG_VERSION"),
             "description": "A supervised sensor runtime for Raspberry Pi appliances: \
@@ -43,11 +94,11 @@ pub fn document(endpoints: &[Endpoint], max_page_size: u32) -> Json {
                 Every error is JSON with a code, a message and, for bad input, the \
                 parameter at fault. Where an operation lists query parameters, any \
                 other is refused with 400.",
-            "license": { "name": "MIT OR Apache-2.0" },
-        },
-        "tags": tags.iter().map(|t| json!({ "name": t })).collect::<Vec<_>>(),
-        "paths": paths,
-        "components": {
+            "license": { "name": "MIT OR Apache-2.0", "identifier": "MIT OR Apache-2.0" },
+        })),
+        tags: tags.iter().map(|t| json(json!({ "name": t }))).collect(),
+        paths,
+        components: json(json!({
             "securitySchemes": {
                 BEARER: {
                     "type": "http",
@@ -60,33 +111,7 @@ pub fn document(endpoints: &[Endpoint], max_page_size: u32) -> Json {
                         the session cookie `/login` sets.",
                 },
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "properties": {
-                                "code": {
-                                    "type": "string",
-                                    "enum": [
-                                        "bad_parameter", "unauthorized", "forbidden",
-                                        "not_found", "method_not_allowed", "conflict",
-                                        "unavailable", "rate_limited",
-                                    ],
-                                },
-                                "message": { "type": "string" },
-                                "parameter": {
-                                    "type": "string",
-                                    "description": "The parameter at fault (bad_parameter).",
-                                },
-                            },
-                        },
-                    },
-                },
-            },
+            "schemas": schemas,
             "responses": {
                 "Error": {
                     "description": "An error: 400 bad parameter, 401 / 403 not admitted, \
@@ -94,13 +119,13 @@ pub fn document(endpoints: &[Endpoint], max_page_size: u32) -> Json {
                         `Retry-After`), 503 a dependency cannot answer.",
                     "content": {
                         "application/json": {
-                            "schema": { "$ref": "#/components/schemas/Error" },
+                            "schema": error,
                         },
                     },
                 },
             },
-        },
-    })
+        })),
+    }
 }
 
 /// The errors `e` can answer besides its success: (status, why).
@@ -108,7 +133,7 @@ pub fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
     let mut out = Vec::new();
     let has_query = e.params.iter().any(|p| p.location == In::Query);
     let has_path = e.params.iter().any(|p| p.location == In::Path);
-    if has_query || has_path || e.method == Method::Post || e.answer == Answer::Upgrade {
+    if has_query || has_path || e.method == Method::Post || matches!(e.answer, Answer::Upgrade) {
         out.push((
             400,
             "A parameter, the body or the request is malformed (named in `parameter`).",
@@ -155,7 +180,13 @@ pub fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
     out
 }
 
-fn operation(e: &Endpoint, max_page_size: u32) -> Json {
+fn operation(
+    e: &Endpoint,
+    max_page_size: u32,
+    gen_out: &mut SchemaGenerator,
+    gen_in: &mut SchemaGenerator,
+    error: &schemars::Schema,
+) -> Json {
     let mut op = Map::new();
     op.insert("operationId".into(), json!(e.id));
     op.insert("tags".into(), json!([e.tag]));
@@ -173,19 +204,29 @@ fn operation(e: &Endpoint, max_page_size: u32) -> Json {
                 .into(),
         );
     }
+    if let Some(request) = e.request {
+        op.insert(
+            "requestBody".into(),
+            json!({
+                "required": true,
+                "content": { request.media: { "schema": (request.schema)(gen_in) } },
+            }),
+        );
+    }
     let mut responses = Map::new();
     match e.answer {
-        Answer::Body { status, media } => {
-            let schema = |m: &str| {
-                if m == "application/json" {
-                    json!({ "type": "object" })
-                } else {
-                    json!({ "type": "string" })
-                }
+        Answer::Body {
+            status,
+            media,
+            schema,
+        } => {
+            let mut schema_of = |m: &str| match schema {
+                Some(f) if m == "application/json" => (f)(gen_out).to_value(),
+                _ => json!({ "type": "string" }),
             };
             let content: Map<String, Json> = media
                 .iter()
-                .map(|m| ((*m).to_owned(), json!({ "schema": schema(m) })))
+                .map(|m| ((*m).to_owned(), json!({ "schema": schema_of(m) })))
                 .collect();
             let mut response = json!({ "description": e.summary });
             if !content.is_empty() {
@@ -213,7 +254,7 @@ fn operation(e: &Endpoint, max_page_size: u32) -> Json {
         } else {
             json!({
                 "description": why,
-                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
+                "content": { "application/json": { "schema": error } },
             })
         };
         responses.insert(status.to_string(), response);
@@ -301,7 +342,7 @@ mod tests {
 
     #[test]
     fn every_endpoint_is_an_operation_and_nothing_else_is() {
-        let doc = document(ENDPOINTS, 1000);
+        let doc = serde_json::to_value(document(ENDPOINTS, 1000)).unwrap();
         let mut ops = 0;
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
@@ -333,9 +374,51 @@ mod tests {
         assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
     }
 
+    /// Every JSON answer and request body names its type, and the types
+    /// are defined once, answers and requests agreeing (the document's
+    /// builder asserts that in debug builds).
+    #[test]
+    fn every_json_body_names_its_type() {
+        for e in ENDPOINTS {
+            if let Answer::Body { media, schema, .. } = e.answer {
+                assert_eq!(
+                    media.contains(&"application/json"),
+                    schema.is_some(),
+                    "{} {}",
+                    e.method.as_str(),
+                    e.path
+                );
+            }
+        }
+        let doc = serde_json::to_value(document(ENDPOINTS, 1000)).unwrap();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for name in [
+            "Error",
+            "Health",
+            "SensorsView",
+            "PageView",
+            "SensorEntry",
+            "LoginForm",
+        ] {
+            assert!(schemas.contains_key(name), "{name}");
+        }
+        let text = doc.to_string();
+        assert!(
+            !text.contains("\"$defs\""),
+            "definitions left outside components"
+        );
+        let put = &doc["paths"]["/api/admin/config/sensors"]["post"]["requestBody"];
+        assert_eq!(
+            put["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/SensorEntry"
+        );
+        let login = &doc["paths"]["/login"]["post"]["requestBody"]["content"];
+        assert!(login["application/x-www-form-urlencoded"]["schema"].is_object());
+    }
+
     #[test]
     fn parameters_say_what_the_handlers_accept() {
-        let doc = document(ENDPOINTS, 1000);
+        let doc = serde_json::to_value(document(ENDPOINTS, 1000)).unwrap();
         let format = &doc["paths"]["/api/readings/export"]["get"]["parameters"]
             .as_array()
             .unwrap()

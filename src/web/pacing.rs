@@ -4,6 +4,7 @@
 //! sensor's cadence (effective interval, adaptive factor, paused).
 
 use actix_web::{HttpResponse, web};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::AppState;
@@ -11,8 +12,8 @@ use super::error::ApiError;
 use crate::pacing::PacingStatus;
 use crate::sensors::Priority;
 
-#[derive(Serialize)]
-struct SensorCadence<'a> {
+#[derive(Serialize, JsonSchema)]
+pub struct SensorCadence<'a> {
     name: &'a str,
     priority: Priority,
     interval_ms: u64,
@@ -22,8 +23,8 @@ struct SensorCadence<'a> {
     paused: bool,
 }
 
-#[derive(Serialize)]
-struct PacingView<'a> {
+#[derive(Serialize, JsonSchema)]
+pub struct PacingView<'a> {
     #[serde(flatten)]
     status: PacingStatus,
     /// Sensors not reading now because pacing holds them.

@@ -3,11 +3,12 @@
 //! (advice from measured evidence).
 
 use actix_web::{HttpResponse, web};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::perf::advice::{Evidence, PlannedQuery, SensorLoad, recommend};
+use crate::perf::advice::{Evidence, PlannedQuery, Recommendation, SensorLoad, recommend};
 use crate::perf::{OpStats, SlowQuery};
 use crate::platform::proc::{ProcStats, TICKS_PER_SEC};
 use crate::storage::StorageError;
@@ -19,7 +20,7 @@ use crate::storage::maintenance::DbFigures;
 const COUNT_ROWS_UP_TO_PAGES: u64 = 100_000;
 
 /// The appliance's own CPU and memory.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ProcessFigures {
     pub rss_bytes: u64,
     pub peak_rss_bytes: u64,
@@ -54,8 +55,8 @@ pub async fn db_figures(state: &AppState) -> Result<DbFigures, ApiError> {
     .await??)
 }
 
-#[derive(Serialize)]
-struct StatsView {
+#[derive(Serialize, JsonSchema)]
+pub struct StatsView {
     operations: Vec<OpStats>,
     slow_queries: Vec<SlowQuery>,
     process: Option<ProcessFigures>,
@@ -156,8 +157,16 @@ pub async fn evidence(state: &AppState) -> Result<Evidence, ApiError> {
 pub async fn recommendations(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let evidence = evidence(&state).await?;
     let advice = recommend(&evidence, &state.perf.config());
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "recommendations": advice,
-        "evidence": evidence,
-    })))
+    Ok(HttpResponse::Ok().json(RecommendationsView {
+        recommendations: &advice,
+        evidence: &evidence,
+    }))
+}
+
+/// `GET /api/performance/recommendations`: the advice and what it is
+/// derived from.
+#[derive(Serialize, JsonSchema)]
+pub struct RecommendationsView<'a> {
+    pub recommendations: &'a [Recommendation],
+    pub evidence: &'a Evidence,
 }

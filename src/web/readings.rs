@@ -3,9 +3,8 @@
 //! set of fields.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-#[cfg(test)]
+use schemars::JsonSchema;
 use serde::Serialize;
-#[cfg(test)]
 use serde::ser::SerializeMap;
 
 use super::AppState;
@@ -56,14 +55,35 @@ impl FieldMask {
 }
 
 /// The serde rendering of a row: the reference `render_page` is tested
-/// against.
-#[cfg(test)]
-struct RowView<'a> {
+/// against, and the schema of a row in the document.
+#[cfg_attr(not(test), allow(dead_code))]
+pub struct RowView<'a> {
     row: &'a Row,
     mask: FieldMask,
 }
 
-#[cfg(test)]
+impl JsonSchema for RowView<'_> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Reading".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "description": "A stored reading: the fields `fields` asks for (all by default).",
+            "properties": {
+                "sensor": { "type": "string" },
+                "metric": { "type": "string" },
+                "unit": { "type": "string" },
+                "value": { "type": "number" },
+                "ts": { "type": "string", "format": "date-time" },
+                "ts_ms": { "type": "integer", "format": "int64" },
+            },
+            "additionalProperties": false,
+        })
+    }
+}
+
 impl Serialize for RowView<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = self.row;
@@ -91,9 +111,11 @@ impl Serialize for RowView<'_> {
     }
 }
 
-#[cfg(test)]
-#[derive(Serialize)]
-struct PageView<'a> {
+/// A page of readings. `render_page` writes it without serde, and is tested
+/// against this type's serde rendering; its schema is the document's.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Serialize, JsonSchema)]
+pub struct PageView<'a> {
     readings: Vec<RowView<'a>>,
     count: usize,
     order: &'static str,

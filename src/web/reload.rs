@@ -5,6 +5,7 @@
 
 use actix_web::{HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::AppState;
@@ -13,7 +14,7 @@ use super::error::ApiError;
 use crate::vocab::check::ConfigError;
 
 /// The outcome of re-reading the config file.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, JsonSchema)]
 pub struct ReloadReport {
     pub source: String,
     /// Alert rules and webhooks in force after the reload.

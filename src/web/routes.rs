@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use actix_web::http::header::{ALLOW, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
-pub use super::endpoint::{Answer, Endpoint, In, Method, Param, Type, Value};
+pub use super::endpoint::{Answer, Endpoint, In, Method, Param, Request, Type, Value, schema};
 use super::error::ApiError;
 use super::{
     admin_storage, alerts, config_admin, dashboard, export, guards, health, live, login, metrics,
@@ -68,7 +68,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 200,
             media: &["text/html"],
+            schema: None,
         },
+        request: None,
         route: || web::to(dashboard::page),
     },
     Endpoint {
@@ -83,7 +85,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 200,
             media: &["text/javascript"],
+            schema: None,
         },
+        request: None,
         route: || web::to(dashboard::script),
     },
     Endpoint {
@@ -98,7 +102,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 200,
             media: &["text/css"],
+            schema: None,
         },
+        request: None,
         route: || web::to(dashboard::style),
     },
     Endpoint {
@@ -113,7 +119,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 200,
             media: &["text/javascript"],
+            schema: None,
         },
+        request: None,
         route: || web::to(dashboard::chart_script),
     },
     Endpoint {
@@ -128,7 +136,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 200,
             media: &["text/css"],
+            schema: None,
         },
+        request: None,
         route: || web::to(dashboard::chart_style),
     },
     Endpoint {
@@ -142,7 +152,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
                       `status` `degraded` and the `reasons`.",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<health::Health>),
+        request: None,
         route: || web::to(health::health),
     },
     Endpoint {
@@ -154,7 +165,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<status::SensorsView<'static>>),
+        request: None,
         route: || web::to(status::sensors),
     },
     Endpoint {
@@ -166,7 +178,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<status::SupervisorView>),
+        request: None,
         route: || web::to(status::supervisor),
     },
     Endpoint {
@@ -206,7 +219,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ),
         ],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<readings::PageView<'static>>),
+        request: None,
         route: || web::to(readings::readings),
     },
     Endpoint {
@@ -239,7 +253,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 200,
             media: &["text/csv", "application/x-ndjson"],
+            schema: None,
         },
+        request: None,
         route: || web::to(export::export),
     },
     Endpoint {
@@ -279,7 +295,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
                 .default(Value::Int(series::DEFAULT_POINTS as i64)),
         ],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<series::SeriesBody>),
+        request: None,
         route: || web::to(series::series),
     },
     Endpoint {
@@ -291,7 +308,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<pacing::PacingView<'static>>),
+        request: None,
         route: || web::to(pacing::pacing),
     },
     Endpoint {
@@ -303,7 +321,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<live::LiveView>),
+        request: None,
         route: || web::to(live::stats),
     },
     Endpoint {
@@ -315,7 +334,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<crate::guard::GuardsView>),
+        request: None,
         route: || web::to(guards::guards),
     },
     Endpoint {
@@ -330,6 +350,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         params: &[],
         admin: false,
         answer: Answer::Upgrade,
+        request: None,
         route: || web::to(live::ws),
     },
     Endpoint {
@@ -344,7 +365,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 200,
             media: &["text/plain"],
+            schema: None,
         },
+        request: None,
         route: || web::to(metrics::metrics),
     },
     Endpoint {
@@ -356,7 +379,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<performance::StatsView>),
+        request: None,
         route: || web::to(performance::stats),
     },
     Endpoint {
@@ -368,7 +392,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<performance::RecommendationsView<'static>>),
+        request: None,
         route: || web::to(performance::recommendations),
     },
     Endpoint {
@@ -393,7 +418,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
                 .default(Value::Int(alerts::DEFAULT_LIMIT as i64)),
         ],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<alerts::AlertsPage>),
+        request: None,
         route: || web::to(alerts::list),
     },
     Endpoint {
@@ -405,7 +431,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<crate::alerts::RulesView>),
+        request: None,
         route: || web::to(alerts::rules),
     },
     Endpoint {
@@ -419,7 +446,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
             Param::path("id", Type::Integer, "The alert's id.").range(Some(0), Some(i64::MAX))
         ],
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<crate::vocab::alert::AlertView>),
+        request: None,
         route: || web::to(alerts::ack),
     },
     Endpoint {
@@ -432,7 +460,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
                       expensive operation, limited by `guard.admin`.",
         params: &[],
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<reload::ReloadReport>),
+        request: None,
         route: || web::to(reload::reload),
     },
     Endpoint {
@@ -445,7 +474,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
                       runs on its embedded defaults (the first edit then creates the file).",
         params: &[],
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<config_admin::ConfigView>),
+        request: None,
         route: || web::to(config_admin::view),
     },
     Endpoint {
@@ -462,7 +492,11 @@ pub static ENDPOINTS: &[Endpoint] = &[
                       `accept_restart=true`.",
         params: EDIT,
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<config_admin::EditReport>),
+        request: Some(Request {
+            media: "application/json",
+            schema: schema::<config_admin::SensorEntry>,
+        }),
         route: || web::to(config_admin::put_sensor),
     },
     Endpoint {
@@ -478,7 +512,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ACCEPT_RESTART,
         ],
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<config_admin::EditReport>),
+        request: None,
         route: || web::to(config_admin::remove_sensor),
     },
     Endpoint {
@@ -491,7 +526,11 @@ pub static ENDPOINTS: &[Endpoint] = &[
                       and applied like a sensor.",
         params: EDIT,
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<config_admin::EditReport>),
+        request: Some(Request {
+            media: "application/json",
+            schema: schema::<config_admin::RuleEntry>,
+        }),
         route: || web::to(config_admin::put_rule),
     },
     Endpoint {
@@ -507,7 +546,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
             ACCEPT_RESTART,
         ],
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<config_admin::EditReport>),
+        request: None,
         route: || web::to(config_admin::remove_rule),
     },
     Endpoint {
@@ -528,7 +568,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 202,
             media: &["application/json"],
+            schema: Some(schema::<status::Restarting>),
         },
+        request: None,
         route: || web::to(status::restart),
     },
     Endpoint {
@@ -544,7 +586,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
                 .default(Value::Bool(false)),
         ],
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<crate::storage::maintenance::OptimizeReport>),
+        request: None,
         route: || web::to(admin_storage::optimize),
     },
     Endpoint {
@@ -556,7 +599,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<crate::storage::maintenance::BackupReport>),
+        request: None,
         route: || web::to(admin_storage::backup),
     },
     Endpoint {
@@ -568,7 +612,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: true,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<crate::storage::retention::RetentionReport>),
+        request: None,
         route: || web::to(admin_storage::retention),
     },
     Endpoint {
@@ -580,7 +625,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<admin_storage::Storage>),
+        request: None,
         route: || web::to(admin_storage::storage),
     },
     Endpoint {
@@ -595,7 +641,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 200,
             media: &["text/html"],
+            schema: None,
         },
+        request: None,
         route: || web::to(login::form),
     },
     Endpoint {
@@ -614,7 +662,12 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 303,
             media: &[],
+            schema: None,
         },
+        request: Some(Request {
+            media: "application/x-www-form-urlencoded",
+            schema: schema::<login::LoginForm>,
+        }),
         route: || web::to(login::login),
     },
     Endpoint {
@@ -629,7 +682,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
         answer: Answer::Body {
             status: 303,
             media: &[],
+            schema: None,
         },
+        request: None,
         route: || web::to(login::logout),
     },
     Endpoint {
@@ -641,7 +696,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<login::SessionView>),
+        request: None,
         route: || web::to(login::session),
     },
     Endpoint {
@@ -653,7 +709,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
         description: "",
         params: &[],
         admin: false,
-        answer: Answer::JSON,
+        answer: Answer::json(schema::<openapi::Document>),
+        request: None,
         route: || web::to(openapi_json),
     },
 ];
@@ -664,10 +721,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
 /// `GET /api/openapi.json`: the document of [`ENDPOINTS`] with this
 /// server's page size.
 async fn openapi_json(state: web::Data<super::AppState>) -> HttpResponse {
-    let body = openapi::document(ENDPOINTS, state.server.max_page_size).to_string();
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(body)
+    HttpResponse::Ok().json(openapi::document(ENDPOINTS, state.server.max_page_size))
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

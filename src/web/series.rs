@@ -3,6 +3,7 @@
 //! tier that still has the resolution asked for; the answer names the tier.
 
 use actix_web::{HttpRequest, HttpResponse, web};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::AppState;
@@ -26,8 +27,8 @@ pub const MAX_ABS_TIME_MS: i64 = 1 << 52;
 /// The query parameters `GET /api/series` accepts.
 pub const PARAMS: &[&str] = &["sensor", "metric", "from", "to", "points"];
 
-#[derive(Serialize)]
-struct BucketView {
+#[derive(Serialize, JsonSchema)]
+pub struct BucketView {
     ts_ms: i64,
     count: i64,
     min: f64,
@@ -35,8 +36,8 @@ struct BucketView {
     mean: f64,
 }
 
-#[derive(Serialize)]
-struct SeriesView {
+#[derive(Serialize, JsonSchema)]
+pub struct SeriesView {
     metric: String,
     unit: String,
     /// `raw`, `minute`, `hour` or `day`: the tier that answered.
@@ -53,8 +54,8 @@ struct SeriesView {
     committed_through_ms: Option<i64>,
 }
 
-#[derive(Serialize)]
-struct Body {
+#[derive(Serialize, JsonSchema)]
+pub struct SeriesBody {
     sensor: String,
     from: String,
     to: String,
@@ -137,7 +138,7 @@ pub async fn series(
             .collect::<Result<Vec<_>, StorageError>>()
     })
     .await??;
-    Ok(HttpResponse::Ok().json(Body {
+    Ok(HttpResponse::Ok().json(SeriesBody {
         sensor,
         from: rfc3339(from),
         to: rfc3339(to),

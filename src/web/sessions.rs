@@ -28,7 +28,7 @@ pub const MAX_SESSIONS: usize = 1024;
 pub const MAX_TRACKED_CLIENTS: usize = 4096;
 
 /// What a credential grants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Reads: the dashboard, the read API, the live feed, `/metrics`.

@@ -2,6 +2,7 @@
 //! and what the supervisor has done about failures.
 
 use actix_web::{HttpResponse, web};
+use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::AppState;
@@ -12,8 +13,8 @@ use crate::sensors::actor::ValueView;
 use crate::supervisor::{ChildState, RestartChild, TreeNode};
 use crate::vocab::supervision::SupervisorEvent;
 
-#[derive(Serialize)]
-struct SensorView<'a> {
+#[derive(Serialize, JsonSchema)]
+pub struct SensorView<'a> {
     name: &'a str,
     kind: &'static str,
     /// running / paused / suspended / unavailable / restarting / failed /
@@ -93,7 +94,19 @@ pub async fn sensors(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "sensors": views })))
+    Ok(HttpResponse::Ok().json(SensorsView { sensors: views }))
+}
+
+/// `GET /api/sensors`: every configured sensor.
+#[derive(Serialize, JsonSchema)]
+pub struct SensorsView<'a> {
+    pub sensors: Vec<SensorView<'a>>,
+}
+
+/// `POST /api/admin/restart/{child}`: the child being restarted.
+#[derive(Serialize, JsonSchema)]
+pub struct Restarting {
+    pub restarting: String,
 }
 
 /// `POST /api/admin/restart/{child}`: restart a supervised child now (a
@@ -107,7 +120,7 @@ pub async fn restart(
     state.guard.admit_expensive("restart")?;
     let name = child.into_inner();
     match state.supervisor.send(RestartChild(name.clone())).await {
-        Ok(true) => Ok(HttpResponse::Accepted().json(serde_json::json!({ "restarting": name }))),
+        Ok(true) => Ok(HttpResponse::Accepted().json(Restarting { restarting: name })),
         Ok(false) => Err(ApiError::NotFound(format!(
             "no supervised child named `{name}`"
         ))),
@@ -117,15 +130,15 @@ pub async fn restart(
     }
 }
 
-#[derive(Serialize)]
-struct SupervisorView {
+#[derive(Serialize, JsonSchema)]
+pub struct SupervisorView {
     tree: TreeNode,
     policy: PolicyView,
     events: Vec<SupervisorEvent>,
 }
 
-#[derive(Serialize)]
-struct PolicyView {
+#[derive(Serialize, JsonSchema)]
+pub struct PolicyView {
     backoff_base_ms: u64,
     backoff_max_ms: u64,
     max_restarts: u32,

@@ -2,14 +2,16 @@
 //! OpenAPI (checked here structurally and by swagger-cli, which
 //! `scripts/setup` installs), lists exactly the routes of the route table,
 //! and every parameterless GET it lists is served, answering the media type
-//! it says.
+//! it says; every JSON body a route answers conforms to the schema the
+//! document declares for it (validated with the `jsonschema` crate,
+//! JSON Schema 2020-12 as OpenAPI 3.1 speaks it).
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use vigil::routes::{Answer, ENDPOINTS, Endpoint, In, Method};
 
 use crate::util::{TestServer, config};
@@ -38,6 +40,43 @@ fn swagger_cli() -> PathBuf {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("target/tools/openapi/node_modules/.bin/swagger-cli")
         })
+}
+
+/// The problems of `body` against `schema`, a schema of `doc`'s whose
+/// `$ref`s point into its `components.schemas`: empty when it conforms.
+fn violations(doc: &Value, schema: &Value, body: &Value) -> Vec<String> {
+    let root = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "components": { "schemas": doc["components"]["schemas"] },
+        "allOf": [schema],
+    });
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("the schema {schema} does not compile: {e}"));
+    validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+/// The schema `doc` declares for `status` answered as `media` by
+/// `method path`, if any.
+fn declared_schema<'a>(
+    doc: &'a Value,
+    method: &str,
+    path: &str,
+    status: &str,
+    media: &str,
+) -> Option<&'a Value> {
+    let res = &doc["paths"][path][method.to_lowercase()]["responses"][status];
+    let res = match res["$ref"].as_str() {
+        Some(r) => resolve(doc, r)?,
+        None => res,
+    };
+    let schema = &res["content"][media]["schema"];
+    (!schema.is_null()).then_some(schema)
 }
 
 /// Resolves a local `$ref` (`#/a/b`) in `doc`.
@@ -239,11 +278,13 @@ async fn every_parameterless_get_is_served_as_documented() {
         s.get_ok("/api/readings?limit=1").await["count"] == 1
     })
     .await;
+    let doc = s.get_ok("/api/openapi.json").await;
     let gets: Vec<&Endpoint> = ENDPOINTS
         .iter()
         .filter(|e| e.method == Method::Get && e.path_names().is_empty())
         .collect();
     assert!(gets.len() > 10);
+    let mut validated = 0;
     for e in gets {
         let mut req = s.client().get(s.url(e.path));
         if e.admin {
@@ -257,12 +298,15 @@ async fn every_parameterless_get_is_served_as_documented() {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
+        let essence = ct.split(';').next().unwrap_or_default().trim().to_owned();
         let body = res.body().limit(50 << 20).await.unwrap();
         let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         assert!(![404, 405].contains(&status), "GET {}: {status}", e.path);
         match e.answer {
             Answer::Upgrade => assert_eq!(status, 400, "GET {}: {body}", e.path),
-            Answer::Body { status: ok, media } => {
+            Answer::Body {
+                status: ok, media, ..
+            } => {
                 if status == 400 {
                     let parameter = body["error"]["parameter"].as_str().unwrap_or_default();
                     assert!(
@@ -274,25 +318,90 @@ async fn every_parameterless_get_is_served_as_documented() {
                     );
                 } else {
                     assert_eq!(status, ok, "GET {}: {body}", e.path);
-                    let essence = ct.split(';').next().unwrap_or_default().trim();
-                    assert!(media.contains(&essence), "GET {}: {ct}", e.path);
+                    assert!(media.contains(&essence.as_str()), "GET {}: {ct}", e.path);
                 }
             }
         }
+        if essence == "application/json" {
+            let schema = declared_schema(&doc, "GET", e.path, &status.to_string(), &essence)
+                .unwrap_or_else(|| panic!("GET {}: no schema for {status}", e.path));
+            let problems = violations(&doc, schema, &body);
+            assert!(
+                problems.is_empty(),
+                "GET {} {status}: {problems:#?}\n{body}",
+                e.path
+            );
+            validated += 1;
+        }
     }
+    assert!(validated > 10, "{validated}");
     s.stop().await;
 }
 
-/// Does `body` have the shape of the document's `Error` schema?
-fn is_error_body(doc: &Value, body: &Value) -> bool {
-    let codes =
-        &doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"];
-    let e = &body["error"];
-    body.as_object()
-        .is_some_and(|o| o.keys().all(|k| k == "error"))
-        && e["message"].is_string()
-        && codes.as_array().unwrap().contains(&e["code"])
-        && (e["parameter"].is_null() || e["parameter"].is_string())
+/// Every JSON answer the table declares has a named schema in
+/// `components.schemas`, and a body that drifts from its type is refused:
+/// a field of the wrong type, a missing field, an unknown error code.
+#[actix_rt::test]
+async fn every_json_body_is_typed_and_a_drifting_body_is_refused() {
+    let s = start().await;
+    let doc = s.get_ok("/api/openapi.json").await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for e in ENDPOINTS {
+        if let Answer::Body { status, media, .. } = e.answer
+            && media.contains(&"application/json")
+        {
+            let schema = declared_schema(
+                &doc,
+                e.method.as_str(),
+                e.path,
+                &status.to_string(),
+                "application/json",
+            )
+            .unwrap_or_else(|| panic!("{} {}: no schema", e.method.as_str(), e.path));
+            let name = schema["$ref"]
+                .as_str()
+                .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                .unwrap_or_else(|| panic!("{}: {schema} is not a named type", e.path));
+            let def = &doc["components"]["schemas"][name];
+            assert!(
+                def["properties"].is_object(),
+                "{}: {name} has no properties: {def}",
+                e.path
+            );
+        }
+    }
+    let schema = declared_schema(&doc, "GET", "/api/sensors", "200", "application/json").unwrap();
+    let good = s.get_ok("/api/sensors").await;
+    assert_eq!(violations(&doc, schema, &good), Vec::<String>::new());
+    let mut wrong_type = good.clone();
+    wrong_type["sensors"][0]["reads"] = json!("many");
+    assert!(!violations(&doc, schema, &wrong_type).is_empty());
+    let mut missing = good.clone();
+    missing["sensors"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("status");
+    assert!(!violations(&doc, schema, &missing).is_empty());
+    assert!(!violations(&doc, schema, &json!({})).is_empty());
+
+    let error = &doc["components"]["schemas"]["Error"];
+    let (status, body) = s.get("/api/readings?zzz=1").await;
+    assert_eq!(status, 400);
+    let error_ref = json!({ "$ref": "#/components/schemas/Error" });
+    assert!(error.is_object());
+    assert_eq!(violations(&doc, &error_ref, &body), Vec::<String>::new());
+    let mut unknown = body.clone();
+    unknown["error"]["code"] = json!("oops");
+    assert!(!violations(&doc, &error_ref, &unknown).is_empty());
+
+    let readings =
+        declared_schema(&doc, "GET", "/api/readings", "200", "application/json").unwrap();
+    let page = s.get_ok("/api/readings?limit=2").await;
+    assert_eq!(violations(&doc, readings, &page), Vec::<String>::new());
+    let mut extra = page.clone();
+    extra["readings"][0]["colour"] = json!("red");
+    assert!(!violations(&doc, readings, &extra).is_empty());
+    s.stop().await;
 }
 
 /// Every status each route answers, provoked without a credential, with a
@@ -314,6 +423,7 @@ async fn every_status_a_route_answers_is_declared_with_its_body() {
         .unwrap();
     let doc: Value = serde_json::from_slice(&res.body().limit(1 << 20).await.unwrap()).unwrap();
     let mut seen = 0;
+    let mut validated = 0;
     for e in ENDPOINTS {
         let op = &doc["paths"][e.path][e.method.as_str().to_lowercase()];
         let path = e.path_names().iter().fold(e.path.to_owned(), |p, n| {
@@ -358,17 +468,17 @@ async fn every_status_a_route_answers_is_declared_with_its_body() {
                 continue;
             }
             assert!(content[&ct].is_object(), "{at}: {ct} is not declared");
-            if content[&ct]["schema"]["$ref"] == "#/components/schemas/Error" {
-                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                assert!(is_error_body(&doc, &body), "{at}: {body}");
-            } else if ct == "application/json" {
+            if ct == "application/json" {
                 let body: Value = serde_json::from_slice(&body)
                     .unwrap_or_else(|e| panic!("{at}: not JSON ({e})"));
-                assert!(body.is_object(), "{at}");
+                let problems = violations(&doc, &content[&ct]["schema"], &body);
+                assert!(problems.is_empty(), "{at}: {problems:#?}\n{body}");
+                validated += 1;
             }
         }
     }
     assert!(seen > ENDPOINTS.len() * 2, "{seen}");
+    assert!(validated > ENDPOINTS.len(), "{validated}");
     // A wrong login: the form again, with its declared status and type.
     let mut res = client
         .post(s.url("/login"))

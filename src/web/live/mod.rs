@@ -20,6 +20,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -455,8 +456,8 @@ pub async fn ws(
     Ok(response)
 }
 
-#[derive(Serialize)]
-struct LiveView {
+#[derive(Serialize, JsonSchema)]
+pub struct LiveView {
     sessions: usize,
     /// HTTP connections open, WebSocket or not.
     connections: usize,
