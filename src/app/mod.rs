@@ -265,6 +265,7 @@ pub async fn run(
             tls,
             alert_rules: config.alerts.rules.iter().map(|r| r.name.clone()).collect(),
             model: crate::platform::raspberry_pi_model().unwrap_or_else(|| "vigil".to_owned()),
+            alerts: alerts.clone(),
         })));
     }
     let guard_spec = guard_child(

@@ -6,12 +6,14 @@
 //! - `config.rs`: `[mqtt]`, validated into `MqttSettings`;
 //! - `discovery.rs`: Home Assistant discovery configs (pure);
 //! - `position.rs`: the store-and-forward bookkeeping (pure) and its file;
+//! - `alerts.rs`: the alert states a gap kept from the broker (pure);
 //! - `bridge.rs`: the `MqttBridge` actor and its connection loop.
 //!
 //! A coordinator: it reads the bus and storage; nothing it does can slow
 //! a sensor, the writer or the API (it only ever subscribes, reads through
 //! the read pool, and publishes without waiting).
 
+pub mod alerts;
 pub mod bridge;
 pub mod config;
 pub mod discovery;
@@ -46,6 +48,12 @@ pub struct MqttShared {
     /// position when the bridge started, plus those seen since while
     /// unable to publish them live, less those replayed.
     pub backlog: AtomicU64,
+    /// Alert rules whose state changed while it could not be published
+    /// (and, at start, those an earlier run left unpublished); their
+    /// current state is published at the next connection.
+    pub alert_backlog: AtomicU64,
+    /// Alert states published again after a gap.
+    pub alerts_republished: AtomicU64,
     /// Successful connections.
     pub connects: AtomicU64,
     /// Lost connections and failed attempts.
@@ -69,6 +77,8 @@ pub struct MqttView {
     pub dropped: u64,
     pub unconfirmed: u64,
     pub backlog: u64,
+    pub alert_backlog: u64,
+    pub alerts_republished: u64,
     pub connects: u64,
     pub connection_failures: u64,
     pub replaying: bool,
@@ -92,6 +102,8 @@ impl MqttShared {
             dropped: self.dropped.load(r),
             unconfirmed: self.unconfirmed.load(r),
             backlog: self.backlog.load(r),
+            alert_backlog: self.alert_backlog.load(r),
+            alerts_republished: self.alerts_republished.load(r),
             connects: self.connects.load(r),
             connection_failures: self.connection_failures.load(r),
             replaying: self.replaying.load(r),

@@ -855,3 +855,123 @@ async fn a_broker_that_accepts_and_then_never_reads_stalls_nothing() {
     assert_eq!(h["published"], 0, "{h}");
     s.stop().await;
 }
+
+/// A config file in `dir` with `setup(port)` and `extra` (sensors, rules),
+/// rewritten by the returned closure; the server started from it.
+async fn start_from_file(
+    port: u16,
+    extra: &str,
+) -> (TestServer, Box<dyn Fn(&str)>, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigil.toml");
+    let db = dir.path().join("vigil.db").display().to_string();
+    let base = format!(
+        "{}\n{}\n",
+        crate::util::BASE.replace("[storage]\n", &format!("[storage]\npath = \"{db}\"\n")),
+        setup(port),
+    );
+    let p = path.clone();
+    let write = move |extra: &str| std::fs::write(&p, format!("{base}{extra}")).unwrap();
+    write(extra);
+    let cfg = vigil::Config::load(Some(&path)).unwrap();
+    (
+        TestServer::start_with(dir, cfg).await,
+        Box::new(write),
+        path,
+    )
+}
+
+/// Two constant sensors, `hot` at `hot` and `cold` at `cold`, each with a
+/// rule firing above 25.
+fn two_rules(hot: f64, cold: f64) -> String {
+    let mut out = String::new();
+    for (name, v) in [("hot", hot), ("cold", cold)] {
+        out.push_str(&format!(
+            "\n[[sensors]]\nname = \"{name}\"\nkind = \"simulated\"\ninterval_ms = 50\n\
+             [sensors.options]\nwaveform = \"constant\"\noffset = {v:.1}\n\
+             \n[[alerts.rules]]\nname = \"{name} high\"\nsensor = \"{name}\"\n\
+             condition = \"above\"\nthreshold = 25.0\n"
+        ));
+    }
+    out
+}
+
+/// The alert state on a rule's topic, as the subscriber last got it.
+fn alert_state(sub: &Subscriber, rule: &str) -> Option<(String, String)> {
+    let v: Value = serde_json::from_str(&sub.last(&format!("vigil/test/alert/{rule}"))?).ok()?;
+    Some((
+        v["event"].as_str()?.to_owned(),
+        v["alert"]["state"].as_str()?.to_owned(),
+    ))
+}
+
+#[actix_rt::test]
+async fn alerts_that_change_during_an_outage_are_published_on_reconnect() {
+    let mut broker = Broker::start().await;
+    let sub = Subscriber::new(broker.port, "t-alerts", "vigil/test/alert/#").await;
+    let (s, write, _) = start_from_file(broker.port, &two_rules(30.0, 20.0)).await;
+    s.wait_for(
+        "hot high firing at the broker",
+        Duration::from_secs(30),
+        async |_| alert_state(&sub, "hot_high").is_some_and(|(_, st)| st == "firing"),
+    )
+    .await;
+
+    broker.stop().await;
+    s.wait_for(
+        "the bridge to see the outage",
+        Duration::from_secs(30),
+        async |s| mqtt_health(s).await["connected"] == false,
+    )
+    .await;
+    // During the outage, hot cools down and cold heats up.
+    write(&two_rules(20.0, 30.0));
+    let (status, body) = s.post("/api/admin/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_for(
+        "hot resolved and cold fired, counted as waiting",
+        Duration::from_secs(30),
+        async |s| {
+            let a = s.get_ok("/api/alerts?limit=100").await;
+            let a = a["alerts"].as_array().unwrap().clone();
+            let state = |rule: &str| {
+                a.iter()
+                    .find(|x| x["rule"] == rule)
+                    .map(|x| x["state"].as_str().unwrap_or("").to_owned())
+            };
+            state("hot high").as_deref() == Some("resolved")
+                && state("cold high").as_deref() == Some("firing")
+                && mqtt_health(s).await["alert_backlog"].as_u64() == Some(2)
+        },
+    )
+    .await;
+    let before = mqtt_health(&s).await["alerts_republished"]
+        .as_u64()
+        .unwrap();
+
+    broker.resume().await;
+    s.wait_for(
+        "both current states at the subscriber",
+        Duration::from_secs(30),
+        async |_| {
+            alert_state(&sub, "hot_high") == Some(("resolved".into(), "resolved".into()))
+                && alert_state(&sub, "cold_high") == Some(("fired".into(), "firing".into()))
+        },
+    )
+    .await;
+    let h = mqtt_health(&s).await;
+    assert_eq!(h["alert_backlog"], 0, "{h}");
+    assert!(
+        h["alerts_republished"].as_u64().unwrap() >= before + 2,
+        "{h}"
+    );
+    // Retained: what Home Assistant finds when it (re)subscribes.
+    let late = Subscriber::new(broker.port, "t-alerts-late", "vigil/test/alert/#").await;
+    s.wait_for("the retained states", Duration::from_secs(30), async |_| {
+        alert_state(&late, "hot_high").is_some_and(|(_, st)| st == "resolved")
+            && alert_state(&late, "cold_high").is_some_and(|(_, st)| st == "firing")
+            && late.all().iter().all(|g| g.retain)
+    })
+    .await;
+    s.stop().await;
+}
