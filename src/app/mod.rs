@@ -238,6 +238,7 @@ pub async fn run(
     // sees their first readings) and stopped after them (it publishes
     // their last).
     let mqtt = Arc::new(MqttShared::default());
+    mqtt.reconfigure(reload::rule_names(&config.alerts));
     let mut mqtt_specs = Vec::new();
     if config.mqtt.enabled {
         let settings = config
@@ -263,7 +264,6 @@ pub async fn run(
             pacing: pacing.clone(),
             database: st.path.clone(),
             tls,
-            alert_rules: config.alerts.rules.iter().map(|r| r.name.clone()).collect(),
             model: crate::platform::raspberry_pi_model().unwrap_or_else(|| "vigil".to_owned()),
             alerts: alerts.clone(),
         })));
@@ -328,6 +328,7 @@ pub async fn run(
         sensors: sensors.clone(),
         sensor_deps: deps,
         live: live.clone(),
+        mqtt: mqtt.clone(),
         busy: tokio::sync::Mutex::new(()),
     });
     let state = web::Data::new(AppState {

@@ -66,8 +66,6 @@ pub struct BridgeDeps {
     pub database: PathBuf,
     /// The TLS client config for `mqtts://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// The alert rules, as binary sensors in Home Assistant.
-    pub alert_rules: Vec<String>,
     /// The device model shown in Home Assistant.
     pub model: String,
     /// The alert manager, asked for the states an outage kept from the
@@ -516,8 +514,10 @@ async fn session(
     });
     // The alert manager's answer to a resync, and what it covers.
     let mut alert_fetch: Option<(Since, AlertFetch)> = None;
-    // (sensor, metric) announced to Home Assistant in this session.
+    // (sensor, metric) and alert rules announced to Home Assistant in
+    // this session.
     let mut announced: HashSet<(String, String)> = HashSet::new();
+    let mut rules: HashSet<String> = HashSet::new();
 
     let confirm = |t: &mut Tracker, tag: Tag| {
         match tag {
@@ -624,7 +624,7 @@ async fn session(
                         // already retained (to clear those of sensors gone).
                         let _ = client.try_subscribe(dev.birth_topic(), QoS::AtLeastOnce);
                         let _ = client.try_subscribe(dev.config_filter(), QoS::AtLeastOnce);
-                        announce_all(d, dev, &mut out, &mut announced);
+                        announce_all(d, dev, &mut out, &mut announced, &mut rules);
                     }
                 }
                 Some(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
@@ -634,7 +634,8 @@ async fn session(
                             if &p.payload[..] == b"online" {
                                 log::info!("mqtt: Home Assistant started; announcing again");
                                 announced.clear();
-                                announce_all(d, dev, &mut out, &mut announced);
+                                rules.clear();
+                                announce_all(d, dev, &mut out, &mut announced, &mut rules);
                             }
                         } else if !p.payload.is_empty() {
                             clear_if_stale(d, dev, &mut out, &p.topic, &p.payload);
@@ -662,8 +663,11 @@ async fn session(
                     if connected {
                         for reading in &sr.readings {
                             let k = &reading.series;
+                            // A removed sensor's last readings do not bring
+                            // it back.
                             if let Some(dev) = &device
                                 && !announced.contains(&(k.sensor.to_string(), k.metric.to_string()))
+                                && d.sensors.get(&k.sensor).is_some()
                             {
                                 let mut out = Out { client: &client, queued: &mut queued, shared };
                                 announce(dev, &mut out, &mut announced, &k.sensor, &k.metric, &k.unit);
@@ -797,6 +801,14 @@ async fn session(
                     }
                 }
             },
+            () = shared.reconfigured.notified() => {
+                // A reload: configs for what is new, none for what is gone.
+                if let (true, Some(dev)) = (connected, &device) {
+                    let mut out = Out { client: &client, queued: &mut queued, shared };
+                    withdraw_removed(d, dev, &mut out, &mut announced, &mut rules);
+                    announce_all(d, dev, &mut out, &mut announced, &mut rules);
+                }
+            },
             _ = tick.tick() => {
                 if connected && queued.is_empty() && inflight.is_empty() {
                     ag.settled(now_ms());
@@ -812,10 +824,6 @@ async fn session(
                 if last_persist.elapsed() >= PERSIST_EVERY {
                     persist(file, stored, t.position()).await?;
                     last_persist = tokio::time::Instant::now();
-                    if let (true, Some(dev)) = (connected, &device) {
-                        let mut out = Out { client: &client, queued: &mut queued, shared };
-                        withdraw_removed(d, dev, &mut out, &mut announced);
-                    }
                 }
             },
         }
@@ -942,15 +950,19 @@ fn announce(
 }
 
 /// Announces every metric of every configured sensor, and every alert
-/// rule as a binary sensor.
+/// rule as a binary sensor, that this session has not announced yet.
 fn announce_all(
     d: &BridgeDeps,
     dev: &Device,
     out: &mut Out<'_>,
     announced: &mut HashSet<(String, String)>,
+    rules: &mut HashSet<String>,
 ) {
     for sensor in d.sensors.all() {
         for series in d.writer.catalog.readable_for_sensor(&sensor.config.name) {
+            if announced.contains(&(series.sensor.to_string(), series.metric.to_string())) {
+                continue;
+            }
             announce(
                 dev,
                 out,
@@ -961,23 +973,35 @@ fn announce_all(
             );
         }
     }
-    for rule in &d.alert_rules {
+    for rule in d.shared.rules() {
+        if rules.contains(&rule) {
+            continue;
+        }
         out.other(
-            dev.alert_topic(rule),
+            dev.alert_topic(&rule),
             true,
-            dev.alert_config(rule).to_string().into_bytes(),
+            dev.alert_config(&rule).to_string().into_bytes(),
         );
+        rules.insert(rule);
     }
 }
 
-/// Removes (an empty retained config) the entities of sensors that left
-/// the config since they were announced.
+/// Removes (an empty retained config) the entities of sensors and alert
+/// rules that left the config since they were announced.
 fn withdraw_removed(
     d: &BridgeDeps,
     dev: &Device,
     out: &mut Out<'_>,
     announced: &mut HashSet<(String, String)>,
+    rules: &mut HashSet<String>,
 ) {
+    let in_force: HashSet<String> = d.shared.rules().into_iter().collect();
+    let gone: Vec<String> = rules.difference(&in_force).cloned().collect();
+    for rule in gone {
+        log::info!("mqtt: alert rule {rule} left the config; removing it from Home Assistant");
+        out.other(dev.alert_topic(&rule), true, Vec::new());
+        rules.remove(&rule);
+    }
     let names: HashSet<String> = d
         .sensors
         .all()
@@ -1007,7 +1031,7 @@ fn clear_if_stale(d: &BridgeDeps, dev: &Device, out: &mut Out<'_>, topic: &str, 
             .all()
             .iter()
             .any(|s| topic_level(&s.config.name) == sensor),
-        Some(Subject::Alert(rule)) => !d.alert_rules.iter().any(|r| topic_level(r) == rule),
+        Some(Subject::Alert(rule)) => !d.shared.rules().iter().any(|r| topic_level(r) == rule),
         None => false,
     };
     if stale {

@@ -64,6 +64,11 @@ pub struct MqttShared {
     pub position_ms: AtomicI64,
     pub last_error: Mutex<Option<String>>,
     pub broker: Mutex<String>,
+    /// The alert rules in force, as Home Assistant binary sensors.
+    rules: Mutex<Vec<String>>,
+    /// Told by a reload: the sensors or rules may have changed, and
+    /// discovery follows.
+    pub reconfigured: tokio::sync::Notify,
 }
 
 /// `/health`'s view of the bridge.
@@ -114,6 +119,18 @@ impl MqttShared {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         }
+    }
+
+    /// The alert rules in force.
+    pub fn rules(&self) -> Vec<String> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A reload applied `rules` (and perhaps changed the sensors): the
+    /// bridge announces what is new and clears what is gone.
+    pub fn reconfigure(&self, rules: Vec<String>) {
+        *self.rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+        self.reconfigured.notify_one();
     }
 
     fn set_error(&self, e: Option<String>) {

@@ -975,3 +975,69 @@ async fn alerts_that_change_during_an_outage_are_published_on_reconnect() {
     .await;
     s.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_reload_announces_new_rules_and_sensors_and_clears_removed_rules() {
+    let broker = Broker::start().await;
+    let tank_rule = "\n[[alerts.rules]]\nname = \"tank high\"\nsensor = \"tank\"\n\
+                     condition = \"above\"\nthreshold = 1000.0\n";
+    let pump = "\n[[sensors]]\nname = \"pump\"\nkind = \"simulated\"\ninterval_ms = 100\n\
+                [sensors.options]\nmetric = \"pressure\"\nunit = \"hPa\"\n\
+                \n[[alerts.rules]]\nname = \"pump low\"\nsensor = \"pump\"\nmetric = \"pressure\"\n\
+                condition = \"below\"\nthreshold = -1000.0\n";
+    let (s, write, _) = start_from_file(broker.port, tank_rule).await;
+    let tank_topic = "homeassistant/sensor/test/vigil_test_tank_value/config";
+    let tank_rule_topic = "homeassistant/binary_sensor/test/vigil_test_alert_tank_high/config";
+    let pump_topic = "homeassistant/sensor/test/vigil_test_pump_pressure/config";
+    let pump_rule_topic = "homeassistant/binary_sensor/test/vigil_test_alert_pump_low/config";
+    let ha = Subscriber::new(broker.port, "t-ha-reload", "homeassistant/#").await;
+    s.wait_for("the first configs", Duration::from_secs(30), async |_| {
+        ha.last(tank_topic).is_some_and(|c| !c.is_empty())
+            && ha.last(tank_rule_topic).is_some_and(|c| !c.is_empty())
+    })
+    .await;
+    assert!(ha.last(pump_topic).is_none() && ha.last(pump_rule_topic).is_none());
+
+    // A new sensor with its rule; the tank's rule goes.
+    write(pump);
+    let (status, body) = s.post("/api/admin/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_for(
+        "configs for the new sensor and rule, none for the removed rule",
+        Duration::from_secs(30),
+        async |_| {
+            ha.last(pump_topic).is_some_and(|c| !c.is_empty())
+                && ha.last(pump_rule_topic).is_some_and(|c| !c.is_empty())
+                && ha.last(tank_rule_topic).as_deref() == Some("")
+        },
+    )
+    .await;
+    let c: Value = serde_json::from_str(&ha.last(pump_topic).unwrap()).unwrap();
+    assert_eq!(c["device_class"], "pressure");
+    assert_eq!(c["unit_of_measurement"], "hPa");
+    let a: Value = serde_json::from_str(&ha.last(pump_rule_topic).unwrap()).unwrap();
+    assert_eq!(a["state_topic"], "vigil/test/alert/pump_low");
+    assert!(!ha.last(tank_topic).unwrap().is_empty(), "the tank stays");
+
+    // What the broker keeps: the new configs, and nothing for the rule.
+    let late = Subscriber::new(broker.port, "t-ha-reload-late", "homeassistant/#").await;
+    s.wait_for(
+        "the retained configs",
+        Duration::from_secs(30),
+        async |_| {
+            let all = late.all();
+            [tank_topic, pump_topic, pump_rule_topic].iter().all(|t| {
+                all.iter()
+                    .any(|g| g.topic == *t && g.retain && !g.payload.is_empty())
+            })
+        },
+    )
+    .await;
+    assert!(
+        late.all()
+            .iter()
+            .all(|g| g.topic != tank_rule_topic || g.payload.is_empty()),
+        "the removed rule's config is not retained"
+    );
+    s.stop().await;
+}
