@@ -74,6 +74,9 @@ pub struct MqttShared {
 /// `/health`'s view of the bridge.
 #[derive(Debug, Clone, Serialize)]
 pub struct MqttView {
+    /// `connected`, `connecting` (enabled, no connection now) or
+    /// `disabled`.
+    pub state: &'static str,
     pub enabled: bool,
     pub broker: String,
     pub connected: bool,
@@ -94,14 +97,20 @@ pub struct MqttView {
 impl MqttShared {
     pub fn view(&self) -> MqttView {
         let r = Ordering::Relaxed;
+        let (enabled, connected) = (self.enabled.load(r), self.connected.load(r));
         MqttView {
-            enabled: self.enabled.load(r),
+            state: match (enabled, connected) {
+                (false, _) => "disabled",
+                (true, true) => "connected",
+                (true, false) => "connecting",
+            },
+            enabled,
             broker: self
                 .broker
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            connected: self.connected.load(r),
+            connected,
             published: self.published.load(r),
             replayed: self.replayed.load(r),
             dropped: self.dropped.load(r),

@@ -1041,3 +1041,58 @@ async fn a_reload_announces_new_rules_and_sensors_and_clears_removed_rules() {
     );
     s.stop().await;
 }
+
+/// The page's text at `path`.
+async fn page_text(s: &TestServer, path: &str) -> String {
+    let body = s
+        .client()
+        .get(s.url(path))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[actix_rt::test]
+async fn the_dashboard_shows_the_broker_state_from_health() {
+    // The dashboard's MQTT panel reads /health's `mqtt`.
+    let plain = TestServer::start("").await;
+    let html = page_text(&plain, "/").await;
+    assert!(html.contains("id=\"mqtt\""), "the panel is on the page");
+    let js = page_text(&plain, "/assets/app.js").await;
+    assert!(
+        js.contains("fetch('/health')") && js.contains(".mqtt") && js.contains("m.state"),
+        "the script reads the broker state from /health"
+    );
+    let h = mqtt_health(&plain).await;
+    assert_eq!(h["state"], "disabled", "{h}");
+    assert_eq!(h["enabled"], false, "{h}");
+    plain.stop().await;
+
+    // Nothing listens on the port yet: connecting, with the last error.
+    let port = free_port();
+    let s = TestServer::start(&setup(port)).await;
+    s.wait_for(
+        "connecting, with an error and a backlog",
+        Duration::from_secs(30),
+        async |s| {
+            let h = mqtt_health(s).await;
+            h["state"] == "connecting"
+                && h["last_error"].as_str().is_some_and(|e| !e.is_empty())
+                && h["backlog"].as_u64().is_some_and(|b| b > 0)
+        },
+    )
+    .await;
+    s.stop().await;
+    let broker = Broker::start().await;
+    let s = TestServer::start(&setup(broker.port)).await;
+    s.wait_for("connected", Duration::from_secs(30), async |s| {
+        let h = mqtt_health(s).await;
+        h["state"] == "connected" && h["last_error"].is_null()
+    })
+    .await;
+    s.stop().await;
+}
