@@ -339,6 +339,15 @@ pub struct AlertFilter {
 #[rtype(result = "Vec<AlertView>")]
 pub struct GetAlerts(pub AlertFilter);
 
+/// The newest alert of each rule that fired, resolved or was acknowledged
+/// at or after `since` (of every rule that has one, with `None`): the
+/// current state of each, one per rule, whatever happened in between.
+#[derive(Message)]
+#[rtype(result = "Vec<AlertView>")]
+pub struct LatestPerRule {
+    pub since: Option<i64>,
+}
+
 /// Acknowledges an alert; `None` if there is no such alert.
 #[derive(Message)]
 #[rtype(result = "Option<AlertView>")]
@@ -992,6 +1001,35 @@ impl Handler<GetAlerts> for AlertManager {
     }
 }
 
+impl Handler<LatestPerRule> for AlertManager {
+    type Result = Vec<AlertView>;
+
+    fn handle(&mut self, m: LatestPerRule, _: &mut Context<Self>) -> Vec<AlertView> {
+        latest_per_rule(self.alerts.values(), m.since)
+    }
+}
+
+/// The newest alert of each rule among `alerts` (in id order) that
+/// changed at or after `since`.
+fn latest_per_rule<'a>(
+    alerts: impl DoubleEndedIterator<Item = &'a Alert>,
+    since: Option<i64>,
+) -> Vec<AlertView> {
+    let mut seen = std::collections::HashSet::new();
+    alerts
+        .rev()
+        .filter(|a| seen.insert(a.rule.clone()))
+        .filter(|a| {
+            since.is_none_or(|t| {
+                a.fired_at >= t
+                    || a.resolved_at.is_some_and(|r| r >= t)
+                    || a.acked_at.is_some_and(|r| r >= t)
+            })
+        })
+        .map(Alert::view)
+        .collect()
+}
+
 impl Handler<Ack> for AlertManager {
     type Result = Option<AlertView>;
 
@@ -1173,5 +1211,43 @@ mod tests {
             ..AlertsConfig::default()
         };
         assert!(compile(&off, &["system".into()], 0).is_empty());
+    }
+
+    #[test]
+    fn the_latest_per_rule_is_each_rules_newest_alert_changed_since() {
+        let a = |id: i64, rule: &str, fired: i64, resolved: Option<i64>| Alert {
+            id,
+            key: format!("{rule}:s/m"),
+            rule: rule.into(),
+            severity: "warning".into(),
+            state: if resolved.is_some() {
+                "resolved"
+            } else {
+                "firing"
+            }
+            .into(),
+            message: String::new(),
+            value: None,
+            fired_at: fired,
+            resolved_at: resolved,
+            acked_at: None,
+        };
+        let all = [
+            a(1, "hot", 10, Some(20)),
+            a(2, "cold", 15, Some(25)),
+            a(3, "hot", 30, None),
+            a(4, "wet", 5, Some(8)),
+        ];
+        let ids = |since| {
+            latest_per_rule(all.iter(), since)
+                .iter()
+                .map(|v| v.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(None), [4, 3, 2]);
+        // cold resolved at 25; wet changed before; hot's newest fired at 30.
+        assert_eq!(ids(Some(22)), [3, 2]);
+        assert_eq!(ids(Some(26)), [3]);
+        assert_eq!(ids(Some(31)), Vec::<i64>::new());
     }
 }

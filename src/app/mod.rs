@@ -274,6 +274,7 @@ pub async fn run(
     // sees their first readings) and stopped after them (it publishes
     // their last).
     let mqtt = Arc::new(MqttShared::default());
+    mqtt.reconfigure(reload::rule_names(&config.alerts));
     let mut mqtt_specs = Vec::new();
     if let Some((settings, tls)) = broker.filter(|_| config.mqtt.enabled) {
         mqtt_specs.push(bridge_child(Arc::new(BridgeDeps {
@@ -287,8 +288,8 @@ pub async fn run(
             pacing: pacing.clone(),
             database: st.path.clone(),
             tls,
-            alert_rules: config.alerts.rules.iter().map(|r| r.name.clone()).collect(),
             model: crate::platform::raspberry_pi_model().unwrap_or_else(|| "vigil".to_owned()),
+            alerts: alerts.clone(),
         })));
     }
     let guard_spec = guard_child(
@@ -351,6 +352,7 @@ pub async fn run(
         sensors: sensors.clone(),
         sensor_deps: deps,
         live: live.clone(),
+        mqtt: mqtt.clone(),
         busy: tokio::sync::Mutex::new(()),
     });
     let state = web::Data::new(AppState {

@@ -139,6 +139,8 @@ pub struct Reloads {
     pub sensor_deps: SensorDeps,
     /// The live feed's list of sensors.
     pub live: Arc<LiveShared>,
+    /// The MQTT bridge's view of the rules (Home Assistant discovery).
+    pub mqtt: Arc<crate::mqtt::MqttShared>,
     /// One reload or edit at a time: each reads, decides and applies
     /// against the config the previous one left.
     pub busy: tokio::sync::Mutex<()>,
@@ -238,6 +240,9 @@ impl Reloads {
                 .await;
         }
         *self.running.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        if plan.live.contains(&Live::Alerts) || plan.live.contains(&Live::Sensors) {
+            self.mqtt.reconfigure(rule_names(&new.alerts));
+        }
         for section in &plan.live {
             log::info!("reload: applied [{}]", section.name());
         }
@@ -291,6 +296,12 @@ impl Reloads {
             let _ = addr.send(SystemSensors(system_sensors(&new.sensors))).await;
         }
     }
+}
+
+/// The names of the configured alert rules (Home Assistant's binary
+/// sensors).
+pub fn rule_names(alerts: &crate::alerts::AlertsConfig) -> Vec<String> {
+    alerts.rules.iter().map(|r| r.name.clone()).collect()
 }
 
 /// The enabled sensors of kind `system`, whose figures built-in rules watch.

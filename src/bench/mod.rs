@@ -10,6 +10,7 @@ pub mod footprint;
 pub mod http;
 pub mod ingest;
 pub mod load;
+pub mod mqtt;
 pub mod query;
 pub mod rawsqlite;
 pub mod restart;

@@ -54,6 +54,22 @@ enum Bench {
         #[arg(long)]
         flush_ms: Option<u64>,
     },
+    /// Readings published to a local mosquitto per second, and the
+    /// backlog's drain rate after a broker outage.
+    Mqtt {
+        #[arg(long, default_value_t = 10)]
+        sensors: usize,
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+        /// Seconds per throughput window.
+        #[arg(long, default_value_t = 5)]
+        window_s: u64,
+        /// Seconds the broker is away before each drain.
+        #[arg(long, default_value_t = 20)]
+        outage_s: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// A panicked sensor's restart: from the failure to its first new
     /// reading, against the supervisor's backoff.
     Restart {
@@ -267,6 +283,34 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
                 f.wchar_per_reading,
                 f.pacing_level,
                 f.pacing_multiplier
+            );
+            println!("{}", serde_json::to_string(&f)?);
+        }
+        Bench::Mqtt {
+            sensors,
+            interval_ms,
+            window_s,
+            outage_s,
+            runs,
+        } => {
+            let o = vigil::bench::mqtt::MqttOptions {
+                sensors,
+                interval_ms,
+                window_s,
+                outage_s,
+                runs,
+            };
+            let f = vigil::bench::mqtt::run(&exe, &o)?;
+            println!(
+                "{:.0} readings/s offered: {:.0}/s at the subscriber (median of {}), {:.1} ms appliance CPU \
+                 per 1,000; after {} s outages, a backlog of {:.0} drained at {:.0} replayed/s (median)",
+                f.offered_per_sec,
+                f.published_per_sec,
+                f.windows.len(),
+                f.cpu_ms_per_1000,
+                outage_s,
+                f.backlog,
+                f.drain_per_sec
             );
             println!("{}", serde_json::to_string(&f)?);
         }

@@ -23,9 +23,11 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::MqttShared;
+use super::alerts::{AlertGap, Since, alert_payload, event_of};
 use super::config::{MqttSettings, topic_level};
 use super::discovery::{Device, Subject};
 use super::position::{PositionFile, Tag, Tracker};
+use crate::alerts::{AlertManager, AlertsShared, LatestPerRule};
 use crate::guard::GuardShared;
 use crate::pacing::PacingShared;
 use crate::sensors::registry::SensorRegistry;
@@ -33,6 +35,7 @@ use crate::storage::ReadPool;
 use crate::storage::read::{Cursor, Order, Page, PageQuery, count_after, readings_page_with_head};
 use crate::storage::writer::WriterShared;
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
+use crate::vocab::alert::AlertView;
 use crate::vocab::bus::{Bus, Event, SensorReading};
 use crate::vocab::clock::now_ms;
 
@@ -63,10 +66,11 @@ pub struct BridgeDeps {
     pub database: PathBuf,
     /// The TLS client config for `mqtts://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
-    /// The alert rules, as binary sensors in Home Assistant.
-    pub alert_rules: Vec<String>,
     /// The device model shown in Home Assistant.
     pub model: String,
+    /// The alert manager, asked for the states an outage kept from the
+    /// broker.
+    pub alerts: Arc<AlertsShared>,
 }
 
 /// The actor in the supervision tree.
@@ -225,6 +229,29 @@ async fn run(
         }
         Err(e) => log::warn!("mqtt: cannot count the readings left to publish: {e}"),
     }
+    // Alert states: a broker new to this database gets every rule's; a
+    // resumed one those changed since its position.
+    let mut ag = AlertGap::new(if resumed {
+        Since::From(start.saturating_sub(super::alerts::SLACK_MS))
+    } else {
+        Since::All
+    });
+    if resumed && let Some(addr) = d.alerts.current() {
+        let ask = addr.send(LatestPerRule {
+            since: Some(start.saturating_sub(super::alerts::SLACK_MS)),
+        });
+        match tokio::time::timeout(STOP_GRACE, ask).await {
+            Ok(Ok(v)) => {
+                for a in &v {
+                    ag.count_only(&a.rule);
+                }
+                shared
+                    .alert_backlog
+                    .store(v.len() as u64, Ordering::Relaxed);
+            }
+            _ => log::warn!("mqtt: cannot count the alert states left to publish"),
+        }
+    }
     *shared.broker.lock().unwrap_or_else(|p| p.into_inner()) = d.settings.url.clone();
     shared.enabled.store(true, Ordering::Relaxed);
     let mut t = Tracker::new(start);
@@ -235,7 +262,16 @@ async fn run(
     loop {
         let call = loop {
             if let Some(wait) = breaker.open_for()
-                && idle(&d, &mut t, wait, &mut stop, &mut readings).await
+                && idle(
+                    &d,
+                    &mut t,
+                    &mut ag,
+                    wait,
+                    &mut stop,
+                    &mut readings,
+                    &mut events,
+                )
+                .await
             {
                 persist(&file, &mut stored, t.position()).await?;
                 return Ok(());
@@ -243,7 +279,17 @@ async fn run(
             match breaker.try_call() {
                 Ok(call) => break call,
                 Err(_) => {
-                    if idle(&d, &mut t, TICK, &mut stop, &mut readings).await {
+                    if idle(
+                        &d,
+                        &mut t,
+                        &mut ag,
+                        TICK,
+                        &mut stop,
+                        &mut readings,
+                        &mut events,
+                    )
+                    .await
+                    {
                         persist(&file, &mut stored, t.position()).await?;
                         return Ok(());
                     }
@@ -253,6 +299,7 @@ async fn run(
         let ended = session(
             &d,
             &mut t,
+            &mut ag,
             &file,
             &mut stored,
             &mut stop,
@@ -265,6 +312,7 @@ async fn run(
         shared.replaying.store(false, Ordering::Relaxed);
         shared.unconfirmed.store(0, Ordering::Relaxed);
         t.gap(false, now_ms());
+        ag.lost();
         persist(&file, &mut stored, t.position()).await?;
         match ended {
             Ended::Stop => return Ok(()),
@@ -276,7 +324,17 @@ async fn run(
             }
         }
         let wait = jitter(backoff);
-        if idle(&d, &mut t, wait, &mut stop, &mut readings).await {
+        if idle(
+            &d,
+            &mut t,
+            &mut ag,
+            wait,
+            &mut stop,
+            &mut readings,
+            &mut events,
+        )
+        .await
+        {
             persist(&file, &mut stored, t.position()).await?;
             return Ok(());
         }
@@ -305,14 +363,17 @@ async fn persist(file: &PositionFile, stored: &mut Option<i64>, p: i64) -> Resul
     Ok(())
 }
 
-/// Waits `wait` without a connection: readings are only noted (storage
-/// has them; the next connection replays them). True when asked to stop.
+/// Waits `wait` without a connection: readings and alert changes are
+/// only noted (storage and the alert manager have them; the next
+/// connection replays them). True when asked to stop.
 async fn idle(
     d: &BridgeDeps,
     t: &mut Tracker,
+    ag: &mut AlertGap,
     wait: Duration,
     stop: &mut watch::Receiver<bool>,
     readings: &mut broadcast::Receiver<Arc<SensorReading>>,
+    events: &mut broadcast::Receiver<Event>,
 ) -> bool {
     let sleep = tokio::time::sleep(wait);
     tokio::pin!(sleep);
@@ -338,7 +399,24 @@ async fn idle(
                 }
                 Err(broadcast::error::RecvError::Closed) => return true,
             },
+            r = events.recv() => match r {
+                Ok(ev) => {
+                    ag.seen(now_ms());
+                    note_missed(&d.shared, ag, &ev);
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => ag.lagged(),
+                Err(broadcast::error::RecvError::Closed) => return true,
+            },
         }
+    }
+}
+
+/// An event that cannot be published now: an alert's rule is noted (and
+/// counted) for the resync at the next connection.
+fn note_missed(shared: &MqttShared, ag: &mut AlertGap, ev: &Event) {
+    if let Event::Alert { alert, .. } = ev {
+        let n = ag.changed(&alert.rule, now_ms());
+        shared.alert_backlog.store(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -373,6 +451,7 @@ fn options(s: &MqttSettings, topics: &Topics) -> MqttOptions {
 async fn session(
     d: &BridgeDeps,
     t: &mut Tracker,
+    ag: &mut AlertGap,
     file: &PositionFile,
     stored: &mut Option<i64>,
     stop: &mut watch::Receiver<bool>,
@@ -433,8 +512,12 @@ async fn session(
         prefix: prefix.clone(),
         model: d.model.clone(),
     });
-    // (sensor, metric) announced to Home Assistant in this session.
+    // The alert manager's answer to a resync, and what it covers.
+    let mut alert_fetch: Option<(Since, AlertFetch)> = None;
+    // (sensor, metric) and alert rules announced to Home Assistant in
+    // this session.
     let mut announced: HashSet<(String, String)> = HashSet::new();
+    let mut rules: HashSet<String> = HashSet::new();
 
     let confirm = |t: &mut Tracker, tag: Tag| {
         match tag {
@@ -510,6 +593,7 @@ async fn session(
                     shared.connects.fetch_add(1, Ordering::Relaxed);
                     shared.set_error(None);
                     t.connected(now_ms());
+                    ag.connected(now_ms());
                     shared.replaying.store(true, Ordering::Relaxed);
                     let mut out = Out { client: &client, queued: &mut queued, shared };
                     out.other(topics.status(), true, b"online".to_vec());
@@ -540,7 +624,7 @@ async fn session(
                         // already retained (to clear those of sensors gone).
                         let _ = client.try_subscribe(dev.birth_topic(), QoS::AtLeastOnce);
                         let _ = client.try_subscribe(dev.config_filter(), QoS::AtLeastOnce);
-                        announce_all(d, dev, &mut out, &mut announced);
+                        announce_all(d, dev, &mut out, &mut announced, &mut rules);
                     }
                 }
                 Some(Ok(MqttEvent::Incoming(Packet::Publish(p)))) => {
@@ -550,7 +634,8 @@ async fn session(
                             if &p.payload[..] == b"online" {
                                 log::info!("mqtt: Home Assistant started; announcing again");
                                 announced.clear();
-                                announce_all(d, dev, &mut out, &mut announced);
+                                rules.clear();
+                                announce_all(d, dev, &mut out, &mut announced, &mut rules);
                             }
                         } else if !p.payload.is_empty() {
                             clear_if_stale(d, dev, &mut out, &p.topic, &p.payload);
@@ -578,8 +663,11 @@ async fn session(
                     if connected {
                         for reading in &sr.readings {
                             let k = &reading.series;
+                            // A removed sensor's last readings do not bring
+                            // it back.
                             if let Some(dev) = &device
                                 && !announced.contains(&(k.sensor.to_string(), k.metric.to_string()))
+                                && d.sensors.get(&k.sensor).is_some()
                             {
                                 let mut out = Out { client: &client, queued: &mut queued, shared };
                                 announce(dev, &mut out, &mut announced, &k.sensor, &k.metric, &k.unit);
@@ -626,10 +714,48 @@ async fn session(
                     return Ok(Ended::Stop);
                 }
             },
-            ev = events.recv() => {
-                if let (true, Ok(ev)) = (connected, ev) {
-                    let mut out = Out { client: &client, queued: &mut queued, shared };
-                    publish_event(&mut out, &topics, &ev);
+            ev = events.recv() => match ev {
+                Ok(ev) => {
+                    ag.seen(now_ms());
+                    if connected {
+                        let mut out = Out { client: &client, queued: &mut queued, shared };
+                        if !publish_event(&mut out, &topics, ag, &ev) {
+                            note_missed(shared, ag, &ev);
+                        }
+                    } else {
+                        note_missed(shared, ag, &ev);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    log::warn!("mqtt: {n} events missed; alert states will be published again");
+                    ag.lagged();
+                }
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
+            res = async { (&mut alert_fetch.as_mut().expect("guarded").1).await }, if alert_fetch.is_some() => {
+                let since = alert_fetch.take().map_or(Since::All, |(s, _)| s);
+                match res {
+                    Ok(views) => {
+                        let mut out = Out { client: &client, queued: &mut queued, shared };
+                        let (sent, all) = republish(&mut out, &topics, ag, &views);
+                        shared.alerts_republished.fetch_add(sent, Ordering::Relaxed);
+                        ag.resynced(since);
+                        if all {
+                            ag.done();
+                            if !ag.pending() {
+                                shared.alert_backlog.store(0, Ordering::Relaxed);
+                            }
+                        } else {
+                            ag.retry(since);
+                        }
+                        if sent > 0 {
+                            log::info!("mqtt: published the current state of {sent} alert rules");
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("mqtt: cannot ask for the alert states (will retry): {e}");
+                        ag.retry(since);
+                    }
                 }
             },
             page = async { (&mut fetch.as_mut().expect("guarded").1).await }, if fetch.is_some() => {
@@ -675,7 +801,18 @@ async fn session(
                     }
                 }
             },
+            () = shared.reconfigured.notified() => {
+                // A reload: configs for what is new, none for what is gone.
+                if let (true, Some(dev)) = (connected, &device) {
+                    let mut out = Out { client: &client, queued: &mut queued, shared };
+                    withdraw_removed(d, dev, &mut out, &mut announced, &mut rules);
+                    announce_all(d, dev, &mut out, &mut announced, &mut rules);
+                }
+            },
             _ = tick.tick() => {
+                if connected && queued.is_empty() && inflight.is_empty() {
+                    ag.settled(now_ms());
+                }
                 if t.advance(now_ms()) {
                     shared.replaying.store(false, Ordering::Relaxed);
                     shared.backlog.store(0, Ordering::Relaxed);
@@ -687,12 +824,20 @@ async fn session(
                 if last_persist.elapsed() >= PERSIST_EVERY {
                     persist(file, stored, t.position()).await?;
                     last_persist = tokio::time::Instant::now();
-                    if let (true, Some(dev)) = (connected, &device) {
-                        let mut out = Out { client: &client, queued: &mut queued, shared };
-                        withdraw_removed(d, dev, &mut out, &mut announced);
-                    }
                 }
             },
+        }
+        // Ask the alert manager for what a gap kept from the broker.
+        if connected
+            && alert_fetch.is_none()
+            && ag.pending()
+            && let Some(addr) = d.alerts.current()
+            && let Some(since) = ag.take()
+        {
+            let ask = addr.send(LatestPerRule {
+                since: since.as_filter(),
+            });
+            alert_fetch = Some((since, Box::pin(ask)));
         }
         // Ask for the next replay page while the client has room.
         if connected
@@ -738,18 +883,51 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn other(&mut self, topic: String, retain: bool, payload: Vec<u8>) {
+    /// False when the client had no room (counted).
+    fn other(&mut self, topic: String, retain: bool, payload: Vec<u8>) -> bool {
         match self
             .client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)
         {
-            Ok(()) => self.queued.push_back(Tag::Other),
+            Ok(()) => {
+                self.queued.push_back(Tag::Other);
+                true
+            }
             Err(e) => {
                 self.shared.dropped_other.fetch_add(1, Ordering::Relaxed);
                 log::debug!("mqtt: status publish not queued: {e}");
+                false
             }
         }
     }
+}
+
+/// The alert manager's answer to [`LatestPerRule`].
+type AlertFetch = std::pin::Pin<Box<actix::dev::Request<AlertManager, LatestPerRule>>>;
+
+/// Publishes (retained) the current state of each rule, unless a newer
+/// one went out live meanwhile: how many went to the client, and whether
+/// all did.
+fn republish(
+    out: &mut Out<'_>,
+    topics: &Topics,
+    ag: &mut AlertGap,
+    views: &[AlertView],
+) -> (u64, bool) {
+    let mut sent = 0;
+    let mut all = true;
+    for v in views {
+        let topic = topics.alert(&v.rule);
+        if !ag.should_send(&topic, v) {
+            continue;
+        }
+        if out.other(topic, true, alert_payload(event_of(v), v)) {
+            sent += 1;
+        } else {
+            all = false;
+        }
+    }
+    (sent, all)
 }
 
 /// Announces one metric to Home Assistant (retained).
@@ -772,15 +950,19 @@ fn announce(
 }
 
 /// Announces every metric of every configured sensor, and every alert
-/// rule as a binary sensor.
+/// rule as a binary sensor, that this session has not announced yet.
 fn announce_all(
     d: &BridgeDeps,
     dev: &Device,
     out: &mut Out<'_>,
     announced: &mut HashSet<(String, String)>,
+    rules: &mut HashSet<String>,
 ) {
     for sensor in d.sensors.all() {
         for series in d.writer.catalog.readable_for_sensor(&sensor.config.name) {
+            if announced.contains(&(series.sensor.to_string(), series.metric.to_string())) {
+                continue;
+            }
             announce(
                 dev,
                 out,
@@ -791,23 +973,35 @@ fn announce_all(
             );
         }
     }
-    for rule in &d.alert_rules {
+    for rule in d.shared.rules() {
+        if rules.contains(&rule) {
+            continue;
+        }
         out.other(
-            dev.alert_topic(rule),
+            dev.alert_topic(&rule),
             true,
-            dev.alert_config(rule).to_string().into_bytes(),
+            dev.alert_config(&rule).to_string().into_bytes(),
         );
+        rules.insert(rule);
     }
 }
 
-/// Removes (an empty retained config) the entities of sensors that left
-/// the config since they were announced.
+/// Removes (an empty retained config) the entities of sensors and alert
+/// rules that left the config since they were announced.
 fn withdraw_removed(
     d: &BridgeDeps,
     dev: &Device,
     out: &mut Out<'_>,
     announced: &mut HashSet<(String, String)>,
+    rules: &mut HashSet<String>,
 ) {
+    let in_force: HashSet<String> = d.shared.rules().into_iter().collect();
+    let gone: Vec<String> = rules.difference(&in_force).cloned().collect();
+    for rule in gone {
+        log::info!("mqtt: alert rule {rule} left the config; removing it from Home Assistant");
+        out.other(dev.alert_topic(&rule), true, Vec::new());
+        rules.remove(&rule);
+    }
     let names: HashSet<String> = d
         .sensors
         .all()
@@ -837,7 +1031,7 @@ fn clear_if_stale(d: &BridgeDeps, dev: &Device, out: &mut Out<'_>, topic: &str, 
             .all()
             .iter()
             .any(|s| topic_level(&s.config.name) == sensor),
-        Some(Subject::Alert(rule)) => !d.alert_rules.iter().any(|r| topic_level(r) == rule),
+        Some(Subject::Alert(rule)) => !d.shared.rules().iter().any(|r| topic_level(r) == rule),
         None => false,
     };
     if stale {
@@ -846,8 +1040,9 @@ fn clear_if_stale(d: &BridgeDeps, dev: &Device, out: &mut Out<'_>, topic: &str, 
     }
 }
 
-/// Sensor states, pacing changes and alerts, each on its own topic.
-fn publish_event(out: &mut Out<'_>, topics: &Topics, ev: &Event) {
+/// Sensor states, pacing changes and alerts, each on its own topic; false
+/// when the client had no room.
+fn publish_event(out: &mut Out<'_>, topics: &Topics, ag: &mut AlertGap, ev: &Event) -> bool {
     match ev {
         Event::SensorAvailability {
             sensor,
@@ -867,14 +1062,11 @@ fn publish_event(out: &mut Out<'_>, topics: &Topics, ev: &Event) {
                 .to_string()
                 .into_bytes(),
         ),
-        Event::Alert { event, alert } => out.other(
-            topics.alert(&alert.rule),
-            true,
-            json!({ "event": event, "alert": alert })
-                .to_string()
-                .into_bytes(),
-        ),
-        _ => {}
+        Event::Alert { event, alert } => {
+            let topic = topics.alert(&alert.rule);
+            !ag.should_send(&topic, alert) || out.other(topic, true, alert_payload(event, alert))
+        }
+        _ => true,
     }
 }
 

@@ -6,12 +6,14 @@
 //! - `config.rs`: `[mqtt]`, validated into `MqttSettings`;
 //! - `discovery.rs`: Home Assistant discovery configs (pure);
 //! - `position.rs`: the store-and-forward bookkeeping (pure) and its file;
+//! - `alerts.rs`: the alert states a gap kept from the broker (pure);
 //! - `bridge.rs`: the `MqttBridge` actor and its connection loop.
 //!
 //! A coordinator: it reads the bus and storage; nothing it does can slow
 //! a sensor, the writer or the API (it only ever subscribes, reads through
 //! the read pool, and publishes without waiting).
 
+pub mod alerts;
 pub mod bridge;
 pub mod config;
 pub mod discovery;
@@ -46,6 +48,12 @@ pub struct MqttShared {
     /// position when the bridge started, plus those seen since while
     /// unable to publish them live, less those replayed.
     pub backlog: AtomicU64,
+    /// Alert rules whose state changed while it could not be published
+    /// (and, at start, those an earlier run left unpublished); their
+    /// current state is published at the next connection.
+    pub alert_backlog: AtomicU64,
+    /// Alert states published again after a gap.
+    pub alerts_republished: AtomicU64,
     /// Successful connections.
     pub connects: AtomicU64,
     /// Lost connections and failed attempts.
@@ -56,11 +64,19 @@ pub struct MqttShared {
     pub position_ms: AtomicI64,
     pub last_error: Mutex<Option<String>>,
     pub broker: Mutex<String>,
+    /// The alert rules in force, as Home Assistant binary sensors.
+    rules: Mutex<Vec<String>>,
+    /// Told by a reload: the sensors or rules may have changed, and
+    /// discovery follows.
+    pub reconfigured: tokio::sync::Notify,
 }
 
 /// `/health`'s view of the bridge.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MqttView {
+    /// `connected`, `connecting` (enabled, no connection now) or
+    /// `disabled`.
+    pub state: &'static str,
     pub enabled: bool,
     pub broker: String,
     pub connected: bool,
@@ -69,6 +85,8 @@ pub struct MqttView {
     pub dropped: u64,
     pub unconfirmed: u64,
     pub backlog: u64,
+    pub alert_backlog: u64,
+    pub alerts_republished: u64,
     pub connects: u64,
     pub connection_failures: u64,
     pub replaying: bool,
@@ -79,19 +97,27 @@ pub struct MqttView {
 impl MqttShared {
     pub fn view(&self) -> MqttView {
         let r = Ordering::Relaxed;
+        let (enabled, connected) = (self.enabled.load(r), self.connected.load(r));
         MqttView {
-            enabled: self.enabled.load(r),
+            state: match (enabled, connected) {
+                (false, _) => "disabled",
+                (true, true) => "connected",
+                (true, false) => "connecting",
+            },
+            enabled,
             broker: self
                 .broker
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
-            connected: self.connected.load(r),
+            connected,
             published: self.published.load(r),
             replayed: self.replayed.load(r),
             dropped: self.dropped.load(r),
             unconfirmed: self.unconfirmed.load(r),
             backlog: self.backlog.load(r),
+            alert_backlog: self.alert_backlog.load(r),
+            alerts_republished: self.alerts_republished.load(r),
             connects: self.connects.load(r),
             connection_failures: self.connection_failures.load(r),
             replaying: self.replaying.load(r),
@@ -102,6 +128,18 @@ impl MqttShared {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
         }
+    }
+
+    /// The alert rules in force.
+    pub fn rules(&self) -> Vec<String> {
+        self.rules.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A reload applied `rules` (and perhaps changed the sensors): the
+    /// bridge announces what is new and clears what is gone.
+    pub fn reconfigure(&self, rules: Vec<String>) {
+        *self.rules.lock().unwrap_or_else(|p| p.into_inner()) = rules;
+        self.reconfigured.notify_one();
     }
 
     fn set_error(&self, e: Option<String>) {

@@ -402,6 +402,18 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                 mq.unconfirmed,
             ),
             (
+                "vigil_mqtt_alert_backlog",
+                "gauge",
+                "Alert rules whose current state waits for the next MQTT connection.",
+                mq.alert_backlog,
+            ),
+            (
+                "vigil_mqtt_alerts_republished_total",
+                "counter",
+                "Alert states published again to the MQTT broker after a gap.",
+                mq.alerts_republished,
+            ),
+            (
                 "vigil_mqtt_connects_total",
                 "counter",
                 "Connections made to the MQTT broker.",

@@ -92,3 +92,18 @@ fn footprint_runs_at_a_tiny_size() {
     );
     assert!(f.bytes_per_reading.is_finite(), "{f:?}");
 }
+
+#[test]
+fn mqtt_runs_at_a_tiny_size() {
+    let o = vigil::bench::mqtt::MqttOptions {
+        sensors: 2,
+        interval_ms: 50,
+        window_s: 1,
+        outage_s: 1,
+        runs: 1,
+    };
+    let f = vigil::bench::mqtt::run(Path::new(env!("CARGO_BIN_EXE_vigil")), &o).unwrap();
+    assert!(f.published_per_sec > 0.0, "{f:?}");
+    let d = &f.drains[0];
+    assert!(d.backlog > 0 && d.replayed > 0 && d.per_sec > 0.0, "{f:?}");
+}

@@ -855,3 +855,244 @@ async fn a_broker_that_accepts_and_then_never_reads_stalls_nothing() {
     assert_eq!(h["published"], 0, "{h}");
     s.stop().await;
 }
+
+/// A config file in `dir` with `setup(port)` and `extra` (sensors, rules),
+/// rewritten by the returned closure; the server started from it.
+async fn start_from_file(
+    port: u16,
+    extra: &str,
+) -> (TestServer, Box<dyn Fn(&str)>, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vigil.toml");
+    let db = dir.path().join("vigil.db").display().to_string();
+    let base = format!(
+        "{}\n{}\n",
+        crate::util::BASE.replace("[storage]\n", &format!("[storage]\npath = \"{db}\"\n")),
+        setup(port),
+    );
+    let p = path.clone();
+    let write = move |extra: &str| std::fs::write(&p, format!("{base}{extra}")).unwrap();
+    write(extra);
+    let cfg = vigil::Config::load(Some(&path)).unwrap();
+    (
+        TestServer::start_with(dir, cfg).await,
+        Box::new(write),
+        path,
+    )
+}
+
+/// Two constant sensors, `hot` at `hot` and `cold` at `cold`, each with a
+/// rule firing above 25.
+fn two_rules(hot: f64, cold: f64) -> String {
+    let mut out = String::new();
+    for (name, v) in [("hot", hot), ("cold", cold)] {
+        out.push_str(&format!(
+            "\n[[sensors]]\nname = \"{name}\"\nkind = \"simulated\"\ninterval_ms = 50\n\
+             [sensors.options]\nwaveform = \"constant\"\noffset = {v:.1}\n\
+             \n[[alerts.rules]]\nname = \"{name} high\"\nsensor = \"{name}\"\n\
+             condition = \"above\"\nthreshold = 25.0\n"
+        ));
+    }
+    out
+}
+
+/// The alert state on a rule's topic, as the subscriber last got it.
+fn alert_state(sub: &Subscriber, rule: &str) -> Option<(String, String)> {
+    let v: Value = serde_json::from_str(&sub.last(&format!("vigil/test/alert/{rule}"))?).ok()?;
+    Some((
+        v["event"].as_str()?.to_owned(),
+        v["alert"]["state"].as_str()?.to_owned(),
+    ))
+}
+
+#[actix_rt::test]
+async fn alerts_that_change_during_an_outage_are_published_on_reconnect() {
+    let mut broker = Broker::start().await;
+    let sub = Subscriber::new(broker.port, "t-alerts", "vigil/test/alert/#").await;
+    let (s, write, _) = start_from_file(broker.port, &two_rules(30.0, 20.0)).await;
+    s.wait_for(
+        "hot high firing at the broker",
+        Duration::from_secs(30),
+        async |_| alert_state(&sub, "hot_high").is_some_and(|(_, st)| st == "firing"),
+    )
+    .await;
+
+    broker.stop().await;
+    s.wait_for(
+        "the bridge to see the outage",
+        Duration::from_secs(30),
+        async |s| mqtt_health(s).await["connected"] == false,
+    )
+    .await;
+    // During the outage, hot cools down and cold heats up.
+    write(&two_rules(20.0, 30.0));
+    let (status, body) = s.post("/api/admin/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_for(
+        "hot resolved and cold fired, counted as waiting",
+        Duration::from_secs(30),
+        async |s| {
+            let a = s.get_ok("/api/alerts?limit=100").await;
+            let a = a["alerts"].as_array().unwrap().clone();
+            let state = |rule: &str| {
+                a.iter()
+                    .find(|x| x["rule"] == rule)
+                    .map(|x| x["state"].as_str().unwrap_or("").to_owned())
+            };
+            state("hot high").as_deref() == Some("resolved")
+                && state("cold high").as_deref() == Some("firing")
+                && mqtt_health(s).await["alert_backlog"].as_u64() == Some(2)
+        },
+    )
+    .await;
+    let before = mqtt_health(&s).await["alerts_republished"]
+        .as_u64()
+        .unwrap();
+
+    broker.resume().await;
+    s.wait_for(
+        "both current states at the subscriber",
+        Duration::from_secs(30),
+        async |_| {
+            alert_state(&sub, "hot_high") == Some(("resolved".into(), "resolved".into()))
+                && alert_state(&sub, "cold_high") == Some(("fired".into(), "firing".into()))
+        },
+    )
+    .await;
+    let h = mqtt_health(&s).await;
+    assert_eq!(h["alert_backlog"], 0, "{h}");
+    assert!(
+        h["alerts_republished"].as_u64().unwrap() >= before + 2,
+        "{h}"
+    );
+    // Retained: what Home Assistant finds when it (re)subscribes.
+    let late = Subscriber::new(broker.port, "t-alerts-late", "vigil/test/alert/#").await;
+    s.wait_for("the retained states", Duration::from_secs(30), async |_| {
+        alert_state(&late, "hot_high").is_some_and(|(_, st)| st == "resolved")
+            && alert_state(&late, "cold_high").is_some_and(|(_, st)| st == "firing")
+            && late.all().iter().all(|g| g.retain)
+    })
+    .await;
+    s.stop().await;
+}
+
+#[actix_rt::test]
+async fn a_reload_announces_new_rules_and_sensors_and_clears_removed_rules() {
+    let broker = Broker::start().await;
+    let tank_rule = "\n[[alerts.rules]]\nname = \"tank high\"\nsensor = \"tank\"\n\
+                     condition = \"above\"\nthreshold = 1000.0\n";
+    let pump = "\n[[sensors]]\nname = \"pump\"\nkind = \"simulated\"\ninterval_ms = 100\n\
+                [sensors.options]\nmetric = \"pressure\"\nunit = \"hPa\"\n\
+                \n[[alerts.rules]]\nname = \"pump low\"\nsensor = \"pump\"\nmetric = \"pressure\"\n\
+                condition = \"below\"\nthreshold = -1000.0\n";
+    let (s, write, _) = start_from_file(broker.port, tank_rule).await;
+    let tank_topic = "homeassistant/sensor/test/vigil_test_tank_value/config";
+    let tank_rule_topic = "homeassistant/binary_sensor/test/vigil_test_alert_tank_high/config";
+    let pump_topic = "homeassistant/sensor/test/vigil_test_pump_pressure/config";
+    let pump_rule_topic = "homeassistant/binary_sensor/test/vigil_test_alert_pump_low/config";
+    let ha = Subscriber::new(broker.port, "t-ha-reload", "homeassistant/#").await;
+    s.wait_for("the first configs", Duration::from_secs(30), async |_| {
+        ha.last(tank_topic).is_some_and(|c| !c.is_empty())
+            && ha.last(tank_rule_topic).is_some_and(|c| !c.is_empty())
+    })
+    .await;
+    assert!(ha.last(pump_topic).is_none() && ha.last(pump_rule_topic).is_none());
+
+    // A new sensor with its rule; the tank's rule goes.
+    write(pump);
+    let (status, body) = s.post("/api/admin/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    s.wait_for(
+        "configs for the new sensor and rule, none for the removed rule",
+        Duration::from_secs(30),
+        async |_| {
+            ha.last(pump_topic).is_some_and(|c| !c.is_empty())
+                && ha.last(pump_rule_topic).is_some_and(|c| !c.is_empty())
+                && ha.last(tank_rule_topic).as_deref() == Some("")
+        },
+    )
+    .await;
+    let c: Value = serde_json::from_str(&ha.last(pump_topic).unwrap()).unwrap();
+    assert_eq!(c["device_class"], "pressure");
+    assert_eq!(c["unit_of_measurement"], "hPa");
+    let a: Value = serde_json::from_str(&ha.last(pump_rule_topic).unwrap()).unwrap();
+    assert_eq!(a["state_topic"], "vigil/test/alert/pump_low");
+    assert!(!ha.last(tank_topic).unwrap().is_empty(), "the tank stays");
+
+    // What the broker keeps: the new configs, and nothing for the rule.
+    let late = Subscriber::new(broker.port, "t-ha-reload-late", "homeassistant/#").await;
+    s.wait_for(
+        "the retained configs",
+        Duration::from_secs(30),
+        async |_| {
+            let all = late.all();
+            [tank_topic, pump_topic, pump_rule_topic].iter().all(|t| {
+                all.iter()
+                    .any(|g| g.topic == *t && g.retain && !g.payload.is_empty())
+            })
+        },
+    )
+    .await;
+    assert!(
+        late.all()
+            .iter()
+            .all(|g| g.topic != tank_rule_topic || g.payload.is_empty()),
+        "the removed rule's config is not retained"
+    );
+    s.stop().await;
+}
+
+/// The page's text at `path`.
+async fn page_text(s: &TestServer, path: &str) -> String {
+    let body = s
+        .client()
+        .get(s.url(path))
+        .send()
+        .await
+        .unwrap()
+        .body()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[actix_rt::test]
+async fn the_dashboard_shows_the_broker_state_from_health() {
+    // The dashboard's MQTT panel reads /health's `mqtt`.
+    let plain = TestServer::start("").await;
+    let html = page_text(&plain, "/").await;
+    assert!(html.contains("id=\"mqtt\""), "the panel is on the page");
+    let js = page_text(&plain, "/assets/app.js").await;
+    assert!(
+        js.contains("fetch('/health')") && js.contains(".mqtt") && js.contains("m.state"),
+        "the script reads the broker state from /health"
+    );
+    let h = mqtt_health(&plain).await;
+    assert_eq!(h["state"], "disabled", "{h}");
+    assert_eq!(h["enabled"], false, "{h}");
+    plain.stop().await;
+
+    // Nothing listens on the port yet: connecting, with the last error.
+    let port = free_port();
+    let s = TestServer::start(&setup(port)).await;
+    s.wait_for(
+        "connecting, with an error and a backlog",
+        Duration::from_secs(30),
+        async |s| {
+            let h = mqtt_health(s).await;
+            h["state"] == "connecting"
+                && h["last_error"].as_str().is_some_and(|e| !e.is_empty())
+                && h["backlog"].as_u64().is_some_and(|b| b > 0)
+        },
+    )
+    .await;
+    s.stop().await;
+    let broker = Broker::start().await;
+    let s = TestServer::start(&setup(broker.port)).await;
+    s.wait_for("connected", Duration::from_secs(30), async |s| {
+        let h = mqtt_health(s).await;
+        h["state"] == "connected" && h["last_error"].is_null()
+    })
+    .await;
+    s.stop().await;
+}

@@ -758,6 +758,40 @@
     $('pacing').replaceChildren(el('div', { class: 'node' }, ...parts));
   }
 
+  // ---- MQTT broker ---------------------------------------------------------
+
+  // /health answers 503 with the same body when the appliance is degraded.
+  async function refreshMqtt() {
+    let m;
+    try {
+      const res = await fetch('/health');
+      m = (await res.json()).mqtt;
+      if (!m) throw new Error('no mqtt in /health (HTTP ' + res.status + ')');
+    } catch (e) {
+      $('mqtt').textContent = 'broker state unavailable: ' + e.message;
+      return;
+    }
+    const badge = { connected: 'closed', connecting: 'half_open', disabled: 'disabled' }[m.state] || 'disabled';
+    const detail = [];
+    if (m.enabled) {
+      detail.push(`${m.published} published, ${m.replayed} replayed`);
+      detail.push(`backlog ${m.backlog} readings` + (m.alert_backlog ? `, ${m.alert_backlog} alert states` : ''));
+      if (m.replaying) detail.push('replaying');
+      if (m.connection_failures) detail.push(`${m.connection_failures} connection failures`);
+    } else {
+      detail.push('[mqtt] enabled = false');
+    }
+    const row = el('div', { class: 'node', 'data-mqtt': m.state },
+      el('span', { class: 'name' }, m.enabled ? m.broker : 'mqtt'),
+      el('span', { class: 'badge s-' + badge }, m.state),
+      el('span', { class: 'detail' }, detail.join(' · ')));
+    const rows = [row];
+    if (m.enabled && m.state !== 'connected' && m.last_error) {
+      rows.push(el('div', { class: 'node' }, el('span', { class: 'error' }, 'last error: ' + m.last_error)));
+    }
+    $('mqtt').replaceChildren(...rows);
+  }
+
   // ---- guards --------------------------------------------------------------
 
   function pct(v) {
@@ -1139,6 +1173,7 @@
   refreshAlerts();
   refreshPacing();
   refreshGuards();
+  refreshMqtt();
   loadConfig();
   connect();
   setInterval(refreshSensors, POLL_MS);
@@ -1146,5 +1181,6 @@
   setInterval(refreshAlerts, POLL_MS);
   setInterval(refreshPacing, POLL_MS);
   setInterval(refreshGuards, POLL_MS);
+  setInterval(refreshMqtt, POLL_MS);
   setInterval(redrawCards, 1000);
 })();
