@@ -8,6 +8,7 @@
 //! the switch would race); migrations last.
 
 pub mod catalog;
+pub mod chunk;
 pub mod config;
 pub mod export;
 pub mod head;
