@@ -169,6 +169,10 @@ enum Bench {
         runs: usize,
         #[arg(long, default_value_t = 2000)]
         queries: usize,
+        /// Decimal places of the values, as a sensor's resolution gives
+        /// them; `--decimals full` keeps every bit of a noisy f64.
+        #[arg(long, default_value = "2")]
+        decimals: String,
     },
 }
 
@@ -494,12 +498,20 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
             series,
             runs,
             queries,
+            decimals,
         } => {
+            let decimals = match decimals.as_str() {
+                "full" => None,
+                d => Some(d.parse::<u32>().ok().filter(|d| *d <= 15).ok_or_else(|| {
+                    anyhow::anyhow!("--decimals: `{d}` is neither 0..=15 nor `full`")
+                })?),
+            };
             let o = vigil::bench::schema::SchemaOptions {
                 rows,
                 series,
                 runs,
                 queries,
+                decimals,
             };
             let figures = vigil::bench::schema::run(&o)?;
             println!(
@@ -513,17 +525,18 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
                 "WAL B/r@3",
                 "WAL B/r@30"
             );
+            let wal = |b: Option<f64>| b.map_or_else(|| "-".to_owned(), |b| format!("{b:.0}"));
             for f in &figures {
                 println!(
-                    "{:<42} {:>12.0} {:>10.1} {:>10.1}us {:>10.1}us {:>10.1}us {:>10.0} {:>10.0}",
+                    "{:<42} {:>12.0} {:>10.1} {:>10.1}us {:>10.1}us {:>10.1}us {:>10} {:>10}",
                     f.layout,
                     f.insert_rows_per_s,
                     f.file_bytes_per_row,
                     f.latest_100_p50_us,
                     f.latest_100_p99_us,
                     f.hour_range_p50_us,
-                    f.wal_bytes_per_row_commit_3,
-                    f.wal_bytes_per_row_commit_30
+                    wal(f.wal_bytes_per_row_commit_3),
+                    wal(f.wal_bytes_per_row_commit_30)
                 );
             }
             println!("{}", serde_json::to_string(&figures)?);

@@ -8,6 +8,10 @@
 //! the switch would race); migrations last.
 
 pub mod catalog;
+// The codec of sealed chunks; the readings table is the store, and the
+// benchmarks measure the chunk layout against it.
+#[cfg(any(test, feature = "bench"))]
+pub mod chunk;
 pub mod config;
 pub mod export;
 pub mod head;
