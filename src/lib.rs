@@ -75,7 +75,10 @@ pub use supervisor::{
 // prepare databases.
 pub use storage::config::{OverflowPolicy, StorageConfig, Synchronous};
 pub use storage::queue::IngestQueue;
-pub use storage::{StorageError, inspect, maintenance, open_writer, prepare, walindex};
+pub use storage::read::Order;
+pub use storage::{
+    MIGRATIONS, StorageError, chunk, inspect, maintenance, open_writer, prepare, walindex,
+};
 
 // Pacing, guards and performance.
 pub use guard::config::HttpLimitConfig;

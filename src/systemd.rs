@@ -336,6 +336,7 @@ mod tests {
             },
             uncommitted_rows: 7,
             committed_through_ms: None,
+            sealing: Default::default(),
         }
     }
 

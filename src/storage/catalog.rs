@@ -46,6 +46,9 @@ struct Inner {
     reserved: HashMap<Arc<str>, HashMap<Arc<str>, Arc<SeriesInfo>>>,
     /// The highest id committed or reserved.
     max_id: i64,
+    /// Per series, the end of its newest sealed chunk's period (see
+    /// `storage::chunk`): no reading from there on is sealed.
+    sealed_until: HashMap<i64, i64>,
 }
 
 /// All known series, by (sensor, metric) and by id.
@@ -75,7 +78,27 @@ impl SeriesCatalog {
                 unit: row.unit.into(),
             });
         }
+        for (id, until) in super::chunk::sealed_until(conn)? {
+            catalog.mark_sealed(id, until);
+        }
         Ok(catalog)
+    }
+
+    /// Where the sealed readings of series `id` end: a reading at or after
+    /// this instant is not in any chunk (`i64::MIN` when none is sealed).
+    pub fn sealed_until(&self, id: i64) -> i64 {
+        self.read()
+            .sealed_until
+            .get(&id)
+            .copied()
+            .unwrap_or(i64::MIN)
+    }
+
+    /// Records that series `id` has a chunk ending at `until`.
+    pub fn mark_sealed(&self, id: i64, until: i64) {
+        let mut inner = self.write();
+        let at = inner.sealed_until.entry(id).or_insert(until);
+        *at = (*at).max(until);
     }
 
     /// Adds or replaces a committed series (a unit may change); it is no

@@ -66,6 +66,11 @@ pub struct StorageConfig {
     /// Where the WAL index lives: `heap` (no `-shm` file; other processes
     /// are kept out while vigil runs) or `file` (`-shm`, shared with them).
     pub wal_index: super::walindex::WalIndex,
+    /// Minutes after an hour ends before its readings are sealed into one
+    /// compressed chunk per series (`storage::chunk`).
+    pub seal_delay_mins: u32,
+    /// Seconds between sealing passes; 0 keeps every reading as a row.
+    pub seal_interval_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -82,6 +87,8 @@ impl Default for StorageConfig {
             cache_kib: 8192,
             mmap_mib: 64,
             wal_index: super::walindex::WalIndex::Heap,
+            seal_delay_mins: 10,
+            seal_interval_secs: 60,
         }
     }
 }
@@ -106,6 +113,12 @@ impl StorageConfig {
             ));
         }
         positive("storage.read_pool_size", u64::from(st.read_pool_size))?;
+        if st.seal_delay_mins > 7 * 24 * 60 {
+            return Err(ConfigError::invalid(
+                "storage.seal_delay_mins",
+                format!("{} is more than a week", st.seal_delay_mins),
+            ));
+        }
         Ok(())
     }
 }

@@ -2,8 +2,8 @@
 //! a bounded chunk at a time, so that a year of data streams out through a
 //! few hundred kilobytes of memory.
 //!
-//! Each series is a lane read along its clustered key `(series_id, ts)` a
-//! few thousand rows at a time; lanes are merged by `(ts, series_id)`. A
+//! Each series is a lane read along its keys (sealed chunks and rows, see
+//! `storage::chunk`) a few thousand readings at a time; lanes are merged by `(ts, series_id)`. A
 //! lane is refilled only when empty, and before any row is emitted past it,
 //! so the merged order is exact while at most `lanes × per_lane` rows are
 //! ever held (plus, with a head, the uncommitted readings of the range).
@@ -24,7 +24,6 @@ use diesel::prelude::*;
 use super::catalog::SeriesInfo;
 use super::head::Head;
 use super::read::Points;
-use super::schema::readings;
 
 /// A lane never reads fewer rows than this at once, however many series
 /// share a chunk.
@@ -87,14 +86,14 @@ impl ExportCursor {
 
     fn refill(&mut self, conn: &mut SqliteConnection, i: usize) -> QueryResult<()> {
         let lane = &mut self.lanes[i];
-        let rows: Vec<(i64, f64)> = readings::table
-            .filter(readings::series_id.eq(lane.series.id))
-            .filter(readings::ts.ge(lane.next_from))
-            .filter(readings::ts.lt(self.to))
-            .order(readings::ts.asc())
-            .select((readings::ts, readings::value))
-            .limit(self.per_lane as i64)
-            .load(conn)?;
+        let rows = super::chunk::points(
+            conn,
+            lane.series.id,
+            lane.next_from,
+            self.to.saturating_sub(1),
+            super::read::Order::Asc,
+            self.per_lane,
+        )?;
         self.reads += 1;
         lane.exhausted = rows.len() < self.per_lane;
         // The head's readings up to the table's last row (all, once the

@@ -4,13 +4,7 @@
 //! sizes and pages are `maintenance::DbFigures`.)
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Text};
-
-#[derive(QueryableByName)]
-struct Num {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
+use diesel::sql_types::Text;
 
 #[derive(QueryableByName)]
 struct Detail {
@@ -34,16 +28,14 @@ pub fn analyzed_rows(conn: &mut SqliteConnection, table: &str) -> Option<u64> {
     stat.stat.split_whitespace().next()?.parse().ok()
 }
 
-/// Exact rows of `readings`, if the table is small enough (`max_pages`)
-/// for counting them to be cheap; a count walks the whole table.
+/// Exact raw readings stored (rows and sealed), if the database is small
+/// enough (`max_pages`) for counting them to be cheap; a count walks the
+/// whole `readings` table.
 pub fn readings_rows(conn: &mut SqliteConnection, page_count: u64, max_pages: u64) -> Option<u64> {
     if page_count > max_pages {
         return None;
     }
-    let n: Num = diesel::sql_query("SELECT count(*) AS n FROM readings")
-        .get_result(conn)
-        .ok()?;
-    Some(n.n.max(0) as u64)
+    super::chunk::count_all(conn).ok()
 }
 
 /// How SQLite would run `sql`: the detail lines of `EXPLAIN QUERY PLAN`.

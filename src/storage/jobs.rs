@@ -5,12 +5,16 @@
 //! the last outcome of each is kept for the API, logged, and published on
 //! the event bus.
 //!
+//! Sealing passes (`storage::sealer`) are scheduled here too, and run on
+//! the writer like retention.
+//!
 //! Retention runs as a chain of messages the writer sends itself, one
 //! chunk (one short transaction) each, yielding to its thread's runtime
 //! between two links: the writer's mailbox and timers are served in
 //! between, so ingest flushes interleave with the deletes and the write lock
 //! is never held for more than one chunk.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,9 +23,11 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::StorageError;
+use super::chunk::{self, PERIOD_MS};
 use super::config::StorageConfig;
 use super::maintenance::{self, BackupReport, MaintenanceConfig, OptimizeReport};
 use super::retention::{RetentionConfig, RetentionJob, RetentionReport};
+use super::sealer::seal_before;
 use super::writer::{DbWriter, WriterShared};
 use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
 use crate::vocab::bus::{Bus, Event};
@@ -92,6 +98,88 @@ impl Handler<RetentionStep> for DbWriter {
                 let _ = msg.reply.send(Err(e));
             }
         }
+    }
+}
+
+/// Starts a sealing pass over every known series (the writer's timer
+/// sends it); ignored while one runs.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SealPass;
+
+/// One link of a pass: the series left, and the boundary below which ended
+/// hours are sealed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SealStep {
+    series: VecDeque<i64>,
+    before: i64,
+}
+
+impl Handler<SealPass> for DbWriter {
+    type Result = ();
+
+    fn handle(&mut self, _: SealPass, ctx: &mut Context<Self>) {
+        let (cfg, conn, shared) = self.parts();
+        if conn.is_none() || shared.suspended_for().is_some() || !shared.sealing.begin() {
+            return;
+        }
+        let before = seal_before(now_ms(), cfg.seal_delay_mins);
+        let series = shared.catalog.all().iter().map(|s| s.id).collect();
+        ctx.notify(SealStep { series, before });
+    }
+}
+
+impl Handler<SealStep> for DbWriter {
+    type Result = ();
+
+    fn handle(&mut self, mut msg: SealStep, ctx: &mut Context<Self>) {
+        let (_, conn, shared) = self.parts();
+        let sealing = &shared.sealing;
+        let (Some(conn), Some(&id)) = (conn, msg.series.front()) else {
+            if msg.series.is_empty() {
+                sealing.update(|s| s.caught_up_at = Some(rfc3339(now_ms())));
+            }
+            sealing.end();
+            return;
+        };
+        // The breaker is open: the database is failing; sealing waits for
+        // the next pass rather than add to the trouble.
+        if shared.suspended_for().is_some() {
+            sealing.end();
+            return;
+        }
+        match chunk::seal_oldest(conn, id, msg.before) {
+            Ok(Some(sealed)) => {
+                shared
+                    .catalog
+                    .mark_sealed(id, sealed.start_ts.saturating_add(PERIOD_MS));
+                sealing.update(|s| {
+                    s.chunks_sealed += 1;
+                    s.readings_sealed += sealed.rows;
+                    s.last_error = None;
+                });
+            }
+            Ok(None) => {
+                msg.series.pop_front();
+            }
+            Err(e) => {
+                let first = sealing.status().last_error.is_none();
+                if first {
+                    log::warn!(
+                        "sealing readings of series {id} failed: {e}; trying again at the next pass"
+                    );
+                }
+                sealing.update(|s| s.last_error = Some(e.to_string()));
+                sealing.end();
+                return;
+            }
+        }
+        ctx.spawn(
+            tokio::task::yield_now()
+                .into_actor(self)
+                .map(move |(), _, ctx| ctx.notify(msg)),
+        );
     }
 }
 
@@ -268,6 +356,14 @@ impl Jobs {
         result
     }
 
+    /// Asks the writer for a sealing pass (`storage::sealer`); one that is
+    /// running already goes on instead.
+    pub fn seal(&self) {
+        if let Ok(addr) = self.writer() {
+            addr.do_send(SealPass);
+        }
+    }
+
     /// Optimizes the database on the writer's connection, between commits.
     pub async fn optimize(&self, full: bool, now_ms: i64) -> Result<OptimizeReport, StorageError> {
         let _one_at_a_time = self.optimize_running.lock().await;
@@ -410,6 +506,13 @@ impl Actor for Scheduler {
         self.every(ctx, schedule.backup_every_s, |jobs| async move {
             let _ = jobs.backup(now_ms()).await;
         });
+        self.every(
+            ctx,
+            self.jobs.storage.seal_interval_secs,
+            |jobs| async move {
+                jobs.seal();
+            },
+        );
         self.reporter.started();
     }
 

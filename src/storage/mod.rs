@@ -8,9 +8,6 @@
 //! the switch would race); migrations last.
 
 pub mod catalog;
-// The codec of sealed chunks; the readings table is the store, and the
-// benchmarks measure the chunk layout against it.
-#[cfg(any(test, feature = "bench"))]
 pub mod chunk;
 pub mod config;
 pub mod export;
@@ -18,6 +15,7 @@ pub mod head;
 pub mod inspect;
 pub mod jobs;
 pub mod maintenance;
+pub mod points;
 pub mod queue;
 pub mod read;
 pub mod recent;
@@ -25,6 +23,7 @@ pub mod retention;
 pub mod rollup;
 pub mod schema;
 pub mod schemacheck;
+pub mod sealer;
 pub mod series;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -1,8 +1,9 @@
 //! Read queries for the API: pages of readings across one or more series,
 //! in time order, with a cursor that returns every row exactly once.
 //!
-//! Each series is read along its clustered key `(series_id, ts)` (one range
-//! scan of at most `limit + 1` rows), and the per-series results are merged.
+//! Each series is read along its keys, sealed chunks and rows together
+//! (`chunk::points`, at most `limit + 1` readings), and the per-series
+//! results are merged.
 //! The page order is `(ts, series_id)`, descending by default, so a cursor
 //! is that pair and ties between series at the same millisecond are safe.
 
@@ -13,18 +14,9 @@ use std::sync::Arc;
 use diesel::prelude::*;
 
 use super::catalog::SeriesInfo;
+use super::chunk;
 use super::head::Head;
-use super::schema::readings;
-
-/// Page order by time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Order {
-    /// Newest first.
-    #[default]
-    Desc,
-    /// Oldest first.
-    Asc,
-}
+pub use super::points::{Order, Points, merge_points};
 
 /// Where the next page starts: the last row of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,55 +71,16 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-type SeriesQuery<'a> = readings::BoxedQuery<
-    'a,
-    diesel::sqlite::Sqlite,
-    (diesel::sql_types::BigInt, diesel::sql_types::Double),
->;
-
-/// The query one series of a page runs.
-fn series_query(q: &PageQuery, s: &SeriesInfo) -> SeriesQuery<'static> {
-    let fetch = q.limit.saturating_add(1) as i64;
-    let mut query = readings::table
-        .filter(readings::series_id.eq(s.id))
-        .select((readings::ts, readings::value))
-        .into_boxed();
-    if let Some(from) = q.from {
-        query = query.filter(readings::ts.ge(from));
-    }
-    if let Some(to) = q.to {
-        query = query.filter(readings::ts.lt(to));
-    }
-    if let Some(c) = q.cursor {
-        // Rows strictly after (c.ts, c.series_id) in page order.
-        query = match q.order {
-            Order::Desc if s.id < c.series_id => query.filter(readings::ts.le(c.ts)),
-            Order::Desc => query.filter(readings::ts.lt(c.ts)),
-            Order::Asc if s.id > c.series_id => query.filter(readings::ts.ge(c.ts)),
-            Order::Asc => query.filter(readings::ts.gt(c.ts)),
-        };
-    }
-    query = match q.order {
-        Order::Desc => query.order(readings::ts.desc()),
-        Order::Asc => query.order(readings::ts.asc()),
-    };
-    query.limit(fetch)
+/// One series' rows of a page: the raw readings within its bounds, sealed
+/// or not, at most `limit + 1`, in page order.
+fn series_rows(conn: &mut SqliteConnection, q: &PageQuery, s: &SeriesInfo) -> QueryResult<Points> {
+    let (lo, hi) = bounds(q, s.id);
+    chunk::points(conn, s.id, lo, hi, q.order, q.limit.saturating_add(1))
 }
 
-/// The SQL of a page's per-series query (for the slow-query log).
-pub fn readings_page_sql(q: &PageQuery) -> String {
-    q.series
-        .first()
-        .map(|s| {
-            let text =
-                diesel::debug_query::<diesel::sqlite::Sqlite, _>(&series_query(q, s)).to_string();
-            // Keep the statement, not its bound values.
-            text.split(" -- binds:")
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .unwrap_or_default()
+/// The SQL of a page's per-series queries (for the slow-query log).
+pub fn readings_page_sql(_q: &PageQuery) -> String {
+    chunk::points_sql().to_owned()
 }
 
 /// The timestamps `[lo, hi]` (inclusive) of series `id` that a page may
@@ -146,34 +99,6 @@ pub fn bounds(q: &PageQuery, id: i64) -> (i64, i64) {
     (lo, hi)
 }
 
-/// One series' rows from two sources that hold different readings (the
-/// table or cache, and the head), each in page order: the first `want` of
-/// both, in page order.
-pub fn merge_points(order: Order, a: Points, b: Points, want: usize) -> Points {
-    if b.is_empty() {
-        return a;
-    }
-    if a.is_empty() {
-        return b;
-    }
-    let mut out = Vec::with_capacity((a.len() + b.len()).min(want));
-    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
-    while out.len() < want {
-        let first = match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) => match order {
-                Order::Desc => x.0 >= y.0,
-                Order::Asc => x.0 <= y.0,
-            },
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        let next = if first { a.next() } else { b.next() };
-        out.extend(next);
-    }
-    out
-}
-
 /// How many stored readings of `series` are newer than `after` (one
 /// primary-key range count per series).
 pub fn count_after(
@@ -183,12 +108,7 @@ pub fn count_after(
 ) -> QueryResult<u64> {
     let mut total = 0u64;
     for s in series {
-        let n: i64 = readings::table
-            .filter(readings::series_id.eq(s.id))
-            .filter(readings::ts.gt(after))
-            .count()
-            .get_result(conn)?;
-        total += u64::try_from(n).unwrap_or(0);
+        total += chunk::count_after(conn, s.id, after)?;
     }
     Ok(total)
 }
@@ -217,7 +137,7 @@ pub fn readings_page_with_head(
         })?;
         let mut per_series = Vec::with_capacity(q.series.len());
         for (s, head_rows) in q.series.iter().zip(from_head) {
-            let stored = series_query(q, s).load(c)?;
+            let stored = series_rows(c, q, s)?;
             per_series.push((s.clone(), merge_points(q.order, stored, head_rows, want)));
         }
         Ok((merge_page(q, per_series), oldest))
@@ -231,13 +151,10 @@ pub fn readings_page_with_head(
 pub fn readings_page(conn: &mut SqliteConnection, q: &PageQuery) -> QueryResult<Page> {
     let mut per_series = Vec::with_capacity(q.series.len());
     for s in &q.series {
-        per_series.push((s.clone(), series_query(q, s).load(conn)?));
+        per_series.push((s.clone(), series_rows(conn, q, s)?));
     }
     Ok(merge_page(q, per_series))
 }
-
-/// One series' (timestamp, value) pairs, in page order.
-pub type Points = Vec<(i64, f64)>;
 
 /// The latest `depth` readings of a series, oldest first (to warm the
 /// recent-readings cache).
@@ -246,12 +163,7 @@ pub fn latest(
     series_id: i64,
     depth: usize,
 ) -> QueryResult<Vec<(i64, f64)>> {
-    let mut rows: Vec<(i64, f64)> = readings::table
-        .filter(readings::series_id.eq(series_id))
-        .select((readings::ts, readings::value))
-        .order(readings::ts.desc())
-        .limit(depth as i64)
-        .load(conn)?;
+    let mut rows = chunk::points(conn, series_id, i64::MIN, i64::MAX, Order::Desc, depth)?;
     rows.reverse();
     Ok(rows)
 }
@@ -508,7 +420,7 @@ mod tests {
             .0
             .rows
             .len();
-        let stored: i64 = readings::table.count().get_result(&mut conn).unwrap();
+        let stored = crate::storage::chunk::count_all(&mut conn).unwrap();
         assert!(queue.stats().dropped > dropped_before);
         assert_eq!(queue.len(), 300, "full");
         assert_eq!(after, stored as usize + 300, "the dropped ones are gone");

@@ -1,7 +1,8 @@
 //! Tiered retention and the size cap: which stored rows are past their
 //! tier's horizon, and the job that deletes them in small transactions.
 //!
-//! Each tier keeps its rows for its own number of days: raw readings a week,
+//! Each tier keeps its rows for its own number of days: raw readings (rows
+//! and sealed chunks, cut exactly at the horizon) a week,
 //! minute rollups a month, hour rollups a quarter, day rollups five years by
 //! default. A rollup row goes once its whole period is past the horizon. When
 //! the database is larger than `max_db_mb`, the oldest raw readings go
@@ -22,6 +23,7 @@ use diesel::sql_types::BigInt;
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
+use super::chunk;
 use super::maintenance::{PageFigures, RELEASE_PAGES_PER_STEP, page_figures};
 use super::rollup::{DAY_MS, HOUR_MS, Tier};
 use crate::vocab::check::{ConfigError, positive};
@@ -231,12 +233,6 @@ struct Key {
     k: i64,
 }
 
-#[derive(QueryableByName)]
-struct MaybeKey {
-    #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
-    k: Option<i64>,
-}
-
 /// Deletes at most `limit` rows of one series with keys below `below`, in
 /// one immediate transaction. Returns the rows deleted and whether more
 /// remain.
@@ -268,17 +264,6 @@ pub fn delete_chunk(
         .execute(c)?;
         Ok((deleted as u64, boundary.is_some()))
     })
-}
-
-/// The oldest key of a tier in one series.
-pub fn oldest(conn: &mut SqliteConnection, tier: Tier, series_id: i64) -> QueryResult<Option<i64>> {
-    let (table, col) = (tier.table(), tier.time_column());
-    diesel::sql_query(format!(
-        "SELECT min({col}) AS k FROM {table} WHERE series_id = ?"
-    ))
-    .bind::<BigInt, _>(series_id)
-    .get_result::<MaybeKey>(conn)
-    .map(|k| k.k)
 }
 
 impl RetentionJob {
@@ -341,8 +326,16 @@ impl RetentionJob {
         loop {
             if let Some(t) = self.queue.front().copied() {
                 let limit = self.chunk_rows;
-                let ((deleted, more), _) =
+                let ((mut deleted, mut more), _) =
                     self.timed(|| delete_chunk(conn, t.tier, t.series_id, t.below, limit))?;
+                // Raw readings: once the rows below are gone, the sealed
+                // ones, whole chunks at a time and the edge exactly.
+                if t.tier == Tier::Raw && !more {
+                    let ((sealed, left), _) =
+                        self.timed(|| chunk::delete_below(conn, t.series_id, t.below))?;
+                    deleted += sealed;
+                    more = left;
+                }
                 if t.for_cap {
                     if let Some(cap) = self.report.cap.as_mut() {
                         cap.pruned_raw_rows += deleted;
@@ -424,7 +417,7 @@ impl RetentionJob {
     fn oldest_raw(&self, conn: &mut SqliteConnection) -> Result<Option<i64>, StorageError> {
         let mut first: Option<i64> = None;
         for &s in &self.series {
-            if let Some(t) = oldest(conn, Tier::Raw, s)? {
+            if let Some(t) = chunk::oldest(conn, s)? {
                 first = Some(first.map_or(t, |o| o.min(t)));
             }
         }

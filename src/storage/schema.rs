@@ -17,6 +17,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Sealed hours of readings, one compressed blob each; see
+    /// `storage::chunk`.
+    chunks (series_id, start_ts) {
+        series_id -> BigInt,
+        start_ts -> BigInt,
+        first_ts -> BigInt,
+        last_ts -> BigInt,
+        count -> BigInt,
+        data -> Binary,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(series, readings);
 
 diesel::table! {

@@ -18,7 +18,6 @@ use serde::Serialize;
 
 use super::head::Head;
 use super::rollup::{Agg, Tier, bucket_start};
-use super::schema::readings;
 
 /// The oldest key (`ts`, or period start) of each tier for one series.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,7 +78,8 @@ impl TierStarts {
         let hour = either(oldest!(rollup_hour, bucket), open(conn, Tier::Hour)?);
         let day = either(oldest!(rollup_day, bucket), open(conn, Tier::Day)?);
         Ok(TierStarts {
-            raw: oldest!(readings, ts),
+            // Rows and sealed chunks: one seek in each.
+            raw: super::chunk::oldest(conn, series_id)?,
             minute,
             hour,
             day,
@@ -317,13 +317,18 @@ pub fn query_tier(
         };
         let mut buckets = match tier {
             Tier::Raw => {
-                let rows = readings::table
-                    .filter(readings::series_id.eq(series_id))
-                    .filter(readings::ts.ge(from))
-                    .filter(readings::ts.lt(to))
-                    .select((readings::ts, readings::value))
-                    .load_iter::<(i64, f64), DefaultLoadingMode>(conn)?;
-                fold_rows(&p, rows.map(|r| r.map(|(ts, v)| (ts, Agg::one(ts, v)))))?
+                let rows = super::chunk::points(
+                    conn,
+                    series_id,
+                    from,
+                    to.saturating_sub(1),
+                    super::read::Order::Asc,
+                    usize::MAX,
+                )?;
+                fold_rows(
+                    &p,
+                    rows.into_iter().map(|(ts, v)| Ok((ts, Agg::one(ts, v)))),
+                )?
             }
             Tier::Minute => load_rollups!(rollup_minute, tier, conn, &p, series_id, to),
             Tier::Hour => load_rollups!(rollup_hour, tier, conn, &p, series_id, to),

@@ -24,11 +24,13 @@ use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Serialize;
 
 use super::catalog::{SeriesCatalog, SeriesInfo};
+use super::chunk;
 use super::head::Head;
 use super::queue::{IngestQueue, QueueStats};
 use super::recent::RecentCache;
 use super::rollup;
 use super::schema::{readings, series};
+use super::sealer::{SealState, SealStatus};
 use super::{StorageError, open_writer};
 use crate::guard::{Call, CircuitBreaker};
 use crate::perf::{Op, Perf};
@@ -111,6 +113,8 @@ pub struct WriterStatus {
     pub uncommitted_rows: usize,
     /// Every reading older than this is committed; null when all are.
     pub committed_through_ms: Option<i64>,
+    /// Ended hours sealed into compressed chunks (`storage::chunk`).
+    pub sealing: SealStatus,
 }
 
 /// What outlives any one writer instance: the queue, the catalog, the
@@ -124,6 +128,8 @@ pub struct WriterShared {
     pub commit_op: Arc<Op>,
     /// Recent committed readings in memory, kept up to date by every commit.
     pub recent: Arc<RecentCache>,
+    /// Sealing's counters (`storage::sealer`).
+    pub sealing: SealState,
     /// A long job the writer is running on purpose, and since when.
     busy: Mutex<Option<(&'static str, Instant)>>,
     current: Mutex<Option<Addr<DbWriter>>>,
@@ -148,6 +154,7 @@ impl WriterShared {
             bus,
             commit_op: perf.op("db.commit"),
             recent,
+            sealing: SealState::default(),
             busy: Mutex::new(None),
             current: Mutex::new(None),
             breaker: None,
@@ -247,6 +254,7 @@ impl WriterShared {
             queue: self.queue.stats(),
             uncommitted_rows: self.queue.head().len(),
             committed_through_ms: self.queue.head().view(|h| h.oldest_overall()),
+            sealing: self.sealing.status(),
         }
     }
 
@@ -443,6 +451,7 @@ impl Actor for DbWriter {
             Duration::from_millis(self.cfg.flush_interval_ms),
             |act, _| act.flush(false),
         );
+
         self.reporter.started();
         if !self.shared.queue.is_empty() {
             ctx.notify(Flush);
@@ -624,14 +633,28 @@ fn insert_batch(
     created: &mut Vec<SeriesInfo>,
 ) -> Result<u64, StorageError> {
     let mut rows = resolve_rows(conn, catalog, batch, created)?;
-    if !careful {
+    // A reading of an hour already sealed (a clock stepped back by more
+    // than the seal delay) is checked against its chunk, row by row.
+    let late = rows
+        .iter()
+        .any(|r| r.ts < catalog.sealed_until(r.series_id));
+    if !careful && !late {
         insert_rows(conn, &rows)?;
         rollup::record(conn, rows.iter().map(|r| (r.series_id, r.ts, r.value)))?;
         return Ok(0);
     }
+    let mut probe = chunk::Probe::default();
     let mut nudged = 0;
     for row in &mut rows {
+        let sealed_until = catalog.sealed_until(row.series_id);
         for step in 0..=MAX_TIMESTAMP_NUDGES {
+            let ts = row.ts + step;
+            if ts < sealed_until && probe.holds(conn, row.series_id, ts)? {
+                if step == MAX_TIMESTAMP_NUDGES {
+                    return Err(StorageError::Query(DieselError::RollbackTransaction));
+                }
+                continue;
+            }
             let inserted = diesel::insert_into(readings::table)
                 .values((
                     readings::series_id.eq(row.series_id),
@@ -679,7 +702,17 @@ pub fn commit_import(
     let mut created = Vec::new();
     let inserted = conn.immediate_transaction(|c| {
         created.clear();
-        let rows = resolve_rows(c, catalog, batch, &mut created)?;
+        let mut rows = resolve_rows(c, catalog, batch, &mut created)?;
+        // A reading a sealed chunk already holds is skipped like a stored
+        // row.
+        let mut probe = chunk::Probe::default();
+        let mut keep = Vec::with_capacity(rows.len());
+        for r in rows.drain(..) {
+            if r.ts >= catalog.sealed_until(r.series_id) || !probe.holds(c, r.series_id, r.ts)? {
+                keep.push(r);
+            }
+        }
+        let rows = keep;
         // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to
         // the INSERT, not to a join of the SELECT.
         let kept: Vec<Inserted> = diesel::sql_query(

@@ -180,6 +180,18 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         w.failed_commits as f64,
     );
     m.single(
+        "vigil_readings_sealed_total",
+        "counter",
+        "Readings moved from rows into compressed hour chunks since start.",
+        w.sealing.readings_sealed as f64,
+    );
+    m.single(
+        "vigil_chunks_sealed_total",
+        "counter",
+        "Hours of one series sealed into a chunk since start.",
+        w.sealing.chunks_sealed as f64,
+    );
+    m.single(
         "vigil_readings_accepted_total",
         "counter",
         "Readings accepted into the ingest queue.",

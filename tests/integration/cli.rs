@@ -84,7 +84,7 @@ fn migrate_creates_the_schema_once() {
     assert!(String::from_utf8_lossy(&first.stdout).contains("applied"));
     let second = run();
     assert!(String::from_utf8_lossy(&second.stdout).contains("up to date"));
-    assert_eq!(open_db(&db).count("SELECT count(*) AS n FROM readings"), 0);
+    assert_eq!(open_db(&db).raw_count(), 0);
 }
 
 /// A plain HTTP/1.0 GET on loopback; the body, if the server answered.
@@ -218,7 +218,7 @@ fn sigterm_exits_zero_with_every_produced_reading_stored() {
     assert!(produced > 100, "{summary}");
     assert_eq!((stored, dropped, unstored), (produced, 0, 0), "{summary}");
     let mut db = open_db(&dir.path().join("serve.db"));
-    assert_eq!(db.count("SELECT count(*) AS n FROM readings"), stored);
+    assert_eq!(db.raw_count(), stored);
     assert_eq!(db.integrity_check(), "ok");
 }
 

@@ -93,10 +93,7 @@ period_ms = 1700
             && stdout.contains(&format!("{exported} skipped as already stored")),
         "{stdout}"
     );
-    assert_eq!(
-        open_db(&db).count("SELECT count(*) AS n FROM readings"),
-        exported as i64
-    );
+    assert_eq!(open_db(&db).raw_count(), exported as i64);
 
     let cfg = config(&dir, "");
     let b = TestServer::start_with(dir, cfg).await;

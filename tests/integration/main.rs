@@ -26,6 +26,7 @@ mod mqtt;
 mod openapi;
 mod pacing;
 mod performance;
+mod sealing;
 mod states;
 mod storage;
 mod systemd;

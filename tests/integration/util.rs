@@ -260,12 +260,6 @@ pub mod rusqlite_lite {
     }
 
     #[derive(QueryableByName)]
-    struct Ts {
-        #[diesel(sql_type = BigInt)]
-        ts: i64,
-    }
-
-    #[derive(QueryableByName)]
     struct Check {
         #[diesel(sql_type = Text)]
         integrity_check: String,
@@ -283,25 +277,30 @@ pub mod rusqlite_lite {
                 .n
         }
 
-        /// Readings of one sensor (all metrics).
+        /// Raw readings stored, in rows and sealed chunks.
+        pub fn raw_count(&mut self) -> i64 {
+            // A database killed between migrations may have no chunks yet.
+            if self.count("SELECT count(*) AS n FROM sqlite_master WHERE name = 'chunks'") == 0 {
+                return self.count("SELECT count(*) AS n FROM readings");
+            }
+            vigil::chunk::count_all(&mut self.0).unwrap() as i64
+        }
+
+        /// Readings of one sensor (all metrics), rows and sealed.
         pub fn readings_of(&mut self, sensor: &str) -> i64 {
             self.count(&format!(
-                "SELECT count(*) AS n FROM readings JOIN series ON series.id = readings.series_id \
-                 WHERE series.sensor = '{sensor}'"
+                "SELECT (SELECT count(*) FROM readings JOIN series ON series.id = readings.series_id \
+                 WHERE series.sensor = '{sensor}') + (SELECT coalesce(sum(count), 0) FROM chunks \
+                 JOIN series ON series.id = chunks.series_id WHERE series.sensor = '{sensor}') AS n"
             ))
         }
 
         /// Timestamps of one sensor's metric, ascending.
         pub fn timestamps(&mut self, sensor: &str, metric: &str) -> Vec<i64> {
-            diesel::sql_query(format!(
-                "SELECT ts FROM readings JOIN series ON series.id = readings.series_id \
-                 WHERE series.sensor = '{sensor}' AND series.metric = '{metric}' ORDER BY ts"
-            ))
-            .load::<Ts>(&mut self.0)
-            .unwrap()
-            .into_iter()
-            .map(|t| t.ts)
-            .collect()
+            self.values(sensor, metric)
+                .into_iter()
+                .map(|p| p.0)
+                .collect()
         }
 
         /// Runs statements (set-up and garbage making in tests).
@@ -313,23 +312,21 @@ pub mod rusqlite_lite {
         }
 
         /// (ts, value) of one sensor's metric, ascending.
+        /// Rows and sealed readings alike, through the store's own read.
         pub fn values(&mut self, sensor: &str, metric: &str) -> Vec<(i64, f64)> {
-            #[derive(QueryableByName)]
-            struct Row {
-                #[diesel(sql_type = BigInt)]
-                ts: i64,
-                #[diesel(sql_type = diesel::sql_types::Double)]
-                value: f64,
-            }
-            diesel::sql_query(format!(
-                "SELECT ts, value FROM readings JOIN series ON series.id = readings.series_id \
-                 WHERE series.sensor = '{sensor}' AND series.metric = '{metric}' ORDER BY ts"
-            ))
-            .load::<Row>(&mut self.0)
+            let id = self.count(&format!(
+                "SELECT coalesce((SELECT id FROM series WHERE sensor = '{sensor}' \
+                 AND metric = '{metric}'), -1) AS n"
+            ));
+            vigil::chunk::points(
+                &mut self.0,
+                id,
+                i64::MIN,
+                i64::MAX,
+                vigil::Order::Asc,
+                usize::MAX,
+            )
             .unwrap()
-            .into_iter()
-            .map(|r| (r.ts, r.value))
-            .collect()
         }
 
         pub fn integrity_check(&mut self) -> String {
