@@ -36,6 +36,26 @@ pub enum BenchError {
 }
 
 /// The median of some durations (sorts them).
+/// Seals every hour of every series in the database that ended by
+/// `before`, as the writer's passes leave an appliance's history; the
+/// number of chunks written.
+pub fn seal_all(
+    conn: &mut diesel::SqliteConnection,
+    before: i64,
+) -> Result<u64, crate::storage::StorageError> {
+    use diesel::prelude::*;
+    let ids: Vec<i64> = crate::storage::schema::series::table
+        .select(crate::storage::schema::series::id)
+        .load(conn)?;
+    let mut chunks = 0;
+    for id in ids {
+        while crate::storage::chunk::seal_oldest(conn, id, before)?.is_some() {
+            chunks += 1;
+        }
+    }
+    Ok(chunks)
+}
+
 pub fn median(samples: &mut [Duration]) -> Duration {
     samples.sort_unstable();
     samples.get(samples.len() / 2).copied().unwrap_or_default()

@@ -27,6 +27,9 @@ pub struct QueryOptions {
     pub limit: usize,
     /// Load-generator threads.
     pub threads: usize,
+    /// Seal every ended hour before the appliance starts, as an
+    /// appliance's history is.
+    pub seal: bool,
 }
 
 impl Default for QueryOptions {
@@ -39,6 +42,7 @@ impl Default for QueryOptions {
             runs: 3,
             limit: 100,
             threads: 1,
+            seal: true,
         }
     }
 }
@@ -56,6 +60,7 @@ pub struct QueryRun {
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryFigures {
     pub rows: usize,
+    pub sealed: bool,
     pub connections: usize,
     pub build_seconds: f64,
     pub requests_per_s: f64,
@@ -106,10 +111,26 @@ pub fn run(exe: &Path, o: &QueryOptions) -> Result<QueryFigures, BenchError> {
     let db = dir.path().join("query.db");
     let built = std::time::Instant::now();
     build_database(&db, o.rows, o.sensors)?;
+    if o.seal {
+        let cfg = StorageConfig {
+            path: db.clone(),
+            ..StorageConfig::default()
+        };
+        let mut conn = storage::open_writer(&cfg)?;
+        // Every hour but the newest, which an appliance would still be
+        // writing.
+        let newest = T0 + (o.rows / o.sensors.max(1)) as i64 * 1000;
+        super::seal_all(&mut conn, crate::storage::chunk::period_start(newest))?;
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)"),
+            &mut conn,
+        )?;
+    }
     let build_seconds = built.elapsed().as_secs_f64();
+    // No sealing pass during the timing: sealed up front or not at all.
     let config = format!(
         "sensors = []\n[server]\nbind = \"127.0.0.1:0\"\n[log]\nfilter = \"warn,vigil::app=info\"\n\
-         [storage]\npath = \"{}\"\n[pacing]\nenabled = false\n\
+         [storage]\npath = \"{}\"\nseal_interval_secs = 0\n[pacing]\nenabled = false\n\
          # every load connection comes from one address\n[guard.http]\nenabled = false\n",
         db.display()
     );
@@ -137,6 +158,7 @@ pub fn run(exe: &Path, o: &QueryOptions) -> Result<QueryFigures, BenchError> {
     let med = |f: fn(&QueryRun) -> f64| median_f64(&mut runs.iter().map(f).collect::<Vec<_>>());
     Ok(QueryFigures {
         rows: o.rows,
+        sealed: o.seal,
         connections: o.connections,
         build_seconds,
         requests_per_s: med(|r| r.requests_per_s),

@@ -34,6 +34,8 @@ pub struct SeriesOptions {
     pub points: u32,
     pub runs: usize,
     pub queries: usize,
+    /// Seal every ended hour first, as an appliance's history is.
+    pub seal: bool,
 }
 
 impl Default for SeriesOptions {
@@ -44,6 +46,7 @@ impl Default for SeriesOptions {
             points: 1000,
             runs: 3,
             queries: 200,
+            seal: true,
         }
     }
 }
@@ -61,6 +64,8 @@ pub struct CaseFigures {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SeriesFigures {
     pub rows: usize,
+    /// Whether the readings were sealed into chunks.
+    pub sealed: bool,
     pub db_bytes: u64,
     pub fill_s: f64,
     /// The storage query alone.
@@ -81,7 +86,8 @@ fn bench_err(e: impl std::fmt::Display) -> StorageError {
 
 /// Writes 1 Hz readings of `sensors` sensors over `[from, to)` through the
 /// writer's commit path, in batches of 1000 (time-ordered across sensors,
-/// as the queue delivers them). The value is a slow wave plus noise.
+/// as the queue delivers them). The value is a slow wave plus noise,
+/// rounded to two decimals as a sensor's resolution rounds it.
 pub(crate) fn fill(
     conn: &mut SqliteConnection,
     catalog: &SeriesCatalog,
@@ -108,7 +114,8 @@ pub(crate) fn fill(
             batch.push(Reading {
                 series: key.clone(),
                 ts_ms: t + s as i64 * 37,
-                value: 20.0 + 5.0 * phase.sin() + rng.f64(),
+                // Two decimals: a sensor's resolution, as stored.
+                value: ((20.0 + 5.0 * phase.sin() + rng.f64()) * 100.0).round() / 100.0,
             });
             if batch.len() == 1000 {
                 commit_batch(conn, catalog, &batch)?;
@@ -270,6 +277,8 @@ pub fn run(o: &SeriesOptions) -> Result<SeriesFigures, StorageError> {
     let dir = tempfile::tempdir().map_err(bench_err)?;
     let cfg = StorageConfig {
         path: dir.path().join("series.db"),
+        // Sealed up front or not at all: no pass runs during the timing.
+        seal_interval_secs: 0,
         ..StorageConfig::default()
     };
     prepare(&cfg)?;
@@ -279,6 +288,9 @@ pub fn run(o: &SeriesOptions) -> Result<SeriesFigures, StorageError> {
         let mut conn = open_writer(&cfg)?;
         let catalog = SeriesCatalog::default();
         let rows = fill(&mut conn, &catalog, o.sensors.max(1), T0, end)?;
+        if o.seal {
+            super::seal_all(&mut conn, end)?;
+        }
         diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn)?;
         rows
     };
@@ -368,6 +380,7 @@ pub fn run(o: &SeriesOptions) -> Result<SeriesFigures, StorageError> {
     };
     Ok(SeriesFigures {
         rows,
+        sealed: o.seal,
         db_bytes,
         fill_s,
         query: medians(&query_runs),
@@ -378,8 +391,9 @@ pub fn run(o: &SeriesOptions) -> Result<SeriesFigures, StorageError> {
 /// Prints the figures as a table.
 pub fn print(f: &SeriesFigures) {
     println!(
-        "{} readings, database {:.1} MB, written in {:.1} s",
+        "{} readings{}, database {:.1} MB, written in {:.1} s",
         f.rows,
+        if f.sealed { ", sealed" } else { "" },
         f.db_bytes as f64 / 1e6,
         f.fill_s
     );
@@ -416,8 +430,10 @@ mod tests {
             // More than the per-client rate limit's burst: the bench server must
             // not be rate limited.
             queries: 50,
+            seal: true,
         })
         .unwrap();
+        assert!(f.sealed);
         assert_eq!(f.rows, 2 * 86_400);
         assert_eq!(f.query.len(), 4);
         assert_eq!(f.http.len(), 3);

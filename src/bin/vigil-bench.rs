@@ -38,6 +38,9 @@ enum Bench {
         /// Load-generator threads.
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Keep every reading a row instead of sealing ended hours first.
+        #[arg(long)]
+        unsealed: bool,
     },
     /// Spawn to ready (/health 200), on a fresh and on an existing database.
     Startup {
@@ -121,6 +124,9 @@ enum Bench {
         runs: usize,
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Keep every reading a row instead of sealing ended hours first.
+        #[arg(long)]
+        unsealed: bool,
     },
     /// A year of 10 sensors at 1 Hz under the tiered retention and a size
     /// cap: size per tier, rows deleted, the longest write-lock hold.
@@ -135,6 +141,13 @@ enum Bench {
         max_db_mb: u64,
         #[arg(long, default_value_t = 5000)]
         chunk_rows: u32,
+        /// retention.raw_days for the run: the newest raw_days + 1 days are
+        /// built as real readings.
+        #[arg(long, default_value_t = 7)]
+        raw_days: u32,
+        /// Keep every reading a row, as with storage.seal_interval_secs = 0.
+        #[arg(long)]
+        unsealed: bool,
     },
     /// Rounds of half-open connection floods on loopback: the appliance's
     /// RSS before, at the peak of, and after each round.
@@ -224,6 +237,7 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
             seconds,
             runs,
             threads,
+            unsealed,
         } => {
             let o = vigil::bench::query::QueryOptions {
                 rows,
@@ -231,6 +245,7 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
                 seconds,
                 runs,
                 threads,
+                seal: !unsealed,
                 ..Default::default()
             };
             let f = vigil::bench::query::run(&exe, &o)?;
@@ -424,6 +439,7 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
             points,
             runs,
             queries,
+            unsealed,
         } => {
             let f = vigil::bench::series::run(&vigil::bench::series::SeriesOptions {
                 days,
@@ -431,6 +447,7 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
                 points,
                 runs,
                 queries,
+                seal: !unsealed,
             })?;
             vigil::bench::series::print(&f);
             println!("{}", serde_json::to_string(&f)?);
@@ -440,12 +457,16 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
             days,
             max_db_mb,
             chunk_rows,
+            raw_days,
+            unsealed,
         } => {
             let f = vigil::bench::retention::run(&vigil::bench::retention::RetentionOptions {
                 sensors,
                 days,
                 max_db_mb,
                 chunk_rows,
+                raw_days,
+                seal: !unsealed,
             })?;
             vigil::bench::retention::print(&f);
             println!("{}", serde_json::to_string(&f)?);

@@ -635,9 +635,19 @@ fn insert_batch(
     let mut rows = resolve_rows(conn, catalog, batch, created)?;
     // A reading of an hour already sealed (a clock stepped back by more
     // than the seal delay) is checked against its chunk, row by row.
-    let late = rows
-        .iter()
-        .any(|r| r.ts < catalog.sealed_until(r.series_id));
+    // Each series' bound is looked up once per batch (few series, many rows).
+    let mut bounds: Vec<(i64, i64)> = Vec::new();
+    let late = rows.iter().any(|r| {
+        let until = match bounds.iter().find(|b| b.0 == r.series_id) {
+            Some(&(_, until)) => until,
+            None => {
+                let until = catalog.sealed_until(r.series_id);
+                bounds.push((r.series_id, until));
+                until
+            }
+        };
+        r.ts < until
+    });
     if !careful && !late {
         insert_rows(conn, &rows)?;
         rollup::record(conn, rows.iter().map(|r| (r.series_id, r.ts, r.value)))?;

@@ -50,8 +50,10 @@ fn query_runs_at_a_tiny_size() {
         runs: 1,
         limit: 100,
         threads: 1,
+        seal: true,
     };
     let f = vigil::bench::query::run(Path::new(env!("CARGO_BIN_EXE_vigil")), &o).unwrap();
+    assert!(f.sealed);
     let r = &f.runs[0];
     assert_eq!(r.errors, 0, "{f:?}");
     assert!(r.requests_per_s > 0.0 && r.p99_ms >= r.p50_ms, "{f:?}");

@@ -99,6 +99,13 @@ pub fn points(
     }
     conn.transaction(|c| {
         let rows = row_points(c, series_id, lo, hi, order, limit)?;
+        // With `limit` rows found, only sealed readings up to the last of
+        // them in page order can still be among the first `limit`.
+        let (lo, hi) = match (rows.len() == limit, rows.last(), order) {
+            (true, Some(&(t, _)), Order::Desc) => (lo.max(t), hi),
+            (true, Some(&(t, _)), Order::Asc) => (lo, hi.min(t)),
+            _ => (lo, hi),
+        };
         let sealed = sealed_points(c, series_id, lo, hi, order, limit)?;
         Ok(merge_points(order, rows, sealed, limit))
     })
@@ -149,13 +156,19 @@ fn sealed_points(
             Order::Asc => "ASC",
             Order::Desc => "DESC",
         };
+        // The key range finds the chunks; first_ts and last_ts leave out
+        // those whose readings all fall outside [lo, hi] before any is
+        // decoded.
         let page: Vec<Blob> = diesel::sql_query(format!(
             "SELECT start_ts, data FROM chunks WHERE series_id = ? AND start_ts > ? \
-             AND start_ts <= ? ORDER BY start_ts {dir} LIMIT {FETCH}"
+             AND start_ts <= ? AND last_ts >= ? AND first_ts <= ? \
+             ORDER BY start_ts {dir} LIMIT {FETCH}"
         ))
         .bind::<BigInt, _>(series_id)
         .bind::<BigInt, _>(above)
         .bind::<BigInt, _>(upto)
+        .bind::<BigInt, _>(lo)
+        .bind::<BigInt, _>(hi)
         .load(conn)?;
         let full = page.len() as i64 == FETCH;
         for blob in &page {
