@@ -9,9 +9,7 @@
 //! script `scripts/crash-soak` runs hundreds), `VIGIL_CRASH_SEED` replays a
 //! sequence of kill moments.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use crate::util::open_db;
@@ -102,32 +100,12 @@ fn kill_9_at_random_moments_keeps_the_database_whole_with_every_reported_commit(
         } else {
             rng.u64(0..=SERVING_KILL_MS)
         });
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("VIGIL_DB", &db)
-            .env_remove("VIGIL_BIND")
-            .env_remove("VIGIL_LOG")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let crate::util::Served {
+            mut child,
+            port: rx,
+            log,
+        } = crate::util::spawn_serve(&config, &db);
         let started = Instant::now();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let log = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("serving http://127.0.0.1:").nth(1) {
-                    let port = rest.split_whitespace().next().and_then(|p| p.parse().ok());
-                    let _ = tx.send(port);
-                }
-                lines.push(line);
-            }
-            lines
-        });
         // Watch the commits until the moment comes.
         let mut port: Option<u16> = None;
         let mut last_seen = 0u64;

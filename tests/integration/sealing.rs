@@ -6,10 +6,9 @@
 //! and the next start resumes where the last seal left off.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
@@ -210,6 +209,15 @@ async fn an_old_database_is_sealed_in_place_and_every_api_answers_the_same() {
     )
     .await;
     let sealed = answers(&s, start, start + hours * HOUR).await;
+    // A backup of the sealed database holds the same readings.
+    let (status, report) = s.post("/api/admin/backup", None).await;
+    assert_eq!(status, 200, "{report}");
+    let copy = std::path::PathBuf::from(report["path"].as_str().unwrap());
+    let in_copy: BTreeSet<_> = everything(&copy)
+        .into_iter()
+        .filter(|r| r.0 <= series)
+        .collect();
+    assert!(in_copy == before, "the backup holds every reading");
     let mut res = s.client().get(s.url("/metrics")).send().await.unwrap();
     let metrics = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
     assert!(
@@ -275,7 +283,8 @@ kind = "simulated"
 interval_ms = 5
 "#;
 
-/// Spawns `vigil serve` on `db`; the child and the port it serves on.
+/// Spawns `vigil serve` on `db`; the child, the port it serves on and
+/// its log.
 fn spawn(
     config: &Path,
     db: &Path,
@@ -284,36 +293,14 @@ fn spawn(
     u16,
     std::thread::JoinHandle<Vec<String>>,
 ) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("VIGIL_DB", db)
-        .env_remove("VIGIL_BIND")
-        .env_remove("VIGIL_LOG")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let log = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("serving http://127.0.0.1:").nth(1)
-                && let Some(port) = rest.split_whitespace().next().and_then(|p| p.parse().ok())
-            {
-                let _ = tx.send(port);
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let port = rx
+    let served = crate::util::spawn_serve(config, db);
+    let port = served
+        .port
         .recv_timeout(Duration::from_secs(60))
+        .ok()
+        .flatten()
         .expect("vigil never said it was serving");
-    (child, port, log)
+    (served.child, port, served.log)
 }
 
 /// The old readings (series 1..=series) in the file.

@@ -242,6 +242,48 @@ pub async fn http_get_fresh(addr: SocketAddr, path: &str) -> String {
 }
 
 /// Opens the database file directly (as a second process would).
+/// `vigil serve` as a child process on `config` and the database `db`
+/// (`VIGIL_DB`), with no bind, log or notify overrides from the test's
+/// environment: the child, the port it says it serves on once it does
+/// (`None` if the line does not parse), and its stderr lines once it ends.
+pub struct Served {
+    pub child: std::process::Child,
+    pub port: std::sync::mpsc::Receiver<Option<u16>>,
+    pub log: std::thread::JoinHandle<Vec<String>>,
+}
+
+pub fn spawn_serve(config: &std::path::Path, db: &std::path::Path) -> Served {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("VIGIL_DB", db)
+        .env_remove("VIGIL_BIND")
+        .env_remove("VIGIL_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, port) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("serving http://127.0.0.1:").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().and_then(|p| p.parse().ok()));
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    Served { child, port, log }
+}
+
 pub fn open_db(path: &std::path::Path) -> rusqlite_lite::Db {
     rusqlite_lite::Db::open(path)
 }
