@@ -73,6 +73,15 @@ mod tests {
     use crate::storage::chunk::PERIOD_MS;
 
     #[test]
+    fn one_pass_at_a_time_until_it_ends() {
+        let state = SealState::default();
+        assert!(state.begin());
+        assert!(!state.begin(), "a second pass waits for the first");
+        state.end();
+        assert!(state.begin());
+    }
+
+    #[test]
     fn hours_are_sealed_once_ended_and_the_delay_passed() {
         let h = PERIOD_MS;
         // At 10:05 with a 10 minute delay, 09:00-10:00 is not yet sealed.

@@ -447,6 +447,9 @@ impl Actor for DbWriter {
         self.shared
             .queue
             .set_waker(Some(Box::new(move || addr.do_send(Flush))));
+        // A writer that stopped mid-pass (a restart) left its chain behind:
+        // this one has none running.
+        self.shared.sealing.end();
         ctx.run_interval(
             Duration::from_millis(self.cfg.flush_interval_ms),
             |act, _| act.flush(false),
