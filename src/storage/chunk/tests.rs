@@ -343,3 +343,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_down_migration_refuses_while_chunks_hold_readings() {
+    use diesel_migrations::MigrationHarness;
+    let mut d = writer_db();
+    let key = series_keys(&["t"]).remove(0);
+    store(&mut d, &key, &[1000, 2000]);
+    seal_all(&mut d, H);
+    let refused = d
+        .conn
+        .revert_last_migration(crate::storage::MIGRATIONS)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("chunks_hold_readings"), "{refused}");
+    assert_eq!(count_all(&mut d.conn).unwrap(), 2, "nothing lost");
+    // With no chunk left it goes back to rows only.
+    d.conn.batch_execute("DELETE FROM chunks;").unwrap();
+    d.conn
+        .revert_last_migration(crate::storage::MIGRATIONS)
+        .unwrap();
+    let tables: i64 =
+        diesel::sql_query("SELECT count(*) AS n FROM sqlite_master WHERE name = 'chunks'")
+            .get_result::<N>(&mut d.conn)
+            .unwrap()
+            .n;
+    assert_eq!(tables, 0);
+}
+
+#[derive(QueryableByName)]
+struct N {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
