@@ -236,6 +236,13 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         "sensor",
         sensors.iter().map(|(n, _, st)| (*n, st.errors as f64)),
     );
+    m.per(
+        "vigil_sensor_rejected_total",
+        "counter",
+        "Inputs a sensor's driver refused (an MQTT payload that is not a number), per sensor.",
+        "sensor",
+        sensors.iter().map(|(n, _, st)| (*n, st.rejected as f64)),
+    );
     let enabled = || sensors.iter().filter(|(_, enabled, _)| *enabled);
     m.per(
         "vigil_sensor_available",

@@ -150,6 +150,15 @@ unit = "°C"
     let kitchen = s.sensor("kitchen").await;
     assert_eq!(kitchen["status"], "running", "{kitchen}");
     assert_eq!(kitchen["errors"], 0, "{kitchen}");
+    // Prometheus sees the same counts.
+    let mut res = s.client().get(s.url("/metrics")).send().await.unwrap();
+    let metrics = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    for line in [
+        "vigil_sensor_rejected_total{sensor=\"plain\"} 1",
+        "vigil_sensor_rejected_total{sensor=\"kitchen\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
     s.stop().await;
 }
 
