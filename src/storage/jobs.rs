@@ -83,13 +83,7 @@ impl Handler<RetentionStep> for DbWriter {
         match stepped {
             // Yield to the runtime (timers, the mailbox) before the next
             // chunk, so that ingest flushes and shutdown get their turn.
-            Ok(true) => {
-                ctx.spawn(
-                    tokio::task::yield_now()
-                        .into_actor(self)
-                        .map(move |(), _, ctx| ctx.notify(msg)),
-                );
-            }
+            Ok(true) => next_link(self, ctx, msg),
             Ok(false) => {
                 let report = msg.job.finish(conn);
                 let _ = msg.reply.send(Ok(report));
@@ -101,8 +95,23 @@ impl Handler<RetentionStep> for DbWriter {
     }
 }
 
-/// Starts a sealing pass over every known series (the writer's timer
-/// sends it); ignored while one runs.
+/// Sends the writer the next link of a chain (a retention run, a sealing
+/// pass) once its runtime has had a turn: timers, ingest flushes and the
+/// mailbox are served between two links.
+fn next_link<M>(writer: &DbWriter, ctx: &mut Context<DbWriter>, msg: M)
+where
+    M: Message<Result = ()> + Send + 'static,
+    DbWriter: Handler<M>,
+{
+    ctx.spawn(
+        tokio::task::yield_now()
+            .into_actor(writer)
+            .map(move |(), _, ctx| ctx.notify(msg)),
+    );
+}
+
+/// Starts a sealing pass over every known series (the scheduler sends
+/// it); ignored while one runs.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SealPass;
@@ -175,11 +184,7 @@ impl Handler<SealStep> for DbWriter {
                 return;
             }
         }
-        ctx.spawn(
-            tokio::task::yield_now()
-                .into_actor(self)
-                .map(move |(), _, ctx| ctx.notify(msg)),
-        );
+        next_link(self, ctx, msg);
     }
 }
 

@@ -79,7 +79,7 @@ fn series_rows(conn: &mut SqliteConnection, q: &PageQuery, s: &SeriesInfo) -> Qu
 }
 
 /// The SQL of a page's per-series queries (for the slow-query log).
-pub fn readings_page_sql(_q: &PageQuery) -> String {
+pub fn readings_page_sql() -> String {
     chunk::points_sql().to_owned()
 }
 

@@ -638,19 +638,8 @@ fn insert_batch(
     let mut rows = resolve_rows(conn, catalog, batch, created)?;
     // A reading of an hour already sealed (a clock stepped back by more
     // than the seal delay) is checked against its chunk, row by row.
-    // Each series' bound is looked up once per batch (few series, many rows).
-    let mut bounds: Vec<(i64, i64)> = Vec::new();
-    let late = rows.iter().any(|r| {
-        let until = match bounds.iter().find(|b| b.0 == r.series_id) {
-            Some(&(_, until)) => until,
-            None => {
-                let until = catalog.sealed_until(r.series_id);
-                bounds.push((r.series_id, until));
-                until
-            }
-        };
-        r.ts < until
-    });
+    let mut bounds = SealedBounds::new(catalog);
+    let late = rows.iter().any(|r| r.ts < bounds.until(r.series_id));
     if !careful && !late {
         insert_rows(conn, &rows)?;
         rollup::record(conn, rows.iter().map(|r| (r.series_id, r.ts, r.value)))?;
@@ -659,7 +648,7 @@ fn insert_batch(
     let mut probe = chunk::Probe::default();
     let mut nudged = 0;
     for row in &mut rows {
-        let sealed_until = catalog.sealed_until(row.series_id);
+        let sealed_until = bounds.until(row.series_id);
         for step in 0..=MAX_TIMESTAMP_NUDGES {
             let ts = row.ts + step;
             if ts < sealed_until && probe.holds(conn, row.series_id, ts)? {
@@ -688,6 +677,31 @@ fn insert_batch(
     }
     rollup::record(conn, rows.iter().map(|r| (r.series_id, r.ts, r.value)))?;
     Ok(nudged)
+}
+
+/// Where each series' sealed readings end (`SeriesCatalog::sealed_until`),
+/// looked up once per series for a batch: few series, many rows.
+struct SealedBounds<'c> {
+    catalog: &'c SeriesCatalog,
+    seen: Vec<(i64, i64)>,
+}
+
+impl<'c> SealedBounds<'c> {
+    fn new(catalog: &'c SeriesCatalog) -> Self {
+        SealedBounds {
+            catalog,
+            seen: Vec::new(),
+        }
+    }
+
+    fn until(&mut self, series_id: i64) -> i64 {
+        if let Some(&(_, until)) = self.seen.iter().find(|b| b.0 == series_id) {
+            return until;
+        }
+        let until = self.catalog.sealed_until(series_id);
+        self.seen.push((series_id, until));
+        until
+    }
 }
 
 /// A row an import inserted, as `RETURNING` gives it back.
@@ -719,9 +733,10 @@ pub fn commit_import(
         // A reading a sealed chunk already holds is skipped like a stored
         // row.
         let mut probe = chunk::Probe::default();
+        let mut bounds = SealedBounds::new(catalog);
         let mut keep = Vec::with_capacity(rows.len());
         for r in rows.drain(..) {
-            if r.ts >= catalog.sealed_until(r.series_id) || !probe.holds(c, r.series_id, r.ts)? {
+            if r.ts >= bounds.until(r.series_id) || !probe.holds(c, r.series_id, r.ts)? {
                 keep.push(r);
             }
         }

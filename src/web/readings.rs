@@ -252,7 +252,7 @@ pub async fn readings(
                 let started = std::time::Instant::now();
                 let page = readings_page_with_head(&mut conn, &q, &head);
                 perf.record_query("readings_page", started.elapsed(), page.is_ok(), || {
-                    readings_page_sql(&q)
+                    readings_page_sql()
                 });
                 page.map_err(crate::storage::StorageError::from)
             })
