@@ -22,7 +22,7 @@ use crate::storage::catalog::SeriesCatalog;
 use crate::storage::config::StorageConfig;
 use crate::storage::rollup::{DAY_MS, HOUR_MS, Tier};
 use crate::storage::series::{query, query_tier};
-use crate::storage::writer::commit_batch;
+use crate::storage::writer::commit_import;
 use crate::storage::{StorageError, open_writer, prepare, read_pool};
 use crate::vocab::reading::{Reading, SeriesKey};
 
@@ -84,9 +84,12 @@ fn bench_err(e: impl std::fmt::Display) -> StorageError {
     }
 }
 
-/// Writes 1 Hz readings of `sensors` sensors over `[from, to)` through the
-/// writer's commit path, in batches of 1000 (time-ordered across sensors,
-/// as the queue delivers them). The value is a slow wave plus noise,
+/// Writes 1 Hz readings of `sensors` sensors over `[from, to)` as rows,
+/// through the writer's import path, in batches of 1000 (time-ordered
+/// across sensors, as the queue delivers them): the layout a database of
+/// an earlier release, or an import, leaves and sealing starts from (live
+/// commits write head blocks, sealed within the hour; a week of them
+/// unsealed is no appliance's state). The value is a slow wave plus noise,
 /// rounded to two decimals as a sensor's resolution rounds it.
 pub(crate) fn fill(
     conn: &mut SqliteConnection,
@@ -118,14 +121,14 @@ pub(crate) fn fill(
                 value: ((20.0 + 5.0 * phase.sin() + rng.f64()) * 100.0).round() / 100.0,
             });
             if batch.len() == 1000 {
-                commit_batch(conn, catalog, &batch)?;
+                commit_import(conn, catalog, &batch)?;
                 rows += batch.len();
                 batch.clear();
             }
         }
         t += 1000;
     }
-    commit_batch(conn, catalog, &batch)?;
+    commit_import(conn, catalog, &batch)?;
     Ok(rows + batch.len())
 }
 

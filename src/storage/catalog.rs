@@ -49,6 +49,10 @@ struct Inner {
     /// Per series, the end of its newest sealed chunk's period (see
     /// `storage::chunk`): no reading from there on is sealed.
     sealed_until: HashMap<i64, i64>,
+    /// Per series, once looked up, at least the newest timestamp stored
+    /// (rows, blocks or chunks): a reading newer than this collides with
+    /// nothing stored.
+    newest: HashMap<i64, i64>,
 }
 
 /// All known series, by (sensor, metric) and by id.
@@ -92,6 +96,26 @@ impl SeriesCatalog {
             .get(&id)
             .copied()
             .unwrap_or(i64::MIN)
+    }
+
+    /// What [`SeriesCatalog::note_stored`] knows of the newest stored
+    /// reading of series `id` (`None`: not looked up yet).
+    pub fn newest_stored(&self, id: i64) -> Option<i64> {
+        self.read().newest.get(&id).copied()
+    }
+
+    /// Records the newest stored timestamp of series `id`, as looked up.
+    pub fn set_newest_stored(&self, id: i64, ts: i64) {
+        self.write().newest.insert(id, ts);
+    }
+
+    /// Records that a reading of series `id` at `ts` is being stored. Only
+    /// raises what is known: a bound too high costs a check, never a
+    /// collision.
+    pub fn note_stored(&self, id: i64, ts: i64) {
+        if let Some(at) = self.write().newest.get_mut(&id) {
+            *at = (*at).max(ts);
+        }
     }
 
     /// Records that series `id` has a chunk ending at `until`.

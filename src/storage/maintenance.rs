@@ -201,11 +201,14 @@ pub fn stale_tables(conn: &mut SqliteConnection) -> QueryResult<Vec<String>> {
         optimize: String,
     }
     let lines: Vec<Line> = diesel::sql_query("PRAGMA optimize(0x10003)").load(conn)?;
-    // Each line reads `ANALYZE "main"."readings"`.
+    // Each line reads `ANALYZE "main"."readings"`. `head_blocks` has no
+    // index, so statistics cannot change a plan of it, and an empty one
+    // (every hour sealed) would be named as never analyzed forever.
     Ok(lines
         .iter()
         .filter_map(|l| l.optimize.rsplit("\".\"").next())
         .map(|name| name.trim_end_matches('"').replace("\"\"", "\""))
+        .filter(|name| name != "head_blocks")
         .collect())
 }
 
@@ -490,10 +493,13 @@ mod tests {
     use crate::storage::catalog::SeriesCatalog;
     use crate::storage::config::StorageConfig;
     use crate::storage::testing::{TestDb, writer_db};
-    use crate::storage::writer::commit_batch;
+    use crate::storage::writer::commit_import;
     use crate::vocab::reading::{Reading, SeriesKey};
     use std::sync::Arc;
 
+    /// A database of `rows` readings stored as rows (imports write rows,
+    /// and so did the releases before head blocks), which these tests
+    /// delete from and count directly.
     fn filled(rows: i64) -> (tempfile::TempDir, StorageConfig, SqliteConnection) {
         let TestDb {
             dir,
@@ -514,7 +520,7 @@ mod tests {
             })
             .collect();
         for chunk in batch.chunks(10_000) {
-            commit_batch(&mut conn, &catalog, chunk).unwrap();
+            commit_import(&mut conn, &catalog, chunk).unwrap();
         }
         (dir, cfg, conn)
     }
@@ -654,7 +660,7 @@ mod tests {
                 })
                 .collect();
             let catalog = SeriesCatalog::load(&mut writer).unwrap();
-            commit_batch(&mut writer, &catalog, &more).unwrap();
+            commit_import(&mut writer, &catalog, &more).unwrap();
             reports.push(backup(&cfg.path, &dir, false, 2, 1_000 * i, 1000).unwrap());
         }
         let last = reports.last().unwrap();

@@ -820,9 +820,19 @@ mod tests {
         all
     }
 
+    /// Every raw reading stored (rows, head blocks, chunks).
     fn raw_rows(conn: &mut SqliteConnection) -> Vec<(i64, i64, f64)> {
-        use crate::storage::schema::readings::dsl::*;
-        readings.select((series_id, ts, value)).load(conn).unwrap()
+        use crate::storage::points::Order;
+        use crate::storage::schema::series::dsl::*;
+        let ids: Vec<i64> = series.select(id).load(conn).unwrap();
+        ids.into_iter()
+            .flat_map(|sid| {
+                crate::storage::chunk::points(conn, sid, i64::MIN, i64::MAX, Order::Asc, usize::MAX)
+                    .unwrap()
+                    .into_iter()
+                    .map(move |(t, v)| (sid, t, v))
+            })
+            .collect()
     }
 
     fn assert_close(a: f64, b: f64, what: &str) {

@@ -13,6 +13,7 @@
 //! and on success the queue drains in order. Shutdown makes one last attempt
 //! whatever the breaker says.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::Error as DieselError;
 use serde::Serialize;
 
 use super::catalog::{SeriesCatalog, SeriesInfo};
@@ -550,9 +551,9 @@ fn remember(shared: &WriterShared, batch: &[Reading], nudged: bool) {
 }
 
 /// Writes one batch in one immediate transaction, with its rollups (see
-/// [`rollup`]). If a reading collides with a stored (series, timestamp), the
-/// transaction is rolled back and redone row by row, moving colliding
-/// timestamps forward. Returns how many rows were moved.
+/// [`rollup`]): as head blocks (`chunk::blocks`), readings of hours sealed
+/// already as rows. A reading whose (series, timestamp) is stored already
+/// is moved forward a millisecond at a time. Returns how many were moved.
 #[cfg(any(test, feature = "bench"))]
 pub(crate) fn commit_batch(
     conn: &mut SqliteConnection,
@@ -575,22 +576,11 @@ pub(crate) fn commit_gated<'h>(
     head: Option<&'h Head>,
 ) -> Result<(u64, Gate<'h>), StorageError> {
     let mut created = Vec::new();
-    let fast = conn.immediate_transaction(|c| {
+    let (nudged, gate) = conn.immediate_transaction(|c| {
         created.clear();
-        let nudged = insert_batch(c, catalog, batch, false, &mut created)?;
+        let nudged = insert_batch(c, catalog, batch, &mut created)?;
         Ok::<_, StorageError>((nudged, head.map(Head::commit_gate)))
-    });
-    let (nudged, gate) = match fast {
-        Err(StorageError::Query(DieselError::DatabaseError(
-            DatabaseErrorKind::UniqueViolation,
-            _,
-        ))) => conn.immediate_transaction(|c| {
-            created.clear();
-            let nudged = insert_batch(c, catalog, batch, true, &mut created)?;
-            Ok::<_, StorageError>((nudged, head.map(Head::commit_gate)))
-        })?,
-        other => other?,
-    };
+    })?;
     for info in created {
         catalog.insert(info);
     }
@@ -632,51 +622,112 @@ fn insert_batch(
     conn: &mut SqliteConnection,
     catalog: &SeriesCatalog,
     batch: &[Reading],
-    careful: bool,
     created: &mut Vec<SeriesInfo>,
 ) -> Result<u64, StorageError> {
     let mut rows = resolve_rows(conn, catalog, batch, created)?;
-    // A reading of an hour already sealed (a clock stepped back by more
-    // than the seal delay) is checked against its chunk, row by row.
     let mut bounds = SealedBounds::new(catalog);
-    let late = rows.iter().any(|r| r.ts < bounds.until(r.series_id));
-    if !careful && !late {
-        insert_rows(conn, &rows)?;
-        rollup::record(conn, rows.iter().map(|r| (r.series_id, r.ts, r.value)))?;
-        return Ok(0);
+    // The common case: every reading newer than anything stored of its
+    // series, in time order, none of an hour sealed. It collides with
+    // nothing and needs no lookup.
+    let mut newest: Vec<(i64, i64, i64)> = Vec::new();
+    let mut careful = false;
+    for r in &rows {
+        let at = match newest.iter().position(|n| n.0 == r.series_id) {
+            Some(at) => at,
+            None => {
+                let stored = newest_stored(conn, catalog, r.series_id)?;
+                newest.push((r.series_id, stored, i64::MIN));
+                newest.len() - 1
+            }
+        };
+        let n = &mut newest[at];
+        careful |= r.ts <= n.1 || r.ts <= n.2 || r.ts < bounds.until(r.series_id);
+        n.2 = n.2.max(r.ts);
     }
-    let mut probe = chunk::Probe::default();
     let mut nudged = 0;
-    for row in &mut rows {
-        let sealed_until = bounds.until(row.series_id);
-        for step in 0..=MAX_TIMESTAMP_NUDGES {
-            let ts = row.ts + step;
-            if ts < sealed_until && probe.holds(conn, row.series_id, ts)? {
+    if careful {
+        let mut chunks = chunk::Probe::default();
+        let mut blocks = chunk::blocks::BlockProbe::default();
+        let mut taken: HashSet<(i64, i64)> = HashSet::with_capacity(rows.len());
+        for row in &mut rows {
+            let sealed_until = bounds.until(row.series_id);
+            let stored = newest
+                .iter()
+                .find(|n| n.0 == row.series_id)
+                .map_or(i64::MAX, |n| n.1);
+            let mut step = 0;
+            loop {
+                let ts = row.ts + step;
+                let busy = taken.contains(&(row.series_id, ts))
+                    || (ts <= stored
+                        && ((ts < sealed_until && chunks.holds(conn, row.series_id, ts)?)
+                            || blocks.holds(conn, row.series_id, ts)?
+                            || row_exists(conn, row.series_id, ts)?));
+                if !busy {
+                    break;
+                }
                 if step == MAX_TIMESTAMP_NUDGES {
                     return Err(StorageError::Query(DieselError::RollbackTransaction));
                 }
-                continue;
+                step += 1;
             }
-            let inserted = diesel::insert_into(readings::table)
-                .values((
-                    readings::series_id.eq(row.series_id),
-                    readings::ts.eq(row.ts + step),
-                    readings::value.eq(row.value),
-                ))
-                .on_conflict_do_nothing()
-                .execute(conn)?;
-            if inserted == 1 {
-                nudged += u64::from(step > 0);
-                row.ts += step;
-                break;
-            }
-            if step == MAX_TIMESTAMP_NUDGES {
-                return Err(StorageError::Query(DieselError::RollbackTransaction));
-            }
+            nudged += u64::from(step > 0);
+            row.ts += step;
+            taken.insert((row.series_id, row.ts));
         }
     }
-    rollup::record(conn, rows.iter().map(|r| (r.series_id, r.ts, r.value)))?;
+    let (late, live): (Vec<NewReading>, Vec<NewReading>) = rows
+        .into_iter()
+        .partition(|r| r.ts < bounds.until(r.series_id));
+    if !late.is_empty() {
+        insert_rows(conn, &late)?;
+    }
+    let live: Vec<(i64, i64, f64)> = live.iter().map(|r| (r.series_id, r.ts, r.value)).collect();
+    chunk::blocks::write(conn, &live)?;
+    let all = late.iter().map(|r| (r.series_id, r.ts, r.value));
+    rollup::record(conn, all.clone().chain(live.iter().copied()))?;
+    for (series_id, ts, _) in all.chain(live.iter().copied()) {
+        catalog.note_stored(series_id, ts);
+    }
     Ok(nudged)
+}
+
+/// The newest timestamp stored of series `series_id` in rows, blocks or
+/// chunks (`i64::MIN + 1` when none), looked up once and then kept by the
+/// catalog.
+fn newest_stored(
+    conn: &mut SqliteConnection,
+    catalog: &SeriesCatalog,
+    series_id: i64,
+) -> Result<i64, StorageError> {
+    if let Some(ts) = catalog.newest_stored(series_id) {
+        return Ok(ts);
+    }
+    #[derive(QueryableByName)]
+    struct Newest {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        ts: i64,
+    }
+    let n: Newest = diesel::sql_query(
+        "SELECT max(coalesce((SELECT max(ts) FROM readings WHERE series_id = ?1), -9223372036854775807), \
+                    coalesce((SELECT max(last_ts) FROM chunks WHERE series_id = ?1), -9223372036854775807), \
+                    coalesce((SELECT max(last_ts) FROM head_blocks WHERE series_id = ?1), \
+                             -9223372036854775807)) AS ts",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(series_id)
+    .get_result(conn)?;
+    catalog.set_newest_stored(series_id, n.ts);
+    Ok(n.ts)
+}
+
+/// Whether `readings` holds a row at (series, ts).
+fn row_exists(conn: &mut SqliteConnection, series_id: i64, ts: i64) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        readings::table
+            .filter(readings::series_id.eq(series_id))
+            .filter(readings::ts.eq(ts)),
+    ))
+    .get_result(conn)
 }
 
 /// Where each series' sealed readings end (`SeriesCatalog::sealed_until`),
@@ -730,13 +781,16 @@ pub fn commit_import(
     let inserted = conn.immediate_transaction(|c| {
         created.clear();
         let mut rows = resolve_rows(c, catalog, batch, &mut created)?;
-        // A reading a sealed chunk already holds is skipped like a stored
-        // row.
+        // A reading a sealed chunk or a head block already holds is
+        // skipped like a stored row.
         let mut probe = chunk::Probe::default();
+        let mut blocks = chunk::blocks::BlockProbe::default();
         let mut bounds = SealedBounds::new(catalog);
         let mut keep = Vec::with_capacity(rows.len());
         for r in rows.drain(..) {
-            if r.ts >= bounds.until(r.series_id) || !probe.holds(c, r.series_id, r.ts)? {
+            let sealed = r.ts < bounds.until(r.series_id) && probe.holds(c, r.series_id, r.ts)?;
+            let stored = newest_stored(c, catalog, r.series_id)?;
+            if !sealed && (r.ts > stored || !blocks.holds(c, r.series_id, r.ts)?) {
                 keep.push(r);
             }
         }
@@ -752,6 +806,9 @@ pub fn commit_import(
         .bind::<diesel::sql_types::Text, _>(rows_json(&rows))
         .load(c)?;
         rollup::record(c, kept.iter().map(|k| (k.series_id, k.ts, k.value)))?;
+        for k in &kept {
+            catalog.note_stored(k.series_id, k.ts);
+        }
         Ok::<_, StorageError>(kept.len() as u64)
     })?;
     for info in created {
@@ -869,10 +926,23 @@ mod tests {
         })
     }
 
+    /// Readings stored, in rows, head blocks and chunks.
     fn count(cfg: &StorageConfig) -> i64 {
         let pool = read_pool(cfg).unwrap();
         let mut c = pool.get().unwrap();
-        readings::table.count().get_result(&mut c).unwrap()
+        chunk::count_all(&mut c).unwrap() as i64
+    }
+
+    /// Every stored reading of series ids 1 to 3, by series and time.
+    fn stored(cfg: &StorageConfig) -> Vec<(i64, f64)> {
+        let pool = read_pool(cfg).unwrap();
+        let mut c = pool.get().unwrap();
+        let order = crate::storage::points::Order::Asc;
+        (1..=3)
+            .flat_map(|id| {
+                chunk::points(&mut c, id, i64::MIN, i64::MAX, order, usize::MAX).unwrap()
+            })
+            .collect()
     }
 
     #[test]
@@ -911,27 +981,23 @@ mod tests {
             .collect();
         commit_batch(&mut conn, &catalog, &batch).unwrap();
         assert_eq!(count(&cfg) as usize, n);
-        let mut c = read_pool(&cfg).unwrap().get().unwrap();
-        let sum: f64 = readings::table
-            .select(readings::value)
-            .load::<f64>(&mut c)
-            .unwrap()
-            .iter()
-            .sum();
+        let sum: f64 = stored(&cfg).iter().map(|p| p.1).sum();
         assert_eq!(sum, (0..n).map(|i| i as f64 / 2.0).sum::<f64>());
         assert_eq!(catalog.all().len(), 3);
     }
 
-    /// The batch insert carries values as JSON text; every finite value the
-    /// sensors may give (extremes, subnormals, random bit patterns) must
-    /// come back as the same `f64`. SQLite stores -0.0 as integer 0, the one
-    /// value that comes back different in its bits but equal as a number.
+    /// Every finite value the sensors may give (extremes, subnormals,
+    /// random bit patterns) comes back as the same `f64`: through the head
+    /// blocks' codec bit for bit, and through the row insert (late readings,
+    /// imports), which carries values as JSON text, too, except that SQLite
+    /// stores -0.0 as integer 0, equal as a number.
     #[test]
-    fn values_round_trip_exactly_through_the_batch_insert() {
+    fn values_round_trip_exactly_through_blocks_and_rows() {
         let (_d, cfg) = setup();
         let mut conn = open_writer(&cfg).unwrap();
         let catalog = SeriesCatalog::default();
         let k = key("m", "");
+        let as_rows = key("r", "");
         let max = crate::sensors::actor::MAX_ABS_VALUE;
         let mut values = vec![
             max,
@@ -965,15 +1031,26 @@ mod tests {
                 })
                 .collect();
             assert_eq!(commit_batch(&mut conn, &catalog, &batch).unwrap(), 0);
+            let rows: Vec<_> = batch
+                .into_iter()
+                .map(|r| Reading {
+                    series: as_rows.clone(),
+                    ..r
+                })
+                .collect();
+            assert_eq!(commit_import(&mut conn, &catalog, &rows).unwrap(), 1000);
         }
-        let mut c = read_pool(&cfg).unwrap().get().unwrap();
-        let stored: Vec<f64> = readings::table
-            .order(readings::ts)
-            .select(readings::value)
-            .load(&mut c)
-            .unwrap();
-        assert_eq!(stored.len(), values.len());
-        for (sent, got) in values.iter().zip(&stored) {
+        let stored: Vec<f64> = stored(&cfg).iter().map(|p| p.1).collect();
+        assert_eq!(stored.len(), 2 * values.len());
+        let (blocks, rows) = stored.split_at(values.len());
+        for (sent, got) in values.iter().zip(blocks) {
+            assert_eq!(
+                sent.to_bits(),
+                got.to_bits(),
+                "{sent:e} came back as {got:e}"
+            );
+        }
+        for (sent, got) in values.iter().zip(rows) {
             let same = sent.to_bits() == got.to_bits() || (*sent == 0.0 && *got == 0.0);
             assert!(same, "{sent:e} came back as {got:e}");
         }
@@ -1000,14 +1077,8 @@ mod tests {
         .unwrap();
         assert_eq!(nudged, 2);
         assert_eq!(count(&cfg), 5);
-        let mut c = read_pool(&cfg).unwrap().get().unwrap();
-        let stored: Vec<(i64, f64)> = readings::table
-            .select((readings::ts, readings::value))
-            .order(readings::ts)
-            .load(&mut c)
-            .unwrap();
         assert_eq!(
-            stored,
+            stored(&cfg),
             [(100, 1.0), (101, 2.0), (102, 3.0), (103, 4.0), (200, 5.0)]
         );
     }

@@ -2,8 +2,10 @@
 //! before chunks (every reading a row) is sealed in place by the running
 //! appliance, hour by hour, and every API answers the same before and
 //! after; `vigil serve` killed with SIGKILL at random moments while it
-//! seals keeps the file whole and every reading exactly once, bit for bit,
-//! and the next start resumes where the last seal left off.
+//! seals (rows of that release, or head blocks of hours the appliance had
+//! not sealed yet) keeps the file whole and every reading exactly once, bit
+//! for bit, every live reading it reported committed, and the next start
+//! resumes where the last seal left off.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -32,10 +34,11 @@ fn old_database(path: &Path, series: i64, hours: i64, step_ms: i64) -> i64 {
         &vigil::MIGRATIONS,
     )
     .unwrap();
-    let (chunks, earlier): (Vec<_>, Vec<_>) = migrations
-        .into_iter()
-        .partition(|m| m.name().to_string().ends_with("_chunks"));
-    assert_eq!(chunks.len(), 1, "the chunks migration");
+    let (later, earlier): (Vec<_>, Vec<_>) = migrations.into_iter().partition(|m| {
+        let name = m.name().to_string();
+        name.ends_with("_chunks") || name.ends_with("_head_blocks")
+    });
+    assert_eq!(later.len(), 2, "the chunks and head blocks migrations");
     let now = vigil::clock::now_ms();
     let end = (now / HOUR - 2) * HOUR;
     let start = end - hours * HOUR;
@@ -57,6 +60,56 @@ fn old_database(path: &Path, series: i64, hours: i64, step_ms: i64) -> i64 {
     conn.batch_execute("PRAGMA wal_checkpoint(TRUNCATE);")
         .unwrap();
     start
+}
+
+/// A database an appliance left with hours it had not sealed yet (it was
+/// switched off, or sealing failed for a while): the current schema, and
+/// `series` series of readings every `step_ms` over `hours` whole hours
+/// ending two hours before now as head blocks, one per series and minute,
+/// as its commits wrote them.
+fn unsealed_database(path: &Path, series: i64, hours: i64, step_ms: i64) {
+    let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+    conn.batch_execute("PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL;")
+        .unwrap();
+    conn.run_pending_migrations(vigil::MIGRATIONS).unwrap();
+    let now = vigil::clock::now_ms();
+    let end = (now / HOUR - 2) * HOUR;
+    let start = end - hours * HOUR;
+    conn.batch_execute("BEGIN").unwrap();
+    for s in 1..=series {
+        conn.batch_execute(&format!(
+            "INSERT INTO series (id, sensor, metric, unit) VALUES ({s}, 'old{s}', 'temperature', '°C');"
+        ))
+        .unwrap();
+        let mut minute = start;
+        while minute < end {
+            let points: Vec<(i64, f64)> = (minute + s..minute + 60_000)
+                .step_by(step_ms as usize)
+                .map(|t| {
+                    (
+                        t,
+                        (2000.0 + ((t / 1000 + s * 37) % 1500) as f64).round() / 100.0,
+                    )
+                })
+                .collect();
+            let data = vigil::chunk::codec::encode(&points).unwrap();
+            diesel::sql_query(
+                "INSERT INTO head_blocks (series_id, start_ts, first_ts, last_ts, count, data) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind::<diesel::sql_types::BigInt, _>(s)
+            .bind::<diesel::sql_types::BigInt, _>(minute - minute.rem_euclid(HOUR))
+            .bind::<diesel::sql_types::BigInt, _>(points[0].0)
+            .bind::<diesel::sql_types::BigInt, _>(points[points.len() - 1].0)
+            .bind::<diesel::sql_types::BigInt, _>(points.len() as i64)
+            .bind::<diesel::sql_types::Binary, _>(data)
+            .execute(&mut conn)
+            .unwrap();
+            minute += 60_000;
+        }
+    }
+    conn.batch_execute("COMMIT; PRAGMA wal_checkpoint(TRUNCATE);")
+        .unwrap();
 }
 
 /// Every raw reading in the file as (series, ts, value bits), through the
@@ -313,6 +366,19 @@ fn old_of(path: &Path, series: i64) -> BTreeSet<(i64, i64, u64)> {
 
 #[test]
 fn kill_9_while_sealing_an_old_database_keeps_every_reading_once_and_resumes() {
+    kill_9_while_sealing(|db, series, hours| old_database(db, series, hours, 5_000));
+}
+
+#[test]
+fn kill_9_while_sealing_head_blocks_keeps_every_reading_once_and_resumes() {
+    kill_9_while_sealing(|db, series, hours| unsealed_database(db, series, hours, 5_000));
+}
+
+/// Kills `vigil serve` at random moments while it seals a database `make`
+/// writes; after each kill the file is whole, every reading it held is
+/// there once, bit for bit, and so is every live reading `/health` had
+/// reported committed; a last run seals everything.
+fn kill_9_while_sealing<T>(make: impl Fn(&Path, i64, i64) -> T) {
     let seed: u64 = std::env::var("VIGIL_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -324,17 +390,21 @@ fn kill_9_while_sealing_an_old_database_keeps_every_reading_once_and_resumes() {
     std::fs::write(&config, SERVE).unwrap();
     let db = dir.path().join("old.db");
     let (series, hours) = (10, 96);
-    old_database(&db, series, hours, 5_000);
+    make(&db, series, hours);
     let before = old_of(&db, series);
     let total_hours = series * hours;
     let mut sealed_counts = Vec::new();
 
     for cycle in 1..=5 {
+        let live_before = live_count(&db, series);
         let (mut child, port, log) = spawn(&config, &db);
         let kill_after = Duration::from_millis(rng.u64(700..=3500));
+        let mut reported = 0;
         let from = Instant::now();
         while from.elapsed() < kill_after {
-            let _ = health(port);
+            if let Some(h) = health(port) {
+                reported = h["writer"]["committed_rows"].as_i64().unwrap_or(reported);
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
         child.kill().expect("SIGKILL");
@@ -354,6 +424,12 @@ fn kill_9_while_sealing_an_old_database_keeps_every_reading_once_and_resumes() {
         assert!(
             old_of(&db, series) == before,
             "cycle {cycle}: the old readings changed (seed {seed})"
+        );
+        let live_after = live_count(&db, series);
+        assert!(
+            live_after >= live_before + reported,
+            "cycle {cycle}: {reported} live readings reported committed, {} in the file (seed {seed})",
+            live_after - live_before
         );
     }
     assert!(
@@ -389,5 +465,14 @@ fn kill_9_while_sealing_an_old_database_keeps_every_reading_once_and_resumes() {
         conn.count("SELECT count(*) AS n FROM readings WHERE series_id <= 10"),
         0
     );
+    assert_eq!(
+        conn.count("SELECT count(*) AS n FROM head_blocks WHERE series_id <= 10"),
+        0
+    );
     assert!(old_of(&db, series) == before, "(seed {seed})");
+}
+
+/// The live sensor's readings in the file (series after the old ones).
+fn live_count(path: &Path, series: i64) -> i64 {
+    everything(path).iter().filter(|r| r.0 > series).count() as i64
 }

@@ -319,21 +319,25 @@ pub mod rusqlite_lite {
                 .n
         }
 
-        /// Raw readings stored, in rows and sealed chunks.
+        /// Raw readings stored, in rows, head blocks and sealed chunks.
         pub fn raw_count(&mut self) -> i64 {
-            // A database killed between migrations may have no chunks yet.
-            if self.count("SELECT count(*) AS n FROM sqlite_master WHERE name = 'chunks'") == 0 {
+            // A database killed between migrations may lack the newer
+            // tables.
+            if self.count("SELECT count(*) AS n FROM sqlite_master WHERE name = 'head_blocks'") == 0
+            {
                 return self.count("SELECT count(*) AS n FROM readings");
             }
             vigil::chunk::count_all(&mut self.0).unwrap() as i64
         }
 
-        /// Readings of one sensor (all metrics), rows and sealed.
+        /// Readings of one sensor (all metrics): rows, head blocks, sealed.
         pub fn readings_of(&mut self, sensor: &str) -> i64 {
             self.count(&format!(
                 "SELECT (SELECT count(*) FROM readings JOIN series ON series.id = readings.series_id \
                  WHERE series.sensor = '{sensor}') + (SELECT coalesce(sum(count), 0) FROM chunks \
-                 JOIN series ON series.id = chunks.series_id WHERE series.sensor = '{sensor}') AS n"
+                 JOIN series ON series.id = chunks.series_id WHERE series.sensor = '{sensor}') \
+                 + (SELECT coalesce(sum(count), 0) FROM head_blocks \
+                 JOIN series ON series.id = head_blocks.series_id WHERE series.sensor = '{sensor}') AS n"
             ))
         }
 
@@ -369,6 +373,32 @@ pub mod rusqlite_lite {
                 usize::MAX,
             )
             .unwrap()
+        }
+
+        /// Raw readings stored with `ts <= upto`, of every series.
+        pub fn raw_count_upto(&mut self, upto: i64) -> usize {
+            #[derive(QueryableByName)]
+            struct Id {
+                #[diesel(sql_type = BigInt)]
+                id: i64,
+            }
+            let ids: Vec<Id> = diesel::sql_query("SELECT id FROM series")
+                .load(&mut self.0)
+                .unwrap();
+            ids.iter()
+                .map(|s| {
+                    vigil::chunk::points(
+                        &mut self.0,
+                        s.id,
+                        i64::MIN,
+                        upto,
+                        vigil::Order::Asc,
+                        usize::MAX,
+                    )
+                    .unwrap()
+                    .len()
+                })
+                .sum()
         }
 
         pub fn integrity_check(&mut self) -> String {

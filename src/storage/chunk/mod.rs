@@ -1,25 +1,31 @@
 //! Sealed chunks: a series' readings of one UTC hour, compressed into one
 //! BLOB row of the `chunks` table (see [`codec`] for the bytes), and the
-//! raw-reading reads that see the chunks and the `readings` table as one
-//! store.
+//! raw-reading reads that see the chunks, the head blocks and the
+//! `readings` table as one store.
 //!
-//! A reading lives in exactly one place: a row of `readings` until its
-//! hour is sealed, then a point of its hour's chunk. [`seal_oldest`] moves
-//! one (series, hour) from rows to a chunk in one write transaction (the
-//! writer runs it between commits, see `storage::writer`), merging with the
-//! hour's chunk if late readings arrived after it was sealed. Every reader
-//! of raw readings goes through [`points`], which reads both tables inside
-//! one read snapshot, so a seal committing meanwhile shows each reading
-//! exactly once. Keys never change when a reading is sealed, so cursors
-//! stay exact across a seal.
+//! A reading lives in exactly one place until its hour is sealed: a block
+//! of `head_blocks` ([`blocks`]: how live commits store readings), or a row
+//! of `readings` (readings of an hour sealed already, imports, and
+//! databases written before blocks existed). Then it is a point of its
+//! hour's chunk. [`blocks::seal_oldest_hour`] moves an ended hour's blocks
+//! of every series into chunks, [`seal_oldest`] one (series, hour) of
+//! rows, each in one write transaction (the writer runs them between
+//! commits, see `storage::writer`), merging with the hour's chunk if late
+//! readings arrived after it was sealed. Every reader of raw readings goes
+//! through [`points`], which reads the three tables inside one read
+//! snapshot, so a seal committing meanwhile shows each reading exactly
+//! once. Keys never change when a reading is sealed, so cursors stay exact
+//! across a seal.
 //!
-//! The writer keeps the one-place rule for late readings too: a reading
-//! whose hour is already sealed is checked against the chunk ([`Probe`])
-//! and moved forward a millisecond at a time like any colliding reading.
-//! Which hours can hold a chunk is known per series from the catalog
-//! (`SeriesCatalog::sealed_until`): readings at or after that instant, all
-//! the live ones, need no check.
+//! The writer keeps the one-place rule for readings that could collide: a
+//! reading whose hour is already sealed is checked against the chunk
+//! ([`Probe`]), one not newer than everything stored of its series against
+//! the blocks and rows, and moved forward a millisecond at a time like any
+//! colliding reading. Which hours can hold a chunk is known per series from
+//! the catalog (`SeriesCatalog::sealed_until`): readings at or after that
+//! instant, all the live ones, need no chunk check.
 
+pub mod blocks;
 pub mod codec;
 
 use std::collections::HashMap;
@@ -99,6 +105,8 @@ pub fn points(
     }
     conn.transaction(|c| {
         let rows = row_points(c, series_id, lo, hi, order, limit)?;
+        let head = blocks::points(c, series_id, lo, hi, order, limit)?;
+        let rows = merge_points(order, rows, head, limit);
         // With `limit` rows found, only sealed readings up to the last of
         // them in page order can still be among the first `limit`.
         let (lo, hi) = match (rows.len() == limit, rows.last(), order) {
@@ -213,7 +221,8 @@ pub fn count_after(conn: &mut SqliteConnection, series_id: i64, after: i64) -> Q
             Some(pts) => pts.iter().filter(|p| p.0 > after).count() as i64,
             None => 0,
         };
-        Ok(u64::try_from(rows + whole.n + edge).unwrap_or(0))
+        let head = blocks::count_after(c, series_id, after)?;
+        Ok(u64::try_from(rows + whole.n + edge + head).unwrap_or(0))
     })
 }
 
@@ -221,7 +230,8 @@ pub fn count_after(conn: &mut SqliteConnection, series_id: i64, after: i64) -> Q
 pub fn count_all(conn: &mut SqliteConnection) -> QueryResult<u64> {
     let n: Sum = diesel::sql_query(
         "SELECT (SELECT count(*) FROM readings) \
-         + (SELECT coalesce(sum(count), 0) FROM chunks) AS n",
+         + (SELECT coalesce(sum(count), 0) FROM chunks) \
+         + (SELECT coalesce(sum(count), 0) FROM head_blocks) AS n",
     )
     .get_result(conn)?;
     Ok(u64::try_from(n.n).unwrap_or(0))
@@ -232,7 +242,9 @@ pub fn oldest(conn: &mut SqliteConnection, series_id: i64) -> QueryResult<Option
     let k: MaybeKey = diesel::sql_query(
         "SELECT min(coalesce((SELECT min(ts) FROM readings WHERE series_id = ?1), 9223372036854775807), \
                     coalesce((SELECT first_ts FROM chunks WHERE series_id = ?1 \
-                              ORDER BY start_ts LIMIT 1), 9223372036854775807)) AS k",
+                              ORDER BY start_ts LIMIT 1), 9223372036854775807), \
+                    coalesce((SELECT min(first_ts) FROM head_blocks WHERE series_id = ?1), \
+                             9223372036854775807)) AS k",
     )
     .bind::<BigInt, _>(series_id)
     .get_result(conn)?;
@@ -356,25 +368,7 @@ pub fn seal_oldest(
             .select((readings::ts, readings::value))
             .load(c)?;
         let moved = rows.len() as u64;
-        let merged = match chunk_at(c, series_id, start)? {
-            Some(old) => merge_points(Order::Asc, old, rows, usize::MAX),
-            None => rows,
-        };
-        // The writer keeps a (series, ts) in one place; should two points
-        // share one anyway, the later is moved forward, as the writer
-        // would have, rather than lost.
-        let mut points = merged;
-        for i in 1..points.len() {
-            if points[i].0 <= points[i - 1].0 {
-                points[i].0 = points[i - 1].0 + 1;
-            }
-        }
-        if points.last().is_some_and(|p| p.0 >= end) {
-            return Err(StorageError::Query(diesel::result::Error::SerializationError(
-                format!("series {series_id}: the period of {start} holds more readings than milliseconds").into(),
-            )));
-        }
-        write_chunk(c, series_id, start, &points)?;
+        let count = seal_points(c, series_id, start, rows)?;
         diesel::delete(
             readings::table
                 .filter(readings::series_id.eq(series_id))
@@ -385,9 +379,41 @@ pub fn seal_oldest(
         Ok(Some(Sealed {
             start_ts: start,
             rows: moved,
-            count: points.len() as u64,
+            count,
         }))
     })
+}
+
+/// Writes the chunk of one period from `fresh` (readings leaving rows or
+/// blocks, in time order) merged with the period's chunk, if any, inside
+/// the caller's transaction. Returns the readings the chunk holds.
+fn seal_points(
+    c: &mut SqliteConnection,
+    series_id: i64,
+    start: i64,
+    fresh: Points,
+) -> Result<u64, StorageError> {
+    let end = start.saturating_add(PERIOD_MS);
+    let merged = match chunk_at(c, series_id, start)? {
+        Some(old) => merge_points(Order::Asc, old, fresh, usize::MAX),
+        None => fresh,
+    };
+    // The writer keeps a (series, ts) in one place; should two points
+    // share one anyway, the later is moved forward, as the writer
+    // would have, rather than lost.
+    let mut points = merged;
+    for i in 1..points.len() {
+        if points[i].0 <= points[i - 1].0 {
+            points[i].0 = points[i - 1].0 + 1;
+        }
+    }
+    if points.last().is_some_and(|p| p.0 >= end) {
+        return Err(StorageError::Query(diesel::result::Error::SerializationError(
+            format!("series {series_id}: the period of {start} holds more readings than milliseconds").into(),
+        )));
+    }
+    write_chunk(c, series_id, start, &points)?;
+    Ok(points.len() as u64)
 }
 
 /// Replaces the chunk of one period with `points` (deletes it when empty).
@@ -421,9 +447,10 @@ fn write_chunk(
 
 /// Retention over chunks: deletes the sealed readings of `series_id` below
 /// `below`, whole chunks at most [`CHUNKS_PER_DELETE`] at a time, then the
-/// chunk straddling `below`, re-encoded with what it keeps, in one
-/// immediate transaction. Returns the readings deleted and whether more
-/// remain.
+/// chunk straddling `below`, re-encoded with what it keeps, and the
+/// series' head blocks below it (normally none: blocks hold the hours not
+/// sealed yet), in one immediate transaction. Returns the readings deleted
+/// and whether more remain.
 pub fn delete_below(
     conn: &mut SqliteConnection,
     series_id: i64,
@@ -453,6 +480,7 @@ pub fn delete_below(
                 .execute(c)?;
         }
         if !more {
+            deleted += blocks::delete_below(c, series_id, below)?;
             let start = period_start(below);
             if start < below
                 && let Some(pts) = chunk_at(c, series_id, start)?

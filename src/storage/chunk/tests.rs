@@ -36,9 +36,15 @@ fn value_at(t: i64) -> f64 {
     ((t / 1000) % 5000) as f64 / 100.0 + 20.0
 }
 
-/// Seals every period of series 1 ending by `before`; returns how many.
+/// Seals every period of series 1 ending by `before`, blocks first as a
+/// sealing pass does; returns how many.
 fn seal_all(d: &mut TestDb, before: i64) -> usize {
     let mut n = 0;
+    while let Some(s) = blocks::seal_oldest_hour(&mut d.conn, before).unwrap() {
+        assert_eq!(s.series, [1]);
+        d.catalog.mark_sealed(1, s.start_ts + PERIOD_MS);
+        n += 1;
+    }
     while let Some(s) = seal_oldest(&mut d.conn, 1, before).unwrap() {
         d.catalog.mark_sealed(1, s.start_ts + PERIOD_MS);
         n += 1;
@@ -62,8 +68,10 @@ fn chunk_count(d: &mut TestDb) -> i64 {
         .n
 }
 
+/// Readings not sealed: rows and head blocks.
 fn row_count(d: &mut TestDb) -> i64 {
-    readings::table.count().get_result(&mut d.conn).unwrap()
+    let rows: i64 = readings::table.count().get_result(&mut d.conn).unwrap();
+    rows + blocks::count_all(&mut d.conn).unwrap()
 }
 
 /// One reading every 7 s over four hours and a bit, with a gap.
@@ -259,6 +267,11 @@ fn pages_return_every_reading_exactly_once_while_hours_are_sealed_between_them()
             seen.extend(page.rows.iter().map(|r| (r.series.id, r.ts)));
             // Seal one more hour of each series between two pages.
             sealed_at += H;
+            if let Some(x) = blocks::seal_oldest_hour(&mut d.conn, sealed_at).unwrap() {
+                for id in x.series {
+                    d.catalog.mark_sealed(id, x.start_ts + H);
+                }
+            }
             for s in &series {
                 if let Some(x) = seal_oldest(&mut d.conn, s.id, sealed_at).unwrap() {
                     d.catalog.mark_sealed(s.id, x.start_ts + H);
@@ -345,19 +358,34 @@ proptest! {
 }
 
 #[test]
-fn the_down_migration_refuses_while_chunks_hold_readings() {
+fn the_down_migrations_refuse_while_blocks_or_chunks_hold_readings() {
     use diesel_migrations::MigrationHarness;
     let mut d = writer_db();
     let key = series_keys(&["t"]).remove(0);
-    store(&mut d, &key, &[1000, 2000]);
+    store(&mut d, &key, &[1000, 2000, H + 5]);
     seal_all(&mut d, H);
     let refused = d
         .conn
         .revert_last_migration(crate::storage::MIGRATIONS)
         .unwrap_err()
         .to_string();
+    assert!(refused.contains("head_blocks_hold_readings"), "{refused}");
+    assert_eq!(count_all(&mut d.conn).unwrap(), 3, "nothing lost");
+    d.conn.batch_execute("DELETE FROM head_blocks;").unwrap();
+    d.conn
+        .revert_last_migration(crate::storage::MIGRATIONS)
+        .unwrap();
+    let refused = d
+        .conn
+        .revert_last_migration(crate::storage::MIGRATIONS)
+        .unwrap_err()
+        .to_string();
     assert!(refused.contains("chunks_hold_readings"), "{refused}");
-    assert_eq!(count_all(&mut d.conn).unwrap(), 2, "nothing lost");
+    let sealed = diesel::sql_query("SELECT sum(count) AS n FROM chunks")
+        .get_result::<N>(&mut d.conn)
+        .unwrap()
+        .n;
+    assert_eq!(sealed, 2, "nothing lost");
     // With no chunk left it goes back to rows only.
     d.conn.batch_execute("DELETE FROM chunks;").unwrap();
     d.conn
