@@ -358,7 +358,7 @@ mod tests {
         }
         let commit = |conn: &mut SqliteConnection, n: usize| {
             let batch = queue.take(n);
-            let (_, gate) = commit_gated(conn, &catalog, &batch, Some(&head)).unwrap();
+            let (_, gate) = commit_gated(conn, &catalog, &batch, true, Some(&head)).unwrap();
             queue.committed();
             drop(gate);
         };

@@ -349,7 +349,9 @@ impl DbWriter {
             let batch = queue.take(self.cfg.batch_size);
             let started = Instant::now();
             let head = queue.head().clone();
-            let result = commit_gated(conn, &self.shared.catalog, &batch, Some(&head));
+            // With sealing switched off, blocks would pile up unsealed: rows then.
+            let blocks = self.cfg.seal_interval_secs > 0;
+            let result = commit_gated(conn, &self.shared.catalog, &batch, blocks, Some(&head));
             self.shared
                 .commit_op
                 .record(started.elapsed(), result.is_ok());
@@ -554,13 +556,13 @@ fn remember(shared: &WriterShared, batch: &[Reading], nudged: bool) {
 /// [`rollup`]): as head blocks (`chunk::blocks`), readings of hours sealed
 /// already as rows. A reading whose (series, timestamp) is stored already
 /// is moved forward a millisecond at a time. Returns how many were moved.
-#[cfg(any(test, feature = "bench"))]
+#[cfg(test)]
 pub(crate) fn commit_batch(
     conn: &mut SqliteConnection,
     catalog: &SeriesCatalog,
     batch: &[Reading],
 ) -> Result<u64, StorageError> {
-    commit_gated(conn, catalog, batch, None).map(|(nudged, _)| nudged)
+    commit_gated(conn, catalog, batch, true, None).map(|(nudged, _)| nudged)
 }
 
 /// The gate of a [`Head`] held across a commit, if any.
@@ -568,17 +570,19 @@ type Gate<'h> = Option<RwLockWriteGuard<'h, ()>>;
 
 /// [`commit_batch`], taking `head`'s commit gate just before `COMMIT` and
 /// returning it held, so the caller can move the batch out of the head
-/// before any reader sees the commit (see `storage::head`).
+/// before any reader sees the commit (see `storage::head`). Without
+/// `blocks` (sealing switched off) every reading is stored as a row.
 pub(crate) fn commit_gated<'h>(
     conn: &mut SqliteConnection,
     catalog: &SeriesCatalog,
     batch: &[Reading],
+    blocks: bool,
     head: Option<&'h Head>,
 ) -> Result<(u64, Gate<'h>), StorageError> {
     let mut created = Vec::new();
     let (nudged, gate) = conn.immediate_transaction(|c| {
         created.clear();
-        let nudged = insert_batch(c, catalog, batch, &mut created)?;
+        let nudged = insert_batch(c, catalog, batch, blocks, &mut created)?;
         Ok::<_, StorageError>((nudged, head.map(Head::commit_gate)))
     })?;
     for info in created {
@@ -622,6 +626,7 @@ fn insert_batch(
     conn: &mut SqliteConnection,
     catalog: &SeriesCatalog,
     batch: &[Reading],
+    blocks: bool,
     created: &mut Vec<SeriesInfo>,
 ) -> Result<u64, StorageError> {
     let mut rows = resolve_rows(conn, catalog, batch, created)?;
@@ -647,7 +652,7 @@ fn insert_batch(
     let mut nudged = 0;
     if careful {
         let mut chunks = chunk::Probe::default();
-        let mut blocks = chunk::blocks::BlockProbe::default();
+        let mut in_blocks = chunk::blocks::BlockProbe::default();
         let mut taken: HashSet<(i64, i64)> = HashSet::with_capacity(rows.len());
         for row in &mut rows {
             let sealed_until = bounds.until(row.series_id);
@@ -661,7 +666,7 @@ fn insert_batch(
                 let busy = taken.contains(&(row.series_id, ts))
                     || (ts <= stored
                         && ((ts < sealed_until && chunks.holds(conn, row.series_id, ts)?)
-                            || blocks.holds(conn, row.series_id, ts)?
+                            || in_blocks.holds(conn, row.series_id, ts)?
                             || row_exists(conn, row.series_id, ts)?));
                 if !busy {
                     break;
@@ -678,7 +683,7 @@ fn insert_batch(
     }
     let (late, live): (Vec<NewReading>, Vec<NewReading>) = rows
         .into_iter()
-        .partition(|r| r.ts < bounds.until(r.series_id));
+        .partition(|r| !blocks || r.ts < bounds.until(r.series_id));
     if !late.is_empty() {
         insert_rows(conn, &late)?;
     }
@@ -1081,6 +1086,31 @@ mod tests {
             stored(&cfg),
             [(100, 1.0), (101, 2.0), (102, 3.0), (103, 4.0), (200, 5.0)]
         );
+    }
+
+    #[test]
+    fn live_readings_are_head_blocks_and_rows_once_sealing_is_off() {
+        let (_d, cfg) = setup();
+        let mut conn = open_writer(&cfg).unwrap();
+        let catalog = SeriesCatalog::default();
+        let k = key("a", "");
+        let batch = |from: i64| -> Vec<Reading> {
+            (from..from + 10)
+                .map(|ts| Reading {
+                    series: k.clone(),
+                    ts_ms: ts,
+                    value: 1.0,
+                })
+                .collect()
+        };
+        commit_batch(&mut conn, &catalog, &batch(0)).unwrap();
+        let rows =
+            |c: &mut SqliteConnection| -> i64 { readings::table.count().get_result(c).unwrap() };
+        assert_eq!(rows(&mut conn), 0);
+        assert_eq!(chunk::blocks::count_all(&mut conn).unwrap(), 10);
+        commit_gated(&mut conn, &catalog, &batch(10), false, None).unwrap();
+        assert_eq!(rows(&mut conn), 10);
+        assert_eq!(count(&cfg), 20);
     }
 
     #[test]

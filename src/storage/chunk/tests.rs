@@ -159,10 +159,28 @@ fn a_late_reading_of_a_sealed_hour_is_moved_off_a_sealed_one_and_merged_at_the_n
         value: 9.0,
     }];
     assert_eq!(commit_import(&mut d.conn, &d.catalog, &again).unwrap(), 0);
+    // So is one a head block holds.
+    let again = [Reading {
+        series: key.clone(),
+        ts_ms: H + 1000,
+        value: 9.0,
+    }];
+    assert_eq!(commit_import(&mut d.conn, &d.catalog, &again).unwrap(), 0);
+    // And a live reading colliding with a block is moved forward.
+    let live = [Reading {
+        series: key.clone(),
+        ts_ms: H + 1000,
+        value: 7.0,
+    }];
+    assert_eq!(commit_batch(&mut d.conn, &d.catalog, &live).unwrap(), 1);
+    assert_eq!(
+        points(&mut d.conn, 1, H, 2 * H, Order::Asc, 10).unwrap(),
+        [(H + 1000, value_at(H + 1000)), (H + 1001, 7.0)]
+    );
     // The next pass merges the late rows into the hour's one chunk.
     assert_eq!(seal_all(&mut d, H), 1);
     assert_eq!(chunk_count(&mut d), 1);
-    assert_eq!(row_count(&mut d), 1);
+    assert_eq!(row_count(&mut d), 2);
     let got = all(&mut d);
     assert_eq!(
         got,
@@ -173,6 +191,7 @@ fn a_late_reading_of_a_sealed_hour_is_moved_off_a_sealed_one_and_merged_at_the_n
             (2500, -1.5),
             (3000, value_at(3000)),
             (H + 1000, value_at(H + 1000)),
+            (H + 1001, 7.0),
         ]
     );
 }
