@@ -4,6 +4,9 @@
 //! (`rawsqlite`: one prepared INSERT, a transaction per batch of the same
 //! size), in the same run, on fresh databases with the same schema and
 //! pragmas. Reports both rates and their ratio, medians over the runs.
+//! The writer stores head blocks and leaves the per-reading work of
+//! placing readings in chunks to sealing, so the time to seal what it
+//! committed is measured too, and the ratio of both together.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +58,12 @@ pub struct IngestRun {
     pub writer_rows_per_s: f64,
     pub raw_rows_per_s: f64,
     pub ratio: f64,
+    /// Readings per second of sealing what the writer committed (head
+    /// blocks into chunks, every hour), after it stopped.
+    pub seal_rows_per_s: f64,
+    /// The writer's commits and their sealing together, against raw rows:
+    /// the whole cost of a reading until it rests in its chunk.
+    pub with_sealing_ratio: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +74,9 @@ pub struct IngestFigures {
     pub raw_rows_per_s: f64,
     /// Median of the per-run ratios (writer / raw).
     pub ratio: f64,
+    pub seal_rows_per_s: f64,
+    /// Median of the per-run ratios (writer and sealing / raw).
+    pub with_sealing_ratio: f64,
     pub runs: Vec<IngestRun>,
 }
 
@@ -119,13 +131,31 @@ fn raw_run(dir: &std::path::Path, o: &IngestOptions, run: usize) -> Result<f64, 
     Ok(o.rows as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Seals every hour of head blocks in the database at `path` into chunks,
+/// as the writer's passes do; seconds taken.
+fn seal_everything(cfg: &StorageConfig) -> Result<f64, BenchError> {
+    let mut conn = storage::open_writer(cfg)?;
+    let started = Instant::now();
+    while storage::chunk::blocks::seal_oldest_hour(&mut conn, i64::MAX)?.is_some() {}
+    let took = started.elapsed().as_secs_f64();
+    if storage::chunk::blocks::count_all(&mut conn).map_err(StorageError::from)? != 0 {
+        return Err(BenchError::Setup("sealing left head blocks".into()));
+    }
+    Ok(took)
+}
+
 /// The writer's real path: rows per second from the first push to the last
-/// commit.
-fn writer_run(dir: &std::path::Path, o: &IngestOptions, run: usize) -> Result<f64, BenchError> {
+/// commit, then the seconds sealing what it committed takes.
+fn writer_run(
+    dir: &std::path::Path,
+    o: &IngestOptions,
+    run: usize,
+) -> Result<(f64, f64), BenchError> {
     let cfg = storage_config(dir.join(format!("writer-{run}.db")), o);
+    let seal_cfg = cfg.clone();
     storage::prepare(&cfg).map_err(|e| BenchError::Setup(e.to_string()))?;
     let o = *o;
-    actix_rt::System::new().block_on(async move {
+    let rate = actix_rt::System::new().block_on(async move {
         let queue = Arc::new(IngestQueue::new(
             cfg.queue_capacity,
             OverflowPolicy::DropNewest,
@@ -218,7 +248,8 @@ fn writer_run(dir: &std::path::Path, o: &IngestOptions, run: usize) -> Result<f6
             return Err(BenchError::Setup(format!("{dropped} readings dropped")));
         }
         Ok(rate)
-    })
+    })?;
+    Ok((rate, seal_everything(&seal_cfg)?))
 }
 
 /// Runs the comparison, alternating the two paths run by run.
@@ -227,11 +258,14 @@ pub fn run(o: &IngestOptions) -> Result<IngestFigures, BenchError> {
     let mut runs = Vec::new();
     for r in 0..o.runs.max(1) {
         let raw = raw_run(dir.path(), o, r)?;
-        let writer = writer_run(dir.path(), o, r)?;
+        let (writer, seal_s) = writer_run(dir.path(), o, r)?;
+        let whole_s = o.rows as f64 / writer + seal_s;
         runs.push(IngestRun {
             writer_rows_per_s: writer,
             raw_rows_per_s: raw,
             ratio: writer / raw,
+            seal_rows_per_s: o.rows as f64 / seal_s,
+            with_sealing_ratio: o.rows as f64 / whole_s / raw,
         });
     }
     let med = |f: fn(&IngestRun) -> f64| median_f64(&mut runs.iter().map(f).collect::<Vec<_>>());
@@ -241,6 +275,8 @@ pub fn run(o: &IngestOptions) -> Result<IngestFigures, BenchError> {
         writer_rows_per_s: med(|r| r.writer_rows_per_s),
         raw_rows_per_s: med(|r| r.raw_rows_per_s),
         ratio: med(|r| r.ratio),
+        seal_rows_per_s: med(|r| r.seal_rows_per_s),
+        with_sealing_ratio: med(|r| r.with_sealing_ratio),
         runs,
     })
 }

@@ -376,16 +376,23 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
             let f = vigil::bench::ingest::run(&o)?;
             for (i, r) in f.runs.iter().enumerate() {
                 println!(
-                    "  run {}: writer {:.0} rows/s, raw SQLite {:.0} rows/s, ratio {:.2}",
+                    "  run {}: writer {:.0} rows/s, raw SQLite {:.0} rows/s, ratio {:.2}; sealing {:.0} rows/s, writer and sealing {:.2} of raw",
                     i + 1,
                     r.writer_rows_per_s,
                     r.raw_rows_per_s,
-                    r.ratio
+                    r.ratio,
+                    r.seal_rows_per_s,
+                    r.with_sealing_ratio
                 );
             }
             println!(
-                "median: writer {:.0} rows/s, raw {:.0} rows/s, ratio {:.2} ({} rows, batches of {})",
-                f.writer_rows_per_s, f.raw_rows_per_s, f.ratio, f.rows, f.batch_size
+                "median: writer {:.0} rows/s, raw {:.0} rows/s, ratio {:.2}; with sealing {:.2} ({} rows, batches of {})",
+                f.writer_rows_per_s,
+                f.raw_rows_per_s,
+                f.ratio,
+                f.with_sealing_ratio,
+                f.rows,
+                f.batch_size
             );
             println!("{}", serde_json::to_string(&f)?);
         }

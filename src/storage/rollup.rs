@@ -492,11 +492,21 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::catalog::SeriesCatalog;
     use crate::storage::testing::{TestDb, writer_db};
-    use crate::storage::writer::commit_batch;
     use crate::vocab::reading::{Reading, SeriesKey};
     use std::collections::HashMap;
     use std::sync::Arc;
+
+    /// Commits as rows, which take their rollups at commit (live commits'
+    /// head blocks take theirs when sealed: see the test at the end).
+    fn commit_batch(
+        conn: &mut SqliteConnection,
+        catalog: &SeriesCatalog,
+        batch: &[Reading],
+    ) -> Result<u64, StorageError> {
+        crate::storage::writer::commit_gated(conn, catalog, batch, false, None).map(|c| c.0)
+    }
 
     #[test]
     fn buckets_floor_to_utc_periods_including_before_1970() {
@@ -1054,6 +1064,47 @@ mod tests {
             .execute(&mut conn)
             .unwrap();
         assert_eq!(raw_rows(&mut conn).len(), 1, "the raw insert rolled back");
+        assert_tiers_match_brute_force(&mut conn);
+    }
+
+    #[test]
+    fn head_blocks_enter_the_rollups_when_sealed_and_not_before() {
+        let TestDb {
+            mut conn, catalog, ..
+        } = writer_db();
+        let k = key("a");
+        let batch: Vec<Reading> = (0..3 * 3600)
+            .map(|s| Reading {
+                series: k.clone(),
+                ts_ms: 5 * DAY_MS + s * 1000,
+                value: (s % 97) as f64 / 4.0,
+            })
+            .collect();
+        crate::storage::writer::commit_gated(&mut conn, &catalog, &batch, true, None).unwrap();
+        let open: i64 = {
+            use crate::storage::schema::rollup_open::dsl::*;
+            rollup_open.count().get_result(&mut conn).unwrap()
+        };
+        assert_eq!(open, 0, "a commit of head blocks writes no rollup");
+        // Two of the three hours sealed: their readings are in the tiers,
+        // and once the last is, every reading is, as if committed as rows.
+        let mut sealed = 0;
+        while crate::storage::chunk::blocks::seal_oldest_hour(&mut conn, 5 * DAY_MS + 2 * HOUR_MS)
+            .unwrap()
+            .is_some()
+        {
+            sealed += 1;
+        }
+        assert_eq!(sealed, 2);
+        let minutes: i64 = stored(&mut conn, Tier::Minute)
+            .values()
+            .map(|a| a.count)
+            .sum();
+        assert_eq!(minutes, 2 * 3600);
+        while crate::storage::chunk::blocks::seal_oldest_hour(&mut conn, 6 * DAY_MS)
+            .unwrap()
+            .is_some()
+        {}
         assert_tiers_match_brute_force(&mut conn);
     }
 }

@@ -77,13 +77,18 @@ impl TierStarts {
         let minute = either(oldest!(rollup_minute, bucket), open(conn, Tier::Minute)?);
         let hour = either(oldest!(rollup_hour, bucket), open(conn, Tier::Hour)?);
         let day = either(oldest!(rollup_day, bucket), open(conn, Tier::Day)?);
-        Ok(TierStarts {
-            // Rows and sealed chunks: one seek in each.
+        let mut starts = TierStarts {
+            // Rows, head blocks and sealed chunks.
             raw: super::chunk::oldest(conn, series_id)?,
             minute,
             hour,
             day,
-        })
+        };
+        // Readings in head blocks count in every tier (see `query_tier`).
+        if let Some((first, _)) = super::chunk::blocks::span(conn, series_id)? {
+            starts.include(first);
+        }
+        Ok(starts)
     }
 }
 
@@ -286,7 +291,9 @@ pub fn query_with_head(
     query_tier(conn, head, series_id, from, to, points, tier)
 }
 
-/// [`query`] from a given tier (benchmarks compare tiers with it). With a
+/// [`query`] from a given tier (benchmarks compare tiers with it). The
+/// readings in head blocks, which the rollup tiers take in only when their
+/// hour is sealed, are folded into a rollup tier's buckets. With a
 /// `head`, its uncommitted readings of the series are folded into the same
 /// buckets as `Agg`s of one reading each, pinned to the same instant as the
 /// database snapshot, so every accepted reading counts exactly once; in a
@@ -311,10 +318,23 @@ pub fn query_tier(
                 bucket_start(to - 1, tier.width_ms()).saturating_add(tier.width_ms()),
             ),
         };
-        let pending = match head {
+        let mut pending = match head {
             Some(h) => h.pinned(conn, |v| v.range(series_id, lo, hi))?,
             None => Vec::new(),
         };
+        // Readings in head blocks are in the rollup tiers once sealed
+        // (`chunk::blocks`): until then they are folded here like the
+        // head's.
+        if tier != Tier::Raw {
+            pending.extend(super::chunk::blocks::points(
+                conn,
+                series_id,
+                lo,
+                hi.saturating_sub(1),
+                super::read::Order::Asc,
+                usize::MAX,
+            )?);
+        }
         let mut buckets = match tier {
             Tier::Raw => {
                 let rows = super::chunk::points(
@@ -546,26 +566,45 @@ mod tests {
             (T + DAY_MS + 1, T + 9 * DAY_MS - 1, 100, Tier::Hour),
             (T, T + 10 * DAY_MS, 7, Tier::Day),
         ];
-        for (from, to, points, tier) in cases {
-            let ans = query(&mut conn, id, from, to, points).unwrap();
-            assert_eq!(ans.tier, tier, "{from}..{to} / {points}");
-            let p = plan(from, to, points, tier);
-            assert!(ans.buckets.len() <= points as usize);
-            // A rollup tier answers in whole periods: from the period holding
-            // `from` up to the end of the one holding `to - 1`.
-            let (lo, hi) = if tier == Tier::Raw {
-                (from, to)
-            } else {
-                (
-                    p.start,
-                    bucket_start(to - 1, tier.width_ms()) + tier.width_ms(),
-                )
-            };
-            same(
-                &ans.buckets,
-                &direct(&rows, &p, lo, hi),
-                &format!("{tier:?}"),
-            );
+        // Once with every reading in head blocks, whose readings the
+        // tiers fold in at read time, then with every hour sealed, the
+        // rollup tiers holding them.
+        for sealed in [false, true] {
+            if sealed {
+                while let Some(x) =
+                    crate::storage::chunk::blocks::seal_oldest_hour(&mut conn, T + 10 * DAY_MS)
+                        .unwrap()
+                {
+                    for s in x.series {
+                        catalog.mark_sealed(s, x.start_ts + HOUR_MS);
+                    }
+                }
+                assert_eq!(
+                    crate::storage::chunk::blocks::count_all(&mut conn).unwrap(),
+                    0
+                );
+            }
+            for (from, to, points, tier) in cases {
+                let ans = query(&mut conn, id, from, to, points).unwrap();
+                assert_eq!(ans.tier, tier, "{from}..{to} / {points}");
+                let p = plan(from, to, points, tier);
+                assert!(ans.buckets.len() <= points as usize);
+                // A rollup tier answers in whole periods: from the period holding
+                // `from` up to the end of the one holding `to - 1`.
+                let (lo, hi) = if tier == Tier::Raw {
+                    (from, to)
+                } else {
+                    (
+                        p.start,
+                        bucket_start(to - 1, tier.width_ms()) + tier.width_ms(),
+                    )
+                };
+                same(
+                    &ans.buckets,
+                    &direct(&rows, &p, lo, hi),
+                    &format!("{tier:?}, sealed: {sealed}"),
+                );
+            }
         }
 
         // Retention takes raw readings older than a day and minutes older

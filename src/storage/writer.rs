@@ -689,9 +689,12 @@ fn insert_batch(
     }
     let live: Vec<(i64, i64, f64)> = live.iter().map(|r| (r.series_id, r.ts, r.value)).collect();
     chunk::blocks::write(conn, &live)?;
-    let all = late.iter().map(|r| (r.series_id, r.ts, r.value));
-    rollup::record(conn, all.clone().chain(live.iter().copied()))?;
-    for (series_id, ts, _) in all.chain(live.iter().copied()) {
+    // Rows enter the rollup tiers now; head blocks when their hour is
+    // sealed (`chunk::blocks::seal_oldest_hour`), which spares each commit
+    // a page of `rollup_open`.
+    let rows = late.iter().map(|r| (r.series_id, r.ts, r.value));
+    rollup::record(conn, rows.clone())?;
+    for (series_id, ts, _) in rows.chain(live.iter().copied()) {
         catalog.note_stored(series_id, ts);
     }
     Ok(nudged)

@@ -9,8 +9,10 @@
 //!
 //! A block belongs to one series and one chunk period (an hour): sealing
 //! an ended hour ([`seal_oldest_hour`]) merges its blocks (with any rows
-//! and earlier chunk of that hour) into the hour's chunks and deletes the
-//! blocks, in one transaction. The table holds only hours not sealed yet,
+//! and earlier chunk of that hour) into the hour's chunks, adds their
+//! readings to the rollup tiers and deletes the blocks, in one
+//! transaction. Until then reads of the tiers fold the blocks' readings
+//! in themselves (`storage::series`), so a commit writes no rollup page. The table holds only hours not sealed yet,
 //! normally the current one and the last, so reads find a series' blocks
 //! by scanning it (an index would cost a page per commit).
 //!
@@ -267,8 +269,9 @@ pub struct SealedHour {
 /// Seals the oldest hour that has blocks and ends at or before `before` (a
 /// period boundary): for every series with blocks in it, the blocks, the
 /// series' rows of the hour and its chunk of the hour, if any, become one
-/// chunk; then the hour's blocks and those rows are deleted. One immediate
-/// transaction. `None` when no such hour is left.
+/// chunk; the blocks' readings enter the rollup tiers; then the hour's
+/// blocks and those rows are deleted. One immediate transaction. `None`
+/// when no such hour is left.
 pub fn seal_oldest_hour(
     conn: &mut SqliteConnection,
     before: i64,
@@ -301,6 +304,9 @@ pub fn seal_oldest_hour(
         let mut series = Vec::with_capacity(by_series.len());
         for (series_id, mut pts) in by_series {
             pts.sort_unstable_by_key(|p| p.0);
+            // The rollup tiers take in the blocks' readings now (rows took
+            // theirs when committed).
+            crate::storage::rollup::record(c, pts.iter().map(|&(t, v)| (series_id, t, v)))?;
             let rows: Points = readings::table
                 .filter(readings::series_id.eq(series_id))
                 .filter(readings::ts.ge(start))
