@@ -4,7 +4,9 @@
 -- of a row per reading: the rows of one commit sit together at the end of
 -- this table, so a commit rewrites a page or two rather than a leaf of
 -- `readings` per series (src/storage/chunk/blocks.rs). Sealing moves an
--- ended hour's blocks into `chunks` and deletes them, in one transaction.
+-- ended hour's blocks into `chunks`, adds their readings to the rollup
+-- tiers (which do not hold them before) and deletes them, in one
+-- transaction.
 -- A reading is in exactly one of `readings`, `head_blocks` and `chunks`.
 -- A rowid table: blobs of a few hundred bytes stay in its leaf pages, and
 -- it holds only the hours not sealed yet, so reads scan it without an

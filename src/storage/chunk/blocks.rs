@@ -338,23 +338,19 @@ pub fn seal_oldest_hour(
 }
 
 /// Retention over blocks: deletes the readings of `series_id` in blocks
-/// below `below`, whole blocks, and the blocks straddling it re-encoded
-/// with what they keep. Runs inside the caller's transaction; returns the
-/// readings deleted.
-pub fn delete_below(conn: &mut SqliteConnection, series_id: i64, below: i64) -> QueryResult<u64> {
-    let whole: Num = diesel::sql_query(
-        "SELECT coalesce(sum(count), 0) AS n FROM head_blocks WHERE series_id = ? AND last_ts < ?",
-    )
-    .bind::<BigInt, _>(series_id)
-    .bind::<BigInt, _>(below)
-    .get_result(conn)?;
-    diesel::sql_query("DELETE FROM head_blocks WHERE series_id = ? AND last_ts < ?")
-        .bind::<BigInt, _>(series_id)
-        .bind::<BigInt, _>(below)
-        .execute(conn)?;
-    let mut deleted = u64::try_from(whole.n.unwrap_or(0)).unwrap_or(0);
+/// below `below` (normally none: blocks hold the hours not sealed yet, so
+/// only a sealing stalled for longer than raw readings are kept leaves
+/// any), whole blocks, and the blocks straddling it re-encoded with what
+/// they keep. The deleted readings enter the rollup tiers first, as their
+/// seal would have added them. Runs inside the caller's transaction;
+/// returns the readings deleted.
+pub fn delete_below(
+    conn: &mut SqliteConnection,
+    series_id: i64,
+    below: i64,
+) -> Result<u64, StorageError> {
     #[derive(QueryableByName)]
-    struct Edge {
+    struct Old {
         #[diesel(sql_type = BigInt)]
         id: i64,
         #[diesel(sql_type = BigInt)]
@@ -362,20 +358,22 @@ pub fn delete_below(conn: &mut SqliteConnection, series_id: i64, below: i64) -> 
         #[diesel(sql_type = Binary)]
         data: Vec<u8>,
     }
-    let edges: Vec<Edge> = diesel::sql_query(
+    let old: Vec<Old> = diesel::sql_query(
         "SELECT id, start_ts, data FROM head_blocks WHERE series_id = ? AND first_ts < ?",
     )
     .bind::<BigInt, _>(series_id)
     .bind::<BigInt, _>(below)
     .load(conn)?;
-    for e in edges {
-        let pts = decode(series_id, e.start_ts, &e.data)?;
-        let keep: Points = pts.iter().copied().filter(|p| p.0 >= below).collect();
-        deleted += (pts.len() - keep.len()) as u64;
+    let mut deleted = 0;
+    for b in old {
+        let pts = decode(series_id, b.start_ts, &b.data)?;
+        let (gone, keep): (Points, Points) = pts.into_iter().partition(|p| p.0 < below);
+        deleted += gone.len() as u64;
+        crate::storage::rollup::record(conn, gone.iter().map(|&(t, v)| (series_id, t, v)))?;
         diesel::sql_query("DELETE FROM head_blocks WHERE id = ?")
-            .bind::<BigInt, _>(e.id)
+            .bind::<BigInt, _>(b.id)
             .execute(conn)?;
-        write_block(conn, series_id, e.start_ts, &keep)?;
+        write_block(conn, series_id, b.start_ts, &keep)?;
     }
     Ok(deleted)
 }
