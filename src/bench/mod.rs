@@ -35,7 +35,6 @@ pub enum BenchError {
     Setup(String),
 }
 
-/// The median of some durations (sorts them).
 /// Seals every hour of every series in the database that ended by
 /// `before`, as the writer's passes leave an appliance's history; the
 /// number of chunks written.
@@ -56,6 +55,7 @@ pub fn seal_all(
     Ok(chunks)
 }
 
+/// The median of some durations (sorts them).
 pub fn median(samples: &mut [Duration]) -> Duration {
     samples.sort_unstable();
     samples.get(samples.len() / 2).copied().unwrap_or_default()

@@ -22,7 +22,7 @@ use crate::storage::catalog::SeriesCatalog;
 use crate::storage::config::StorageConfig;
 use crate::storage::rollup::{DAY_MS, HOUR_MS, Tier};
 use crate::storage::series::{query, query_tier};
-use crate::storage::writer::commit_import;
+use crate::storage::writer::{commit_gated, commit_import};
 use crate::storage::{StorageError, open_writer, prepare, read_pool};
 use crate::vocab::reading::{Reading, SeriesKey};
 
@@ -36,6 +36,11 @@ pub struct SeriesOptions {
     pub queries: usize,
     /// Seal every ended hour first, as an appliance's history is.
     pub seal: bool,
+    /// With `seal`: the newest minutes written through the live commit
+    /// path, one commit a minute (the default flush window), so they lie
+    /// in head blocks as an appliance's unsealed hour does (0: every hour
+    /// sealed).
+    pub head_block_mins: u32,
 }
 
 impl Default for SeriesOptions {
@@ -47,6 +52,7 @@ impl Default for SeriesOptions {
             runs: 3,
             queries: 200,
             seal: true,
+            head_block_mins: 60,
         }
     }
 }
@@ -66,6 +72,10 @@ pub struct SeriesFigures {
     pub rows: usize,
     /// Whether the readings were sealed into chunks.
     pub sealed: bool,
+    /// Minutes of the newest readings left in head blocks.
+    pub head_block_mins: u32,
+    /// The readings in head blocks when the timing starts.
+    pub head_block_readings: i64,
     pub db_bytes: u64,
     pub fill_s: f64,
     /// The storage query alone.
@@ -98,6 +108,35 @@ pub(crate) fn fill(
     from: i64,
     to: i64,
 ) -> Result<usize, StorageError> {
+    fill_with(sensors, from, to, 1000, |batch| {
+        commit_import(conn, catalog, batch).map(|_| ())
+    })
+}
+
+/// Writes the same readings as [`fill`] through the live commit path, one
+/// commit per flush window of `window_ms`, so they lie in head blocks as
+/// an appliance's current hour does until it is sealed.
+pub(crate) fn fill_live(
+    conn: &mut SqliteConnection,
+    catalog: &SeriesCatalog,
+    sensors: usize,
+    from: i64,
+    to: i64,
+    window_ms: i64,
+) -> Result<usize, StorageError> {
+    let per_batch = (window_ms / 1000).max(1) as usize * sensors;
+    fill_with(sensors, from, to, per_batch, |batch| {
+        commit_gated(conn, catalog, batch, true, None).map(|_| ())
+    })
+}
+
+fn fill_with(
+    sensors: usize,
+    from: i64,
+    to: i64,
+    per_batch: usize,
+    mut commit: impl FnMut(&[Reading]) -> Result<(), StorageError>,
+) -> Result<usize, StorageError> {
     let keys: Vec<Arc<SeriesKey>> = (0..sensors)
         .map(|s| {
             Arc::new(SeriesKey {
@@ -108,7 +147,7 @@ pub(crate) fn fill(
         })
         .collect();
     let mut rng = fastrand::Rng::with_seed(42);
-    let mut batch = Vec::with_capacity(1000);
+    let mut batch = Vec::with_capacity(per_batch);
     let mut rows = 0;
     let mut t = from;
     while t < to {
@@ -120,15 +159,17 @@ pub(crate) fn fill(
                 // Two decimals: a sensor's resolution, as stored.
                 value: ((20.0 + 5.0 * phase.sin() + rng.f64()) * 100.0).round() / 100.0,
             });
-            if batch.len() == 1000 {
-                commit_import(conn, catalog, &batch)?;
+            if batch.len() == per_batch {
+                commit(&batch)?;
                 rows += batch.len();
                 batch.clear();
             }
         }
         t += 1000;
     }
-    commit_import(conn, catalog, &batch)?;
+    if !batch.is_empty() {
+        commit(&batch)?;
+    }
     Ok(rows + batch.len())
 }
 
@@ -287,15 +328,22 @@ pub fn run(o: &SeriesOptions) -> Result<SeriesFigures, StorageError> {
     prepare(&cfg)?;
     let end = T0 + i64::from(o.days) * DAY_MS;
     let started = Instant::now();
-    let rows = {
+    let (rows, head_block_readings) = {
         let mut conn = open_writer(&cfg)?;
         let catalog = SeriesCatalog::default();
-        let rows = fill(&mut conn, &catalog, o.sensors.max(1), T0, end)?;
+        let head_from = if o.seal {
+            (end - i64::from(o.head_block_mins) * 60_000).max(T0)
+        } else {
+            end
+        };
+        let sensors = o.sensors.max(1);
+        let mut rows = fill(&mut conn, &catalog, sensors, T0, head_from)?;
         if o.seal {
-            super::seal_all(&mut conn, end)?;
+            super::seal_all(&mut conn, head_from)?;
+            rows += fill_live(&mut conn, &catalog, sensors, head_from, end, 60_000)?;
         }
         diesel::sql_query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn)?;
-        rows
+        (rows, crate::storage::chunk::blocks::count_all(&mut conn)?)
     };
     let fill_s = started.elapsed().as_secs_f64();
     let db_bytes = std::fs::metadata(&cfg.path).map(|m| m.len()).unwrap_or(0);
@@ -384,6 +432,8 @@ pub fn run(o: &SeriesOptions) -> Result<SeriesFigures, StorageError> {
     Ok(SeriesFigures {
         rows,
         sealed: o.seal,
+        head_block_mins: if o.seal { o.head_block_mins } else { 0 },
+        head_block_readings,
         db_bytes,
         fill_s,
         query: medians(&query_runs),
@@ -396,7 +446,11 @@ pub fn print(f: &SeriesFigures) {
     println!(
         "{} readings{}, database {:.1} MB, written in {:.1} s",
         f.rows,
-        if f.sealed { ", sealed" } else { "" },
+        match (f.sealed, f.head_block_mins) {
+            (false, _) => String::new(),
+            (true, 0) => ", sealed".to_owned(),
+            (true, m) => format!(", sealed but the newest {m} min in head blocks"),
+        },
         f.db_bytes as f64 / 1e6,
         f.fill_s
     );
@@ -434,10 +488,13 @@ mod tests {
             // not be rate limited.
             queries: 50,
             seal: true,
+            head_block_mins: 60,
         })
         .unwrap();
         assert!(f.sealed);
         assert_eq!(f.rows, 2 * 86_400);
+        // The newest hour through the live path, one commit a minute.
+        assert_eq!(f.head_block_readings, 2 * 3_600);
         assert_eq!(f.query.len(), 4);
         assert_eq!(f.http.len(), 3);
         assert_eq!(f.query[0].tier, Tier::Raw);

@@ -127,6 +127,10 @@ enum Bench {
         /// Keep every reading a row instead of sealing ended hours first.
         #[arg(long)]
         unsealed: bool,
+        /// Minutes of the newest readings committed as the appliance does,
+        /// one commit a minute into head blocks, unsealed (0: all sealed).
+        #[arg(long, default_value_t = 60)]
+        head_block_mins: u32,
     },
     /// A year of 10 sensors at 1 Hz under the tiered retention and a size
     /// cap: size per tier, rows deleted, the longest write-lock hold.
@@ -447,6 +451,7 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
             runs,
             queries,
             unsealed,
+            head_block_mins,
         } => {
             let f = vigil::bench::series::run(&vigil::bench::series::SeriesOptions {
                 days,
@@ -455,6 +460,7 @@ fn bench(what: Bench, exe: &Path) -> anyhow::Result<()> {
                 runs,
                 queries,
                 seal: !unsealed,
+                head_block_mins,
             })?;
             vigil::bench::series::print(&f);
             println!("{}", serde_json::to_string(&f)?);

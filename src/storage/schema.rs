@@ -30,6 +30,20 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// Readings of the hours not sealed yet, one compressed blob per
+    /// series, hour and commit; see `storage::chunk::blocks`.
+    head_blocks (id) {
+        id -> BigInt,
+        series_id -> BigInt,
+        start_ts -> BigInt,
+        first_ts -> BigInt,
+        last_ts -> BigInt,
+        count -> BigInt,
+        data -> Binary,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(series, readings);
 
 diesel::table! {

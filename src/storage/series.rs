@@ -78,8 +78,8 @@ impl TierStarts {
         let hour = either(oldest!(rollup_hour, bucket), open(conn, Tier::Hour)?);
         let day = either(oldest!(rollup_day, bucket), open(conn, Tier::Day)?);
         let mut starts = TierStarts {
-            // Rows, head blocks and sealed chunks.
-            raw: super::chunk::oldest(conn, series_id)?,
+            // Rows and sealed chunks; head blocks below.
+            raw: super::chunk::oldest_outside_blocks(conn, series_id)?,
             minute,
             hour,
             day,
@@ -293,7 +293,8 @@ pub fn query_with_head(
 
 /// [`query`] from a given tier (benchmarks compare tiers with it). The
 /// readings in head blocks, which the rollup tiers take in only when their
-/// hour is sealed, are folded into a rollup tier's buckets. With a
+/// hour is sealed, are folded into a rollup tier's buckets as aggregates
+/// per minute. With a
 /// `head`, its uncommitted readings of the series are folded into the same
 /// buckets as `Agg`s of one reading each, pinned to the same instant as the
 /// database snapshot, so every accepted reading counts exactly once; in a
@@ -318,23 +319,19 @@ pub fn query_tier(
                 bucket_start(to - 1, tier.width_ms()).saturating_add(tier.width_ms()),
             ),
         };
-        let mut pending = match head {
+        let pending = match head {
             Some(h) => h.pinned(conn, |v| v.range(series_id, lo, hi))?,
             None => Vec::new(),
         };
         // Readings in head blocks are in the rollup tiers once sealed
-        // (`chunk::blocks`): until then they are folded here like the
-        // head's.
-        if tier != Tier::Raw {
-            pending.extend(super::chunk::blocks::points(
-                conn,
-                series_id,
-                lo,
-                hi.saturating_sub(1),
-                super::read::Order::Asc,
-                usize::MAX,
-            )?);
-        }
+        // (`chunk::blocks`): until then their minutes are folded here,
+        // as the tier's own rows are. `lo` and `hi` are whole periods of
+        // the tier, so whole minutes.
+        let unsealed = if tier == Tier::Raw {
+            Vec::new()
+        } else {
+            super::chunk::blocks::minute_aggs(conn, series_id, lo, hi)?
+        };
         let mut buckets = match tier {
             Tier::Raw => {
                 let rows = super::chunk::points(
@@ -354,6 +351,9 @@ pub fn query_tier(
             Tier::Hour => load_rollups!(rollup_hour, tier, conn, &p, series_id, to),
             Tier::Day => load_rollups!(rollup_day, tier, conn, &p, series_id, to),
         };
+        if !unsealed.is_empty() {
+            buckets = merge_buckets(buckets, fold(&p, unsealed));
+        }
         if !pending.is_empty() {
             let head_buckets = fold(&p, pending.iter().map(|&(ts, v)| (ts, Agg::one(ts, v))));
             buckets = merge_buckets(buckets, head_buckets);

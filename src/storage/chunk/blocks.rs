@@ -12,16 +12,19 @@
 //! and earlier chunk of that hour) into the hour's chunks, adds their
 //! readings to the rollup tiers and deletes the blocks, in one
 //! transaction. Until then reads of the tiers fold the blocks' readings
-//! in themselves (`storage::series`), so a commit writes no rollup page. The table holds only hours not sealed yet,
-//! normally the current one and the last, so reads find a series' blocks
-//! by scanning it (an index would cost a page per commit).
+//! in themselves (`storage::series`), so a commit writes no rollup page.
+//! The table holds only hours not sealed yet, normally the current one and
+//! the last, so reads find a series' blocks by scanning it (an index would
+//! cost a page per commit), and keep the blocks they decoded in a small
+//! cache keyed by their bytes (a block is decoded once, not per read).
 //!
 //! A reading is in exactly one of `readings`, `head_blocks` and `chunks`;
 //! the writer checks a reading that could collide with a stored one
 //! ([`BlockProbe`], with `Probe` for chunks) and moves it forward as it
 //! would for a row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Binary};
@@ -29,9 +32,10 @@ use diesel::sql_types::{BigInt, Binary};
 use super::{PERIOD_MS, decode, encode, period_start};
 use crate::storage::StorageError;
 use crate::storage::points::{Order, Points, merge_points};
-use crate::storage::schema::readings;
+use crate::storage::rollup::{Agg, MINUTE_MS, bucket_start};
+use crate::storage::schema::{head_blocks, readings};
 
-#[derive(QueryableByName)]
+#[derive(QueryableByName, Queryable)]
 struct Block {
     #[diesel(sql_type = BigInt)]
     series_id: i64,
@@ -92,6 +96,26 @@ fn write_block(
     Ok(())
 }
 
+/// The blocks of `series_id` holding readings in `[lo, hi]` (diesel's DSL,
+/// not SQL text, so the statement is prepared once per connection).
+fn select(
+    conn: &mut SqliteConnection,
+    series_id: i64,
+    lo: i64,
+    hi: i64,
+) -> QueryResult<Vec<Block>> {
+    head_blocks::table
+        .filter(head_blocks::series_id.eq(series_id))
+        .filter(head_blocks::last_ts.ge(lo))
+        .filter(head_blocks::first_ts.le(hi))
+        .select((
+            head_blocks::series_id,
+            head_blocks::start_ts,
+            head_blocks::data,
+        ))
+        .load(conn)
+}
+
 /// The blocks of `series_id` holding readings in `[lo, hi]`, decoded, by
 /// hour in `order` (each hour's points sorted, in `order`).
 fn load(
@@ -101,17 +125,9 @@ fn load(
     hi: i64,
     order: Order,
 ) -> QueryResult<Vec<(i64, Points)>> {
-    let blocks: Vec<Block> = diesel::sql_query(
-        "SELECT series_id, start_ts, data FROM head_blocks \
-         WHERE series_id = ? AND last_ts >= ? AND first_ts <= ?",
-    )
-    .bind::<BigInt, _>(series_id)
-    .bind::<BigInt, _>(lo)
-    .bind::<BigInt, _>(hi)
-    .load(conn)?;
     let mut hours: Vec<(i64, Points)> = Vec::new();
-    for b in blocks {
-        let mut pts = decode(b.series_id, b.start_ts, &b.data)?;
+    for b in select(conn, series_id, lo, hi)? {
+        let mut pts = decoded(&b)?.points.clone();
         pts.retain(|&(t, _)| t >= lo && t <= hi);
         match hours.iter_mut().find(|h| h.0 == b.start_ts) {
             Some(h) => h.1.extend(pts),
@@ -129,6 +145,101 @@ fn load(
         }
     }
     Ok(hours)
+}
+
+/// The readings of `series_id` in blocks as aggregates per minute, of the
+/// minutes starting in `[lo, hi)` (`lo` and `hi` whole minutes): what the
+/// minute tier will hold of them once sealed, for a read of a rollup tier
+/// to fold into its buckets. Blocks of one minute (flush windows need not
+/// start on a minute) give one aggregate each, which the fold merges.
+pub fn minute_aggs(
+    conn: &mut SqliteConnection,
+    series_id: i64,
+    lo: i64,
+    hi: i64,
+) -> QueryResult<Vec<(i64, Agg)>> {
+    let mut out = Vec::new();
+    for b in select(conn, series_id, lo, hi.saturating_sub(1))? {
+        let d = decoded(&b)?;
+        out.extend(d.minutes.iter().filter(|m| m.0 >= lo && m.0 < hi).copied());
+    }
+    Ok(out)
+}
+
+/// A decoded block: its readings, in time order, and their aggregates per
+/// minute.
+struct Decoded {
+    points: Points,
+    minutes: Vec<(i64, Agg)>,
+}
+
+impl Decoded {
+    fn new(points: Points) -> Decoded {
+        let mut minutes: Vec<(i64, Agg)> = Vec::new();
+        for &(ts, v) in &points {
+            let m = bucket_start(ts, MINUTE_MS);
+            match minutes.last_mut() {
+                Some((start, agg)) if *start == m => agg.merge(&Agg::one(ts, v)),
+                _ => minutes.push((m, Agg::one(ts, v))),
+            }
+        }
+        Decoded { points, minutes }
+    }
+}
+
+/// Decoded blocks, keyed by their bytes. A commit's block is small (a
+/// flush window of one series, about 60 readings), and pco's fixed cost
+/// per blob (about 6 µs) then outweighs its readings, so a chart or page
+/// over the unsealed hour would spend most of its time decoding the same
+/// blocks again, and a chart folding their readings into its buckets.
+/// Blocks never change in place (retention replaces an edge block by a
+/// new one, sealing deletes them), and equal bytes decode to equal
+/// readings, so an entry can never be stale, whichever database or
+/// connection read it: the cache only bounds its memory, dropping the
+/// oldest entries first.
+struct DecodeCache {
+    map: HashMap<Arc<[u8]>, Arc<Decoded>>,
+    order: VecDeque<Arc<[u8]>>,
+    readings: usize,
+}
+
+/// The readings the cache holds at most: about 1.2 MiB with their
+/// aggregates, an hour of 18 sensors at 1 Hz.
+const CACHE_READINGS: usize = 65_536;
+
+static CACHE: LazyLock<Mutex<DecodeCache>> = LazyLock::new(|| {
+    Mutex::new(DecodeCache {
+        map: HashMap::new(),
+        order: VecDeque::new(),
+        readings: 0,
+    })
+});
+
+fn decoded(b: &Block) -> QueryResult<Arc<Decoded>> {
+    let lock = || CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(hit) = lock().map.get(b.data.as_slice()) {
+        return Ok(hit.clone());
+    }
+    let d = Arc::new(Decoded::new(decode(b.series_id, b.start_ts, &b.data)?));
+    // A block of many readings decodes cheaply per reading: not kept.
+    let n = d.points.len();
+    if n <= CACHE_READINGS / 16 {
+        let mut c = lock();
+        let key: Arc<[u8]> = Arc::from(b.data.as_slice());
+        if c.map.insert(key.clone(), d.clone()).is_none() {
+            c.order.push_back(key);
+            c.readings += n;
+        }
+        while c.readings > CACHE_READINGS {
+            let Some(old) = c.order.pop_front() else {
+                break;
+            };
+            if let Some(p) = c.map.remove(&old) {
+                c.readings -= p.points.len();
+            }
+        }
+    }
+    Ok(d)
 }
 
 /// The readings of `series_id` in blocks with `lo <= ts <= hi`, in
@@ -190,19 +301,14 @@ pub fn count_all(conn: &mut SqliteConnection) -> QueryResult<i64> {
 
 /// The oldest and the newest reading of `series_id` in blocks.
 pub fn span(conn: &mut SqliteConnection, series_id: i64) -> QueryResult<Option<(i64, i64)>> {
-    #[derive(QueryableByName)]
-    struct Span {
-        #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
-        lo: Option<i64>,
-        #[diesel(sql_type = diesel::sql_types::Nullable<BigInt>)]
-        hi: Option<i64>,
-    }
-    let s: Span = diesel::sql_query(
-        "SELECT min(first_ts) AS lo, max(last_ts) AS hi FROM head_blocks WHERE series_id = ?",
-    )
-    .bind::<BigInt, _>(series_id)
-    .get_result(conn)?;
-    Ok(s.lo.zip(s.hi))
+    let (lo, hi): (Option<i64>, Option<i64>) = head_blocks::table
+        .filter(head_blocks::series_id.eq(series_id))
+        .select((
+            diesel::dsl::min(head_blocks::first_ts),
+            diesel::dsl::max(head_blocks::last_ts),
+        ))
+        .first(conn)?;
+    Ok(lo.zip(hi))
 }
 
 /// Whether blocks hold given keys, decoding a (series, hour)'s blocks once
@@ -376,4 +482,81 @@ pub fn delete_below(
         write_block(conn, series_id, b.start_ts, &keep)?;
     }
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(series_id: i64, start_ts: i64, points: &[(i64, f64)]) -> Block {
+        Block {
+            series_id,
+            start_ts,
+            data: encode(series_id, start_ts, points).unwrap(),
+        }
+    }
+
+    fn minute(start: i64, value: f64) -> Points {
+        (0..60)
+            .map(|i| (start + i * 1000, value + i as f64))
+            .collect()
+    }
+
+    #[test]
+    fn the_decode_cache_answers_by_content_and_stays_bounded() {
+        let a = minute(0, 1.0);
+        let b = minute(0, 2.0);
+        // Twice the same bytes: the same readings, the second from the
+        // cache; other bytes under the same key: their own readings.
+        assert_eq!(decoded(&block(1, 0, &a)).unwrap().points, a);
+        assert!(
+            CACHE
+                .lock()
+                .unwrap()
+                .map
+                .contains_key(block(1, 0, &a).data.as_slice())
+        );
+        assert_eq!(decoded(&block(1, 0, &a)).unwrap().points, a);
+        assert_eq!(decoded(&block(1, 0, &b)).unwrap().points, b);
+        // A damaged block is an error, cached or not.
+        let mut bad = block(1, 0, &a);
+        let n = bad.data.len();
+        bad.data[n / 2] ^= 0xff;
+        assert!(decoded(&bad).is_err());
+
+        // Far more blocks than the bound: the oldest are dropped.
+        for i in 0..(2 * CACHE_READINGS / 60) as i64 {
+            let p = minute(i * 60_000, 0.5);
+            assert_eq!(decoded(&block(2, 0, &p)).unwrap().points, p);
+        }
+        let c = CACHE.lock().unwrap();
+        assert!(c.readings <= CACHE_READINGS, "{}", c.readings);
+        assert!(c.readings > CACHE_READINGS - 60);
+        assert_eq!(c.map.len(), c.order.len());
+        assert_eq!(
+            c.map.values().map(|d| d.points.len()).sum::<usize>(),
+            c.readings
+        );
+        assert!(!c.map.contains_key(block(1, 0, &a).data.as_slice()));
+    }
+
+    #[test]
+    fn a_decoded_block_aggregates_its_readings_per_minute() {
+        // 90 readings from 30 s past a minute: 30 in it, 60 in the next.
+        let pts: Points = (30..120).map(|i| (i * 1000, i as f64)).collect();
+        let d = Decoded::new(pts);
+        let m: Vec<(i64, i64, f64, f64, f64, i64)> = d
+            .minutes
+            .iter()
+            .map(|(s, a)| (*s, a.count, a.min, a.max, a.sum, a.last_ts))
+            .collect();
+        let sum = |r: std::ops::Range<i64>| r.map(|i| i as f64).sum::<f64>();
+        assert_eq!(
+            m,
+            [
+                (0, 30, 30.0, 59.0, sum(30..60), 59_000),
+                (60_000, 60, 60.0, 119.0, sum(60..120), 119_000),
+            ]
+        );
+    }
 }

@@ -31,12 +31,12 @@ pub mod codec;
 use std::collections::HashMap;
 
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Binary, Nullable};
+use diesel::sql_types::{BigInt, Binary};
 
 use super::StorageError;
 use super::points::{Order, Points, merge_points};
 use super::rollup::{HOUR_MS, bucket_start};
-use super::schema::readings;
+use super::schema::{chunks, readings};
 
 /// The period a chunk holds: one UTC hour.
 pub const PERIOD_MS: i64 = HOUR_MS;
@@ -53,18 +53,12 @@ pub fn period_start(ts: i64) -> i64 {
     bucket_start(ts, PERIOD_MS)
 }
 
-#[derive(QueryableByName)]
+#[derive(QueryableByName, Queryable)]
 struct Blob {
     #[diesel(sql_type = BigInt)]
     start_ts: i64,
     #[diesel(sql_type = Binary)]
     data: Vec<u8>,
-}
-
-#[derive(QueryableByName)]
-struct MaybeKey {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    k: Option<i64>,
 }
 
 #[derive(QueryableByName)]
@@ -160,24 +154,22 @@ fn sealed_points(
     // lo - PERIOD < start <= hi.
     let (mut above, mut upto) = (lo.saturating_sub(PERIOD_MS), hi);
     loop {
-        let dir = match order {
-            Order::Asc => "ASC",
-            Order::Desc => "DESC",
-        };
         // The key range finds the chunks; first_ts and last_ts leave out
         // those whose readings all fall outside [lo, hi] before any is
-        // decoded.
-        let page: Vec<Blob> = diesel::sql_query(format!(
-            "SELECT start_ts, data FROM chunks WHERE series_id = ? AND start_ts > ? \
-             AND start_ts <= ? AND last_ts >= ? AND first_ts <= ? \
-             ORDER BY start_ts {dir} LIMIT {FETCH}"
-        ))
-        .bind::<BigInt, _>(series_id)
-        .bind::<BigInt, _>(above)
-        .bind::<BigInt, _>(upto)
-        .bind::<BigInt, _>(lo)
-        .bind::<BigInt, _>(hi)
-        .load(conn)?;
+        // decoded. Built with diesel's DSL, not SQL text, so the statement
+        // is prepared once per connection, not per page.
+        let q = chunks::table
+            .filter(chunks::series_id.eq(series_id))
+            .filter(chunks::start_ts.gt(above))
+            .filter(chunks::start_ts.le(upto))
+            .filter(chunks::last_ts.ge(lo))
+            .filter(chunks::first_ts.le(hi))
+            .select((chunks::start_ts, chunks::data))
+            .limit(FETCH);
+        let page: Vec<Blob> = match order {
+            Order::Asc => q.order(chunks::start_ts.asc()).load(conn)?,
+            Order::Desc => q.order(chunks::start_ts.desc()).load(conn)?,
+        };
         let full = page.len() as i64 == FETCH;
         for blob in &page {
             let mut pts = decode(series_id, blob.start_ts, &blob.data)?;
@@ -239,16 +231,30 @@ pub fn count_all(conn: &mut SqliteConnection) -> QueryResult<u64> {
 
 /// The oldest raw reading of a series, sealed or not.
 pub fn oldest(conn: &mut SqliteConnection, series_id: i64) -> QueryResult<Option<i64>> {
-    let k: MaybeKey = diesel::sql_query(
-        "SELECT min(coalesce((SELECT min(ts) FROM readings WHERE series_id = ?1), 9223372036854775807), \
-                    coalesce((SELECT first_ts FROM chunks WHERE series_id = ?1 \
-                              ORDER BY start_ts LIMIT 1), 9223372036854775807), \
-                    coalesce((SELECT min(first_ts) FROM head_blocks WHERE series_id = ?1), \
-                             9223372036854775807)) AS k",
-    )
-    .bind::<BigInt, _>(series_id)
-    .get_result(conn)?;
-    Ok(k.k.filter(|&t| t != i64::MAX))
+    conn.transaction(|c| {
+        let block = blocks::span(c, series_id)?.map(|s| s.0);
+        let settled = oldest_outside_blocks(c, series_id)?;
+        Ok([settled, block].into_iter().flatten().min())
+    })
+}
+
+/// The oldest raw reading of a series in rows or chunks (one seek in
+/// each), for a caller that reads the blocks' span itself.
+pub fn oldest_outside_blocks(
+    conn: &mut SqliteConnection,
+    series_id: i64,
+) -> QueryResult<Option<i64>> {
+    let row: Option<i64> = readings::table
+        .filter(readings::series_id.eq(series_id))
+        .select(diesel::dsl::min(readings::ts))
+        .first(conn)?;
+    let chunk: Option<i64> = chunks::table
+        .filter(chunks::series_id.eq(series_id))
+        .order(chunks::start_ts.asc())
+        .select(chunks::first_ts)
+        .first(conn)
+        .optional()?;
+    Ok([row, chunk].into_iter().flatten().min())
 }
 
 /// The decoded chunk of one period, if sealed.
