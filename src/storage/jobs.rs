@@ -169,20 +169,15 @@ impl Handler<SealStep> for DbWriter {
                     for &id in &sealed.series {
                         shared.catalog.mark_sealed(id, until);
                     }
-                    sealing.update(|s| {
-                        s.chunks_sealed += sealed.series.len() as u64;
-                        s.readings_sealed += sealed.moved;
-                        s.last_error = None;
-                    });
+                    sealing.sealed(sealed.series.len() as u64, sealed.moved);
                 }
                 Ok(None) => msg.blocks_done = true,
                 Err(e) => {
-                    if sealing.status().last_error.is_none() {
+                    if sealing.failed(e.to_string(), rfc3339(now_ms())) {
                         log::warn!(
                             "sealing the head blocks failed: {e}; trying again at the next pass"
                         );
                     }
-                    sealing.update(|s| s.last_error = Some(e.to_string()));
                     sealing.end();
                     return;
                 }
@@ -200,23 +195,17 @@ impl Handler<SealStep> for DbWriter {
                 shared
                     .catalog
                     .mark_sealed(id, sealed.start_ts.saturating_add(PERIOD_MS));
-                sealing.update(|s| {
-                    s.chunks_sealed += 1;
-                    s.readings_sealed += sealed.rows;
-                    s.last_error = None;
-                });
+                sealing.sealed(1, sealed.rows);
             }
             Ok(None) => {
                 msg.series.pop_front();
             }
             Err(e) => {
-                let first = sealing.status().last_error.is_none();
-                if first {
+                if sealing.failed(e.to_string(), rfc3339(now_ms())) {
                     log::warn!(
                         "sealing readings of series {id} failed: {e}; trying again at the next pass"
                     );
                 }
-                sealing.update(|s| s.last_error = Some(e.to_string()));
                 sealing.end();
                 return;
             }

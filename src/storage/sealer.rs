@@ -30,6 +30,12 @@ pub struct SealStatus {
     pub caught_up_at: Option<String>,
     /// The last sealing failure, until a seal succeeds again.
     pub last_error: Option<String>,
+    /// Since when sealing has failed without a seal succeeding in
+    /// between (RFC 3339); null while it works.
+    pub failing_since: Option<String>,
+    /// Seal attempts that failed since start (each is retried at the next
+    /// pass; the readings stay where they are, nothing is lost).
+    pub failures: u64,
 }
 
 /// Sealing's shared state: the counters and whether a pass is running.
@@ -49,6 +55,32 @@ impl SealState {
 
     pub(super) fn update(&self, f: impl FnOnce(&mut SealStatus)) {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Counts a successful seal of `chunks` chunks holding `readings`
+    /// readings, which ends a run of failures.
+    pub(super) fn sealed(&self, chunks: u64, readings: u64) {
+        self.update(|s| {
+            s.chunks_sealed += chunks;
+            s.readings_sealed += readings;
+            s.last_error = None;
+            s.failing_since = None;
+        });
+    }
+
+    /// Counts a failed seal at `at` (RFC 3339); true if it is the first of
+    /// a run, the one worth a log line.
+    pub(super) fn failed(&self, error: String, at: String) -> bool {
+        let mut first = false;
+        self.update(|s| {
+            s.failures += 1;
+            s.last_error = Some(error);
+            if s.failing_since.is_none() {
+                s.failing_since = Some(at);
+                first = true;
+            }
+        });
+        first
     }
 
     /// Marks a pass as started; false if one is running already.
@@ -79,6 +111,25 @@ mod tests {
         assert!(!state.begin(), "a second pass waits for the first");
         state.end();
         assert!(state.begin());
+    }
+
+    #[test]
+    fn a_run_of_failures_is_counted_and_ended_by_a_seal() {
+        let state = SealState::default();
+        assert!(state.failed("disk full".into(), "t1".into()));
+        assert!(!state.failed("disk still full".into(), "t2".into()));
+        let s = state.status();
+        assert_eq!(s.failures, 2);
+        assert_eq!(s.failing_since.as_deref(), Some("t1"));
+        assert_eq!(s.last_error.as_deref(), Some("disk still full"));
+        state.sealed(3, 180);
+        let s = state.status();
+        assert_eq!(
+            (s.failures, s.chunks_sealed, s.readings_sealed),
+            (2, 3, 180)
+        );
+        assert!(s.last_error.is_none() && s.failing_since.is_none());
+        assert!(state.failed("again".into(), "t3".into()), "a new run");
     }
 
     #[test]

@@ -70,6 +70,14 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             memory.soft_limit_bytes as f64 / 1048576.0
         ));
     }
+    if let (Some(since), Some(error)) = (&writer.sealing.failing_since, &writer.sealing.last_error)
+    {
+        warnings.push(format!(
+            "sealing has failed since {since} ({} failed attempts since start): {error}; the unsealed readings \
+             stay readable, the database grows until a seal succeeds",
+            writer.sealing.failures
+        ));
+    }
     if writer.queue.dropped > 0 {
         warnings.push(format!(
             "{} readings dropped by the overflow policy",

@@ -192,6 +192,22 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         w.sealing.chunks_sealed as f64,
     );
     m.single(
+        "vigil_sealing_failures_total",
+        "counter",
+        "Seal attempts that failed since start (retried at the next pass).",
+        w.sealing.failures as f64,
+    );
+    m.single(
+        "vigil_sealing_failing",
+        "gauge",
+        "1 while sealing fails without a seal succeeding in between, else 0.",
+        if w.sealing.failing_since.is_some() {
+            1.0
+        } else {
+            0.0
+        },
+    );
+    m.single(
         "vigil_readings_accepted_total",
         "counter",
         "Readings accepted into the ingest queue.",

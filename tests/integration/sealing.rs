@@ -5,7 +5,8 @@
 //! seals (rows of that release, or head blocks of hours the appliance had
 //! not sealed yet) keeps the file whole and every reading exactly once, bit
 //! for bit, every live reading it reported committed, and the next start
-//! resumes where the last seal left off.
+//! resumes where the last seal left off; a seal that keeps failing is
+//! reported by `/health` and `/metrics` until it succeeds.
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -475,4 +476,99 @@ fn kill_9_while_sealing<T>(make: impl Fn(&Path, i64, i64) -> T) {
 /// The live sensor's readings in the file (series after the old ones).
 fn live_count(path: &Path, series: i64) -> i64 {
     everything(path).iter().filter(|r| r.0 > series).count() as i64
+}
+
+/// `GET /metrics` as text.
+async fn metrics(s: &TestServer) -> String {
+    let mut res = s.client().get(s.url("/metrics")).send().await.unwrap();
+    String::from_utf8(res.body().await.unwrap().to_vec()).unwrap()
+}
+
+/// Sealing that keeps failing (here a block whose bytes were damaged on the
+/// card) is visible: `/health` warns with the error and since when, without
+/// failing readiness, and `/metrics` counts the failures and shows a gauge
+/// to alert on; once the cause is gone the next pass seals everything and
+/// the warning and gauge clear, every reading still there.
+#[actix_web::test]
+async fn failing_sealing_is_reported_until_a_seal_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (series, hours) = (2, 2);
+    let path = dir.path().join("vigil.db");
+    unsealed_database(&path, series, hours, 10_000);
+    let before = everything(&path);
+    // The oldest block's bytes are damaged; a copy is kept to repair it.
+    open_db(&path).execute(
+        "CREATE TABLE saved_block AS SELECT id, data FROM head_blocks WHERE id = (SELECT min(id) FROM head_blocks);
+         UPDATE head_blocks SET data = X'00FF00FF' WHERE id = (SELECT id FROM saved_block);",
+    );
+
+    let mut cfg = config(&dir, "");
+    cfg.storage.seal_interval_secs = 1;
+    let s = TestServer::start_with(dir, cfg).await;
+    let warning = |h: &Value| {
+        h["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|w| w.as_str())
+            .find(|w| w.starts_with("sealing has failed since"))
+            .map(str::to_owned)
+    };
+    s.wait_for(
+        "a warning about sealing",
+        Duration::from_secs(60),
+        async |s| {
+            let (status, h) = s.get("/health").await;
+            status == 200
+                && warning(&h).is_some()
+                && h["writer"]["sealing"]["failures"].as_u64() >= Some(2)
+        },
+    )
+    .await;
+    let (_, h) = s.get("/health").await;
+    let text = warning(&h).unwrap();
+    assert!(text.contains("damaged chunk"), "{text}");
+    assert_eq!(h["writer"]["sealing"]["chunks_sealed"], 0, "{h}");
+    assert!(h["writer"]["sealing"]["failing_since"].is_string(), "{h}");
+    let m = metrics(&s).await;
+    assert!(m.contains("\nvigil_sealing_failing 1\n"), "{m}");
+    let failures: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("vigil_sealing_failures_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failures >= 2, "{m}");
+
+    // The block is repaired while the appliance runs.
+    open_db(&s.db).execute(
+        "PRAGMA busy_timeout = 10000;
+         UPDATE head_blocks SET data = (SELECT data FROM saved_block) WHERE id = (SELECT id FROM saved_block);
+         DROP TABLE saved_block;",
+    );
+    let want = series * hours;
+    s.wait_for("every hour sealed", Duration::from_secs(60), async |s| {
+        let h = s.get_ok("/health").await;
+        h["writer"]["sealing"]["chunks_sealed"].as_i64() == Some(want)
+            && !h["writer"]["sealing"]["caught_up_at"].is_null()
+    })
+    .await;
+    let h = s.get_ok("/health").await;
+    assert!(warning(&h).is_none(), "{h}");
+    assert!(h["writer"]["sealing"]["failing_since"].is_null(), "{h}");
+    assert!(h["writer"]["sealing"]["last_error"].is_null(), "{h}");
+    let m = metrics(&s).await;
+    assert!(m.contains("\nvigil_sealing_failing 0\n"), "{m}");
+    let (_, _dir, db) = s.stop().await;
+    let after: BTreeSet<_> = everything(&db)
+        .into_iter()
+        .filter(|r| r.0 <= series)
+        .collect();
+    assert!(after == before, "every reading, bit for bit");
+    assert_eq!(
+        open_db(&db).count(&format!(
+            "SELECT count(*) AS n FROM head_blocks WHERE series_id <= {series}"
+        )),
+        0
+    );
 }
