@@ -136,7 +136,7 @@ fn raw_run(dir: &std::path::Path, o: &IngestOptions, run: usize) -> Result<f64, 
 fn seal_everything(cfg: &StorageConfig) -> Result<f64, BenchError> {
     let mut conn = storage::open_writer(cfg)?;
     let started = Instant::now();
-    while storage::chunk::blocks::seal_oldest_hour(&mut conn, i64::MAX)?.is_some() {}
+    while storage::chunk::blocks::seal_oldest_hour(&mut conn, i64::MIN, i64::MAX)?.is_some() {}
     let took = started.elapsed().as_secs_f64();
     if storage::chunk::blocks::count_all(&mut conn).map_err(StorageError::from)? != 0 {
         return Err(BenchError::Setup("sealing left head blocks".into()));

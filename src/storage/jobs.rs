@@ -118,14 +118,21 @@ pub struct SealPass;
 
 /// One link of a pass: the series left, and the boundary below which ended
 /// hours are sealed. A pass seals the head blocks' ended hours first, all
-/// series of an hour at a time (`chunk::blocks`), then each series' ended
-/// hours of rows.
+/// series of an hour at a time (`chunk::blocks`), oldest first from
+/// `blocks_from`, then each series' ended hours of rows. What cannot be
+/// sealed for damage (a block, or a chunk rows merge into) is passed over
+/// for the rest of the pass, so that it holds back nothing else, and tried
+/// again by the next; a failure that may pass (a full disk, a lock) ends
+/// the pass.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct SealStep {
     blocks_done: bool,
+    blocks_from: i64,
     series: VecDeque<i64>,
     before: i64,
+    /// Whether a seal failed in this pass.
+    failed: bool,
 }
 
 impl Handler<SealPass> for DbWriter {
@@ -140,8 +147,10 @@ impl Handler<SealPass> for DbWriter {
         let series = shared.catalog.all().iter().map(|s| s.id).collect();
         ctx.notify(SealStep {
             blocks_done: false,
+            blocks_from: i64::MIN,
             series,
             before,
+            failed: false,
         });
     }
 }
@@ -162,18 +171,29 @@ impl Handler<SealStep> for DbWriter {
             sealing.end();
             return;
         }
+        let at = || rfc3339(now_ms());
         if !msg.blocks_done {
-            match chunk::blocks::seal_oldest_hour(conn, msg.before) {
+            match chunk::blocks::seal_oldest_hour(conn, msg.blocks_from, msg.before) {
                 Ok(Some(sealed)) => {
                     let until = sealed.start_ts.saturating_add(PERIOD_MS);
                     for &id in &sealed.series {
                         shared.catalog.mark_sealed(id, until);
                     }
                     sealing.sealed(sealed.series.len() as u64, sealed.moved);
+                    for (id, e) in &sealed.damaged {
+                        msg.failed = true;
+                        if sealing.failed(e.clone(), at()) {
+                            log::error!(
+                                "series {id}: a head block cannot be sealed: {e}; its hour \
+                                 stays unsealed (tried again at every pass), later hours are sealed"
+                            );
+                        }
+                    }
+                    msg.blocks_from = until;
                 }
                 Ok(None) => msg.blocks_done = true,
                 Err(e) => {
-                    if sealing.failed(e.to_string(), rfc3339(now_ms())) {
+                    if sealing.failed(e.to_string(), at()) {
                         log::warn!(
                             "sealing the head blocks failed: {e}; trying again at the next pass"
                         );
@@ -186,7 +206,7 @@ impl Handler<SealStep> for DbWriter {
             return;
         }
         let Some(&id) = msg.series.front() else {
-            sealing.update(|s| s.caught_up_at = Some(rfc3339(now_ms())));
+            sealing.pass_done(!msg.failed, at());
             sealing.end();
             return;
         };
@@ -201,13 +221,24 @@ impl Handler<SealStep> for DbWriter {
                 msg.series.pop_front();
             }
             Err(e) => {
-                if sealing.failed(e.to_string(), rfc3339(now_ms())) {
-                    log::warn!(
-                        "sealing readings of series {id} failed: {e}; trying again at the next pass"
+                let first = sealing.failed(e.to_string(), at());
+                if e.is_transient() {
+                    if first {
+                        log::warn!(
+                            "sealing readings of series {id} failed: {e}; trying again at the next pass"
+                        );
+                    }
+                    sealing.end();
+                    return;
+                }
+                if first {
+                    log::error!(
+                        "sealing readings of series {id} failed: {e}; the other series are sealed, \
+                         it is tried again at the next pass"
                     );
                 }
-                sealing.end();
-                return;
+                msg.failed = true;
+                msg.series.pop_front();
             }
         }
         next_link(self, ctx, msg);

@@ -649,7 +649,9 @@ mod tests {
             // horizon's (and given the rollup tiers their readings); the
             // horizon's hour and later are still head blocks.
             let edge = crate::storage::rollup::bucket_start(horizon(now, cfg.raw_days), HOUR_MS);
-            while let Some(x) = chunk::blocks::seal_oldest_hour(&mut d.conn, edge).unwrap() {
+            while let Some(x) =
+                chunk::blocks::seal_oldest_hour(&mut d.conn, i64::MIN, edge).unwrap()
+            {
                 for id in x.series {
                     d.catalog.mark_sealed(id, x.start_ts + HOUR_MS);
                 }

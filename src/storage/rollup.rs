@@ -1089,9 +1089,13 @@ mod tests {
         // Two of the three hours sealed: their readings are in the tiers,
         // and once the last is, every reading is, as if committed as rows.
         let mut sealed = 0;
-        while crate::storage::chunk::blocks::seal_oldest_hour(&mut conn, 5 * DAY_MS + 2 * HOUR_MS)
-            .unwrap()
-            .is_some()
+        while crate::storage::chunk::blocks::seal_oldest_hour(
+            &mut conn,
+            i64::MIN,
+            5 * DAY_MS + 2 * HOUR_MS,
+        )
+        .unwrap()
+        .is_some()
         {
             sealed += 1;
         }
@@ -1101,7 +1105,7 @@ mod tests {
             .map(|a| a.count)
             .sum();
         assert_eq!(minutes, 2 * 3600);
-        while crate::storage::chunk::blocks::seal_oldest_hour(&mut conn, 6 * DAY_MS)
+        while crate::storage::chunk::blocks::seal_oldest_hour(&mut conn, i64::MIN, 6 * DAY_MS)
             .unwrap()
             .is_some()
         {}

@@ -57,14 +57,11 @@ impl SealState {
         f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Counts a successful seal of `chunks` chunks holding `readings`
-    /// readings, which ends a run of failures.
+    /// Counts a seal of `chunks` chunks holding `readings` readings.
     pub(super) fn sealed(&self, chunks: u64, readings: u64) {
         self.update(|s| {
             s.chunks_sealed += chunks;
             s.readings_sealed += readings;
-            s.last_error = None;
-            s.failing_since = None;
         });
     }
 
@@ -81,6 +78,19 @@ impl SealState {
             }
         });
         first
+    }
+
+    /// A pass went through every series at `at`. One without a failure
+    /// ends a run of failures and leaves sealing caught up; after one with
+    /// failures the error stays reported, and its run goes on.
+    pub(super) fn pass_done(&self, clean: bool, at: String) {
+        if clean {
+            self.update(|s| {
+                s.last_error = None;
+                s.failing_since = None;
+                s.caught_up_at = Some(at);
+            });
+        }
     }
 
     /// Marks a pass as started; false if one is running already.
@@ -114,22 +124,28 @@ mod tests {
     }
 
     #[test]
-    fn a_run_of_failures_is_counted_and_ended_by_a_seal() {
+    fn a_run_of_failures_lasts_until_a_clean_pass() {
         let state = SealState::default();
         assert!(state.failed("disk full".into(), "t1".into()));
-        assert!(!state.failed("disk still full".into(), "t2".into()));
-        let s = state.status();
-        assert_eq!(s.failures, 2);
-        assert_eq!(s.failing_since.as_deref(), Some("t1"));
-        assert_eq!(s.last_error.as_deref(), Some("disk still full"));
         state.sealed(3, 180);
+        state.pass_done(false, "t2".into());
+        assert!(
+            !state.failed("damaged chunk".into(), "t3".into()),
+            "a seal in a pass with failures does not end the run"
+        );
         let s = state.status();
         assert_eq!(
             (s.failures, s.chunks_sealed, s.readings_sealed),
             (2, 3, 180)
         );
+        assert_eq!(s.failing_since.as_deref(), Some("t1"));
+        assert_eq!(s.last_error.as_deref(), Some("damaged chunk"));
+        assert!(s.caught_up_at.is_none(), "not caught up while failing");
+        state.pass_done(true, "t4".into());
+        let s = state.status();
         assert!(s.last_error.is_none() && s.failing_since.is_none());
-        assert!(state.failed("again".into(), "t3".into()), "a new run");
+        assert_eq!(s.caught_up_at.as_deref(), Some("t4"));
+        assert!(state.failed("again".into(), "t5".into()), "a new run");
     }
 
     #[test]

@@ -571,9 +571,12 @@ mod tests {
         // rollup tiers holding them.
         for sealed in [false, true] {
             if sealed {
-                while let Some(x) =
-                    crate::storage::chunk::blocks::seal_oldest_hour(&mut conn, T + 10 * DAY_MS)
-                        .unwrap()
+                while let Some(x) = crate::storage::chunk::blocks::seal_oldest_hour(
+                    &mut conn,
+                    i64::MIN,
+                    T + 10 * DAY_MS,
+                )
+                .unwrap()
                 {
                     for s in x.series {
                         catalog.mark_sealed(s, x.start_ts + HOUR_MS);

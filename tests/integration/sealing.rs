@@ -485,10 +485,12 @@ async fn metrics(s: &TestServer) -> String {
 }
 
 /// Sealing that keeps failing (here a block whose bytes were damaged on the
-/// card) is visible: `/health` warns with the error and since when, without
-/// failing readiness, and `/metrics` counts the failures and shows a gauge
-/// to alert on; once the cause is gone the next pass seals everything and
-/// the warning and gauge clear, every reading still there.
+/// card) holds back nothing else, and is visible: the other series of its
+/// hour and the later hours are sealed, `/health` warns with the error and
+/// since when, without failing readiness, and `/metrics` counts the
+/// failures and shows a gauge to alert on; once the block is repaired the
+/// next pass seals its hour, and the warning and gauge clear, every
+/// reading still there.
 #[actix_web::test]
 async fn failing_sealing_is_reported_until_a_seal_succeeds() {
     let dir = tempfile::tempdir().unwrap();
@@ -522,13 +524,14 @@ async fn failing_sealing_is_reported_until_a_seal_succeeds() {
             status == 200
                 && warning(&h).is_some()
                 && h["writer"]["sealing"]["failures"].as_u64() >= Some(2)
+                && h["writer"]["sealing"]["chunks_sealed"].as_i64() == Some(series * hours - 1)
         },
     )
     .await;
     let (_, h) = s.get("/health").await;
     let text = warning(&h).unwrap();
     assert!(text.contains("damaged chunk"), "{text}");
-    assert_eq!(h["writer"]["sealing"]["chunks_sealed"], 0, "{h}");
+    assert!(h["writer"]["sealing"]["caught_up_at"].is_null(), "{h}");
     assert!(h["writer"]["sealing"]["failing_since"].is_string(), "{h}");
     let m = metrics(&s).await;
     assert!(m.contains("\nvigil_sealing_failing 1\n"), "{m}");
@@ -571,4 +574,54 @@ async fn failing_sealing_is_reported_until_a_seal_succeeds() {
         )),
         0
     );
+}
+
+/// Rows that cannot be sealed (their hour's chunk is damaged) hold back
+/// only their series: the other series' rows are sealed in the same
+/// passes, and the failure is reported.
+#[actix_web::test]
+async fn a_series_that_cannot_be_sealed_holds_back_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (series, hours) = (2, 2);
+    let path = dir.path().join("vigil.db");
+    let start = old_database(&path, series, hours, 60_000);
+    {
+        let mut conn = SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        conn.run_pending_migrations(vigil::MIGRATIONS).unwrap();
+    }
+    open_db(&path).execute(&format!(
+        "INSERT INTO chunks (series_id, start_ts, first_ts, last_ts, count, data) \
+         VALUES (1, {start}, {start}, {start}, 1, X'00FF00FF');"
+    ));
+    let rows_of = |db: &Path, id: i64| {
+        open_db(db).count(&format!(
+            "SELECT count(*) AS n FROM readings WHERE series_id = {id}"
+        ))
+    };
+    let rows_1 = rows_of(&path, 1);
+    assert!(rows_1 > 0);
+
+    let mut cfg = config(&dir, "");
+    cfg.storage.seal_interval_secs = 1;
+    let s = TestServer::start_with(dir, cfg).await;
+    s.wait_for(
+        "the other series sealed, the failure reported",
+        Duration::from_secs(60),
+        async |s| {
+            let h = s.get_ok("/health").await;
+            let sealing = &h["writer"]["sealing"];
+            sealing["chunks_sealed"].as_i64() == Some(hours)
+                && sealing["failures"].as_u64() >= Some(2)
+                && sealing["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("damaged chunk"))
+        },
+    )
+    .await;
+    let h = s.get_ok("/health").await;
+    assert!(h["writer"]["sealing"]["caught_up_at"].is_null(), "{h}");
+    let (_, _dir, db) = s.stop().await;
+    assert_eq!(rows_of(&db, 2), 0, "series 2 is sealed");
+    assert_eq!(rows_of(&db, 1), rows_1, "series 1 keeps its rows");
+    assert_eq!(open_db(&db).integrity_check(), "ok");
 }

@@ -370,21 +370,31 @@ pub struct SealedHour {
     pub series: Vec<i64>,
     /// Readings moved out of blocks and rows.
     pub moved: u64,
+    /// The series left unsealed because a block of theirs in the period
+    /// is damaged, with the decoder's error: their blocks of the period
+    /// stay as they are, for a repair.
+    pub damaged: Vec<(i64, String)>,
 }
 
-/// Seals the oldest hour that has blocks and ends at or before `before` (a
-/// period boundary): for every series with blocks in it, the blocks, the
-/// series' rows of the hour and its chunk of the hour, if any, become one
-/// chunk; the blocks' readings enter the rollup tiers; then the hour's
-/// blocks and those rows are deleted. One immediate transaction. `None`
-/// when no such hour is left.
+/// Seals the oldest hour at or after `from` that has blocks and ends at or
+/// before `before` (a period boundary): for every series with blocks in
+/// it, the blocks, the series' rows of the hour and its chunk of the hour,
+/// if any, become one chunk; the blocks' readings enter the rollup tiers;
+/// then the hour's blocks and those rows are deleted. One immediate
+/// transaction. A series with a damaged block in the hour is left out
+/// (`SealedHour::damaged`), its blocks kept, so that one damaged block
+/// holds back neither the other series nor the later hours: a pass calls
+/// this again from the next hour. `None` when no such hour is left.
 pub fn seal_oldest_hour(
     conn: &mut SqliteConnection,
+    from: i64,
     before: i64,
 ) -> Result<Option<SealedHour>, StorageError> {
     conn.immediate_transaction(|c| {
         let first: Num =
-            diesel::sql_query("SELECT min(start_ts) AS n FROM head_blocks").get_result(c)?;
+            diesel::sql_query("SELECT min(start_ts) AS n FROM head_blocks WHERE start_ts >= ?")
+                .bind::<BigInt, _>(from)
+                .get_result(c)?;
         let Some(start) = first.n else {
             return Ok(None);
         };
@@ -398,8 +408,20 @@ pub fn seal_oldest_hour(
         .bind::<BigInt, _>(start)
         .load(c)?;
         let mut by_series: Vec<(i64, Points)> = Vec::new();
+        let mut damaged: Vec<(i64, String)> = Vec::new();
         for b in blocks {
-            let pts = decode(b.series_id, b.start_ts, &b.data)?;
+            if damaged.iter().any(|d| d.0 == b.series_id) {
+                continue;
+            }
+            let pts = match decode(b.series_id, b.start_ts, &b.data) {
+                Ok(pts) => pts,
+                Err(diesel::result::Error::DeserializationError(e)) => {
+                    by_series.retain(|s| s.0 != b.series_id);
+                    damaged.push((b.series_id, e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             match by_series.iter_mut().find(|s| s.0 == b.series_id) {
                 Some(s) => s.1.extend(pts),
                 None => by_series.push((b.series_id, pts)),
@@ -430,15 +452,19 @@ pub fn seal_oldest_hour(
                     .filter(readings::ts.lt(end)),
             )
             .execute(c)?;
+            diesel::delete(
+                head_blocks::table
+                    .filter(head_blocks::series_id.eq(series_id))
+                    .filter(head_blocks::start_ts.eq(start)),
+            )
+            .execute(c)?;
             series.push(series_id);
         }
-        diesel::sql_query("DELETE FROM head_blocks WHERE start_ts = ?")
-            .bind::<BigInt, _>(start)
-            .execute(c)?;
         Ok(Some(SealedHour {
             start_ts: start,
             series,
             moved,
+            damaged,
         }))
     })
 }
@@ -461,18 +487,42 @@ pub fn delete_below(
         id: i64,
         #[diesel(sql_type = BigInt)]
         start_ts: i64,
+        #[diesel(sql_type = BigInt)]
+        last_ts: i64,
+        #[diesel(sql_type = BigInt)]
+        count: i64,
         #[diesel(sql_type = Binary)]
         data: Vec<u8>,
     }
     let old: Vec<Old> = diesel::sql_query(
-        "SELECT id, start_ts, data FROM head_blocks WHERE series_id = ? AND first_ts < ?",
+        "SELECT id, start_ts, last_ts, count, data FROM head_blocks \
+         WHERE series_id = ? AND first_ts < ?",
     )
     .bind::<BigInt, _>(series_id)
     .bind::<BigInt, _>(below)
     .load(conn)?;
     let mut deleted = 0;
     for b in old {
-        let pts = decode(series_id, b.start_ts, &b.data)?;
+        let pts = match decode(series_id, b.start_ts, &b.data) {
+            Ok(pts) => pts,
+            // A damaged block must not stop retention (nor the size cap):
+            // wholly below the horizon it goes as it would have, its
+            // readings, unreadable, missing from the rollups; across the
+            // horizon it is kept whole until it is below.
+            Err(diesel::result::Error::DeserializationError(e)) => {
+                if b.last_ts < below {
+                    log::error!("retention deletes a damaged block: {e}");
+                    diesel::sql_query("DELETE FROM head_blocks WHERE id = ?")
+                        .bind::<BigInt, _>(b.id)
+                        .execute(conn)?;
+                    deleted += b.count.max(0) as u64;
+                } else {
+                    log::warn!("retention keeps a damaged block across its horizon: {e}");
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let (gone, keep): (Points, Points) = pts.into_iter().partition(|p| p.0 < below);
         deleted += gone.len() as u64;
         crate::storage::rollup::record(conn, gone.iter().map(|&(t, v)| (series_id, t, v)))?;

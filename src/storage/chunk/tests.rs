@@ -40,7 +40,7 @@ fn value_at(t: i64) -> f64 {
 /// sealing pass does; returns how many.
 fn seal_all(d: &mut TestDb, before: i64) -> usize {
     let mut n = 0;
-    while let Some(s) = blocks::seal_oldest_hour(&mut d.conn, before).unwrap() {
+    while let Some(s) = blocks::seal_oldest_hour(&mut d.conn, i64::MIN, before).unwrap() {
         assert_eq!(s.series, [1]);
         d.catalog.mark_sealed(1, s.start_ts + PERIOD_MS);
         n += 1;
@@ -286,7 +286,7 @@ fn pages_return_every_reading_exactly_once_while_hours_are_sealed_between_them()
             seen.extend(page.rows.iter().map(|r| (r.series.id, r.ts)));
             // Seal one more hour of each series between two pages.
             sealed_at += H;
-            if let Some(x) = blocks::seal_oldest_hour(&mut d.conn, sealed_at).unwrap() {
+            if let Some(x) = blocks::seal_oldest_hour(&mut d.conn, i64::MIN, sealed_at).unwrap() {
                 for id in x.series {
                     d.catalog.mark_sealed(id, x.start_ts + H);
                 }
@@ -328,6 +328,75 @@ fn a_damaged_chunk_is_an_error_naming_it_not_a_panic() {
     // Sealing that hour again refuses rather than overwrite what it cannot read.
     store(&mut d, &key, &[2500]);
     assert!(seal_oldest(&mut d.conn, 1, H).is_err());
+}
+
+#[test]
+fn a_damaged_block_holds_back_only_its_own_series_hour_and_retention_passes_it() {
+    let mut d = writer_db();
+    let keys = series_keys(&["a", "b"]);
+    let times: Vec<i64> = (0..2 * H / 7000).map(|i| i * 7000).collect();
+    store(&mut d, &keys[0], &times);
+    store(&mut d, &keys[1], &times);
+    d.conn
+        .batch_execute(
+            "UPDATE head_blocks SET data = x'00ff00ff' WHERE series_id = 1 AND start_ts = 0;",
+        )
+        .unwrap();
+    let first = blocks::seal_oldest_hour(&mut d.conn, i64::MIN, 2 * H)
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.start_ts, first.series.as_slice()), (0, &[2][..]));
+    assert_eq!(first.damaged.len(), 1);
+    assert_eq!(first.damaged[0].0, 1);
+    assert!(
+        first.damaged[0].1.contains("damaged chunk"),
+        "{:?}",
+        first.damaged
+    );
+    // The next hour seals for both series, from past the damaged one.
+    let next = blocks::seal_oldest_hour(&mut d.conn, H, 2 * H)
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.start_ts, next.series.as_slice()), (H, &[1, 2][..]));
+    assert!(next.damaged.is_empty());
+    assert!(
+        blocks::seal_oldest_hour(&mut d.conn, 2 * H, 2 * H)
+            .unwrap()
+            .is_none()
+    );
+    // A new pass meets the damage again, and keeps the block.
+    let again = blocks::seal_oldest_hour(&mut d.conn, i64::MIN, 2 * H)
+        .unwrap()
+        .unwrap();
+    assert!(again.series.is_empty() && again.damaged.len() == 1);
+    let n = |d: &mut TestDb, sql: &str| {
+        #[derive(QueryableByName)]
+        struct N {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        diesel::sql_query(sql)
+            .get_result::<N>(&mut d.conn)
+            .unwrap()
+            .n
+    };
+    assert_eq!(n(&mut d, "SELECT count(*) AS n FROM head_blocks"), 1);
+    let other = points(&mut d.conn, 2, i64::MIN, i64::MAX, Order::Asc, usize::MAX).unwrap();
+    assert_eq!(other.iter().map(|p| p.0).collect::<Vec<_>>(), times);
+    assert!(
+        other
+            .iter()
+            .all(|&(t, v)| v.to_bits() == value_at(t).to_bits())
+    );
+    // Retention keeps the damaged block while its horizon cuts across it,
+    // and deletes it once it lies wholly below.
+    assert_eq!(blocks::delete_below(&mut d.conn, 1, H / 2).unwrap(), 0);
+    assert_eq!(n(&mut d, "SELECT count(*) AS n FROM head_blocks"), 1);
+    let in_block = times.iter().filter(|&&t| t < H).count() as u64;
+    assert_eq!(blocks::delete_below(&mut d.conn, 1, H).unwrap(), in_block);
+    assert_eq!(n(&mut d, "SELECT count(*) AS n FROM head_blocks"), 0);
+    let kept = points(&mut d.conn, 1, i64::MIN, i64::MAX, Order::Asc, usize::MAX).unwrap();
+    assert_eq!(kept.len(), times.len() - in_block as usize);
 }
 
 proptest! {
