@@ -375,6 +375,21 @@ fn check_config(path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = load(path)?;
     // The certificate files are read and matched as the server would.
     config.server.tls()?;
+    // `serve` would refuse a database in a missing directory (it does not
+    // create directories): a typo in the path is caught here.
+    if let Some(dir) = config
+        .storage
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        return Err(vigil::ConfigError::invalid(
+            "storage.path",
+            format!("directory {} does not exist", dir.display()),
+        )
+        .in_origin(&origin)
+        .into());
+    }
     let scheme = config.server.scheme();
     let enabled: Vec<_> = config
         .sensors

@@ -34,7 +34,7 @@ use crate::supervisor::{ChildHandle, ChildSpec, LifecycleReporter, Stop};
 use crate::vocab::alert::AlertView;
 use crate::vocab::bus::{self, Bus, Delivery, Event, SensorReading};
 use crate::vocab::check::{ConfigError, positive};
-use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::clock::{ms_i64, now_ms, rfc3339};
 use crate::vocab::guard::{BreakerState, Guarded};
 use crate::vocab::pacing::Level;
 pub use rules::Severity;
@@ -117,7 +117,15 @@ impl RuleConfig {
         Ok(match self.condition {
             ConditionKind::Above | ConditionKind::Below => {
                 let threshold = need(self.threshold, "threshold")?;
-                let clear = self.clear.unwrap_or(threshold);
+                let clear = match self.clear {
+                    Some(c) if !c.is_finite() => {
+                        return Err(ConfigError::invalid(
+                            key("clear"),
+                            "must be a finite number",
+                        ));
+                    }
+                    c => c.unwrap_or(threshold),
+                };
                 let above = self.condition == ConditionKind::Above;
                 if (above && clear > threshold) || (!above && clear < threshold) {
                     return Err(ConfigError::invalid(
@@ -139,13 +147,21 @@ impl RuleConfig {
                 if per_minute <= 0.0 {
                     return Err(ConfigError::invalid(key("threshold"), "must be positive"));
                 }
-                let clear = self.clear.unwrap_or(per_minute);
+                let clear = match self.clear {
+                    Some(c) if !c.is_finite() => {
+                        return Err(ConfigError::invalid(
+                            key("clear"),
+                            "must be a finite number",
+                        ));
+                    }
+                    c => c.unwrap_or(per_minute),
+                };
                 let window_ms = self.window_ms.unwrap_or(60_000);
                 positive(&key("window_ms"), window_ms)?;
                 Condition::Rate {
                     per_minute,
                     clear,
-                    window_ms: window_ms as i64,
+                    window_ms: ms_i64(window_ms),
                 }
             }
             ConditionKind::Silence => {
@@ -154,7 +170,7 @@ impl RuleConfig {
                 })?;
                 positive(&key("silence_ms"), silence_ms)?;
                 Condition::Silence {
-                    silence_ms: silence_ms as i64,
+                    silence_ms: ms_i64(silence_ms),
                 }
             }
         })
@@ -318,7 +334,7 @@ fn compile(cfg: &AlertsConfig, system_sensors: &[String], now: i64) -> Vec<Activ
             let condition = r.condition().ok()?;
             Some(ActiveRule {
                 key: format!("{}:{}/{}", r.name, r.sensor, r.metric),
-                state: RuleState::new(condition, r.for_ms as i64, now),
+                state: RuleState::new(condition, ms_i64(r.for_ms), now),
                 config: r,
             })
         })
@@ -888,7 +904,7 @@ impl AlertManager {
             self.apply_rule(i, t, None, ctx);
         }
         if self.firing.contains_key("readings_dropped")
-            && now - self.last_drop >= self.cfg.drops_quiet_ms as i64
+            && now.saturating_sub(self.last_drop) >= ms_i64(self.cfg.drops_quiet_ms)
         {
             self.resolve("readings_dropped", None, ctx);
         }
@@ -896,7 +912,8 @@ impl AlertManager {
     }
 
     fn prune(&mut self, ctx: &mut Context<Self>) {
-        let before = now_ms() - self.cfg.retention_days as i64 * 86_400_000;
+        let before =
+            now_ms().saturating_sub(ms_i64(self.cfg.retention_days).saturating_mul(86_400_000));
         let writer = self.writer.clone();
         ctx.spawn(
             async move { writer.exec(move |c| store::prune(c, before)).await }
@@ -1183,6 +1200,42 @@ mod tests {
         assert!(e.contains("silence_ms"), "{e}");
         let e = rule("name='a'\nsensor='s'\ncondition='sideways'\n").unwrap_err();
         assert!(e.contains("sideways"), "{e}");
+        for condition in ["above", "rate"] {
+            let e = rule(&format!(
+                "name='a'\nsensor='s'\ncondition='{condition}'\nthreshold=5\nclear=nan\n"
+            ))
+            .unwrap_err();
+            assert!(e.contains("alerts.rules[a].clear: must be a finite"), "{e}");
+        }
+    }
+
+    #[test]
+    fn huge_spans_mean_never_rather_than_wrapping() {
+        let silence = rule(&format!(
+            "name='a'\nsensor='s'\ncondition='silence'\nsilence_ms={}\n",
+            u64::MAX
+        ))
+        .unwrap();
+        assert_eq!(
+            silence,
+            Condition::Silence {
+                silence_ms: i64::MAX
+            }
+        );
+        let mut state = RuleState::new(silence, ms_i64(u64::MAX), 0);
+        assert!(state.on_tick(i64::MAX / 2).is_none(), "never silent");
+        let window = rule(&format!(
+            "name='a'\nsensor='s'\ncondition='rate'\nthreshold=1\nwindow_ms={}\n",
+            u64::MAX
+        ))
+        .unwrap();
+        assert!(matches!(
+            window,
+            Condition::Rate {
+                window_ms: i64::MAX,
+                ..
+            }
+        ));
     }
 
     #[test]

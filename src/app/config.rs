@@ -110,8 +110,22 @@ impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let de = toml::de::Deserializer::parse(text).map_err(|e| parse_error(origin, "", &e))?;
         let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            parse_error(origin, &key, e.inner())
+            let key = entry_key(text, &e.path().to_string());
+            match parse_error(origin, &key, e.inner()) {
+                ConfigError::Parse {
+                    origin,
+                    key,
+                    message,
+                } => {
+                    let (key, message) = inner_key(key, message);
+                    ConfigError::Parse {
+                        origin,
+                        key,
+                        message,
+                    }
+                }
+                other => other,
+            }
         })?;
         config.validate().map_err(|e| e.in_origin(origin))?;
         // A sensor of kind mqtt subscribes through `[mqtt]`: the section
@@ -220,6 +234,68 @@ impl Config {
     }
 }
 
+/// The arrays whose entries have a `name`, by which errors name them.
+const NAMED_ARRAYS: [&str; 2] = ["sensors", "alerts.rules"];
+
+/// `key` (a path like `sensors[3].interval_ms`) with the entry's index
+/// replaced by its `name` in `text` (`sensors[tank].interval_ms`), as the
+/// entries' own checks name them: an index means nothing to someone
+/// editing one entry through the API. Unchanged when the entry has no
+/// readable name.
+fn entry_key(text: &str, key: &str) -> String {
+    for array in NAMED_ARRAYS {
+        let Some(rest) = key.strip_prefix(array).and_then(|r| r.strip_prefix('[')) else {
+            continue;
+        };
+        let Some((index, tail)) = rest.split_once(']') else {
+            continue;
+        };
+        let Ok(index) = index.parse::<usize>() else {
+            continue;
+        };
+        let Ok(doc) = toml::from_str::<toml::Table>(text) else {
+            continue;
+        };
+        let mut node = Some(&doc);
+        let mut path = array.split('.').peekable();
+        let mut entries = None;
+        while let Some(part) = path.next() {
+            let value = node.and_then(|t| t.get(part));
+            if path.peek().is_none() {
+                entries = value.and_then(|v| v.as_array());
+            } else {
+                node = value.and_then(|v| v.as_table());
+            }
+        }
+        let name = entries
+            .and_then(|a| a.get(index))
+            .and_then(|e| e.get("name"))
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty() && !n.contains([']', '.', '[']));
+        if let Some(name) = name {
+            return format!("{array}[{name}]{tail}");
+        }
+    }
+    key.to_owned()
+}
+
+/// An entry's own check names the key itself at the start of its message
+/// (`sensors[a].interval_ms: must be greater than 0`), inside an error the
+/// parser places at the entry: that key is the one to report, once.
+fn inner_key(key: String, message: String) -> (String, String) {
+    let own = NAMED_ARRAYS
+        .iter()
+        .any(|a| message.starts_with(&format!("{a}[")) && key.starts_with(&format!("{a}[")));
+    if own
+        && let Some(close) = message.find(']')
+        && let Some(i) = message[close..].find(": ")
+    {
+        let i = close + i;
+        return (message[..i].to_owned(), message[i + 2..].to_owned());
+    }
+    (key, message)
+}
+
 fn parse_error(origin: &str, key: &str, e: &toml::de::Error) -> ConfigError {
     let key = if key.is_empty() || key == "." {
         "(document)".to_owned()
@@ -270,6 +346,26 @@ mod tests {
     }
 
     #[test]
+    fn entries_are_named_by_name_in_errors_and_their_key_said_once() {
+        let sensors = "[[sensors]]\nname = \"a\"\nkind = \"system\"\n\
+                       [[sensors]]\nname = \"tank\"\nkind = \"simulated\"\n";
+        let e = err(&format!("{sensors}interval_ms = \"fast\"\n"));
+        assert!(e.contains("test.toml: sensors[tank].interval_ms: "), "{e}");
+        let e = err(&format!("{sensors}interval_ms = 0\n"));
+        assert_eq!(
+            e.matches("interval_ms").count(),
+            1,
+            "the key is said once: {e}"
+        );
+        assert!(e.contains("sensors[tank].interval_ms"), "{e}");
+        let e = err("[alerts]\n[[alerts.rules]]\nname = \"hot\"\nthreshold = \"x\"\n");
+        assert!(e.contains("alerts.rules[hot]"), "{e}");
+        // Without a name the index stays.
+        let e = err("[[sensors]]\nkind = \"system\"\ninterval_ms = \"x\"\n");
+        assert!(e.contains("sensors[0]"), "{e}");
+    }
+
+    #[test]
     fn impossible_values_name_their_key() {
         assert!(err("[storage]\nbatch_size = 0\n").contains("storage.batch_size"));
         assert!(err("[server]\nbind = \"127.0.0.1:70000\"\n").contains("server.bind"));
@@ -279,6 +375,21 @@ mod tests {
         );
         let e = err("[[sensors]]\nname = \"a\"\nkind = \"simulated\"\ninterval_ms = 0\n");
         assert!(e.contains("interval_ms"), "{e}");
+        // A session longer than a year (it would overflow the clock at
+        // login with u64::MAX).
+        let e = err("[server]\nworkers = 513\n");
+        assert!(e.contains("server.workers: must be at most 512"), "{e}");
+        let e = err("[storage]\nread_pool_size = 4294967295\n");
+        assert!(
+            e.contains("storage.read_pool_size: must be at most 64"),
+            "{e}"
+        );
+        let e = err("[server]\nsession_ttl_secs = 18446744073709551615\n");
+        assert!(
+            e.contains("server.session_ttl_secs: must be at most"),
+            "{e}"
+        );
+        assert!(Config::from_toml("[server]\nsession_ttl_secs = 31622400\n", "x").is_ok());
     }
 
     #[test]

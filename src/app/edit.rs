@@ -20,6 +20,7 @@ use futures_util::future::LocalBoxFuture;
 
 use super::config::{Config, DEFAULT_TOML};
 use super::reload::{Plan, Reloads, plan};
+use crate::sensors::registry::Change;
 use crate::web::config_admin::{ConfigEditor, ConfigView, Edit, EditError, EditMode, EditReport};
 use crate::web::reload::ReloadError;
 
@@ -429,6 +430,13 @@ impl Reloads {
             ..EditReport::default()
         };
         if mode.dry_run {
+            for (name, change) in self.sensors.changes(&new.sensors) {
+                match change {
+                    Change::Added => report.sensors_added.push(name),
+                    Change::Changed => report.sensors_changed.push(name),
+                    Change::Removed => report.sensors_removed.push(name),
+                }
+            }
             report.message = if report.needs_restart.is_empty() {
                 "valid; saving would apply it at once".into()
             } else {

@@ -29,7 +29,7 @@ use crate::sensors::actor::MAX_ABS_VALUE;
 use crate::storage::StorageError;
 use crate::storage::catalog::SeriesCatalog;
 use crate::storage::writer;
-use crate::vocab::clock::parse_time;
+use crate::vocab::clock::{RFC3339_RANGE_MS, parse_time};
 use crate::vocab::reading::{Reading, SeriesKey};
 
 /// Readings committed per transaction.
@@ -334,6 +334,18 @@ fn checked_value(value: f64) -> Result<f64, String> {
     }
 }
 
+fn checked_ts(ts: i64) -> Result<i64, String> {
+    if RFC3339_RANGE_MS.contains(&ts) {
+        Ok(ts)
+    } else {
+        Err(format!(
+            "the time {ts} ms is outside the years 0000 to 9999 (from {} to {} ms)",
+            RFC3339_RANGE_MS.start(),
+            RFC3339_RANGE_MS.end()
+        ))
+    }
+}
+
 fn parse_json(text: &str) -> Result<Parsed, String> {
     let row: JsonRow = serde_json::from_str(text).map_err(|e| format!("not a reading: {e}"))?;
     let ts = match (row.ts_ms, row.ts.as_deref()) {
@@ -346,7 +358,7 @@ fn parse_json(text: &str) -> Result<Parsed, String> {
         row.sensor,
         row.metric,
         row.unit,
-        ts,
+        checked_ts(ts)?,
         checked_value(row.value)?,
     ))
 }
@@ -379,7 +391,7 @@ fn parse_csv(text: &str, c: Columns) -> Result<Parsed, String> {
         .unwrap_or_default();
     let metric = std::mem::take(&mut f[c.metric]);
     let sensor = std::mem::take(&mut f[c.sensor]);
-    Ok((sensor, metric, unit, ts, checked_value(value)?))
+    Ok((sensor, metric, unit, checked_ts(ts)?, checked_value(value)?))
 }
 
 #[cfg(test)]
@@ -560,6 +572,14 @@ mod tests {
             (
                 r#"{"sensor":"s","metric":"m","value":1}"#,
                 "line 1: neither `ts_ms` nor `ts`",
+            ),
+            (
+                "sensor,metric,value,ts_ms\na,m,2,9223372036854775807\n",
+                "line 2: the time 9223372036854775807 ms is outside the years 0000 to 9999",
+            ),
+            (
+                r#"{"sensor":"s","metric":"m","value":1,"ts_ms":-62167219200001}"#,
+                "line 1: the time -62167219200001 ms is outside",
             ),
             (
                 r#"{"sensor":"s","value":1,"ts_ms":1}"#,

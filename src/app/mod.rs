@@ -444,9 +444,11 @@ pub async fn run(
             .map(|s| (s.config.name.clone(), s.produced()))
             .collect(),
     };
+    // The queue counts every reading of the run; the sensors' own counters
+    // leave out those of sensors removed or replaced by a live edit.
     log::info!(
-        "stopped: {} readings produced, {} stored this run, {} dropped, {} left unstored",
-        report.produced.iter().map(|(_, n)| n).sum::<u64>(),
+        "stopped: {} readings accepted, {} stored this run, {} dropped, {} left unstored",
+        report.queue.accepted,
         report.stored,
         report.queue.dropped,
         report.queue.len

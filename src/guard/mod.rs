@@ -31,7 +31,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::vocab::bus::{Bus, Event};
-use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::clock::{ms_after, now_ms, rfc3339};
 use crate::vocab::guard::{BreakerChange, BreakerState as State, Guarded};
 use breaker::{Breaker, Rejected, Ticket, Transition};
 pub use config::{BreakerConfig, GuardConfig};
@@ -162,9 +162,7 @@ impl CircuitBreaker {
     /// Logs a transition and publishes it.
     fn announce(&self, t: Transition) {
         let snap = self.lock().snapshot(Instant::now());
-        let next_trial_at = snap
-            .next_trial_in
-            .map(|d| rfc3339(now_ms() + d.as_millis() as i64));
+        let next_trial_at = snap.next_trial_in.map(|d| rfc3339(ms_after(now_ms(), d)));
         match t.to {
             State::Open => log::warn!("circuit breaker {} open: {}", self.name, t.reason),
             State::HalfOpen => log::info!("circuit breaker {} half-open: {}", self.name, t.reason),
@@ -212,9 +210,7 @@ impl CircuitBreaker {
             trips: snap.trips,
             consecutive_trips: snap.consecutive_trips,
             rejected: snap.rejected,
-            next_trial_at: snap
-                .next_trial_in
-                .map(|d| rfc3339(now_ms() + d.as_millis() as i64)),
+            next_trial_at: snap.next_trial_in.map(|d| rfc3339(ms_after(now_ms(), d))),
             next_trial_in_ms: snap.next_trial_in.map(|d| d.as_millis() as u64),
             trials_in_flight: snap.trials_in_flight,
             last_change_at: last.as_ref().map(|(t, _)| rfc3339(*t)),

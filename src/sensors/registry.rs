@@ -63,6 +63,26 @@ impl SensorRegistry {
     /// Makes `configs` the configured sensors. A sensor whose config is
     /// unchanged keeps its status and counters; the others are listed, in
     /// the new order, with removed ones last.
+    /// What [`update`](Self::update) with `configs` would do, by sensor
+    /// name, in the same order, changing nothing (a dry-run edit).
+    pub fn changes(&self, configs: &[SensorConfig]) -> Vec<(String, Change)> {
+        let list = self.list.read().unwrap_or_else(|p| p.into_inner());
+        let mut changes: Vec<(String, Change)> = configs
+            .iter()
+            .filter_map(|c| match list.iter().find(|s| s.config.name == c.name) {
+                Some(old) if old.config == *c => None,
+                Some(_) => Some((c.name.clone(), Change::Changed)),
+                None => Some((c.name.clone(), Change::Added)),
+            })
+            .collect();
+        changes.extend(
+            list.iter()
+                .filter(|old| !configs.iter().any(|c| c.name == old.config.name))
+                .map(|old| (old.config.name.clone(), Change::Removed)),
+        );
+        changes
+    }
+
     pub fn update(&self, configs: &[SensorConfig]) -> Vec<(Arc<SensorShared>, Change)> {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
         let mut changes = Vec::new();
@@ -108,16 +128,29 @@ mod tests {
     fn only_changed_sensors_get_fresh_state() {
         let reg = SensorRegistry::new(&[sim("a", 1000), sim("b", 1000)]);
         let a = reg.get("a").unwrap();
-        let changes = reg.update(&[sim("a", 1000), sim("c", 50), sim("b", 2000)]);
+        let next = [sim("a", 1000), sim("c", 50), sim("b", 2000)];
+        let foreseen = reg.changes(&next);
+        assert_eq!(reg.all().len(), 2, "changes() changes nothing");
+        let changes = reg.update(&next);
         let named: Vec<(&str, Change)> = changes
             .iter()
             .map(|(s, c)| (s.config.name.as_str(), *c))
             .collect();
         assert_eq!(named, [("c", Change::Added), ("b", Change::Changed)]);
+        let foreseen: Vec<(&str, Change)> =
+            foreseen.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        assert_eq!(foreseen, named, "changes() foresees update()");
         assert!(Arc::ptr_eq(&a, &reg.get("a").unwrap()), "unchanged: kept");
         let names: Vec<_> = reg.all().iter().map(|s| s.config.name.clone()).collect();
         assert_eq!(names, ["a", "c", "b"]);
 
+        assert_eq!(
+            reg.changes(&[sim("c", 50)]),
+            [
+                ("a".to_string(), Change::Removed),
+                ("b".to_string(), Change::Removed)
+            ]
+        );
         let changes = reg.update(&[sim("c", 50)]);
         let removed: Vec<_> = changes
             .iter()

@@ -113,6 +113,14 @@ impl StorageConfig {
             ));
         }
         positive("storage.read_pool_size", u64::from(st.read_pool_size))?;
+        // Each is an open SQLite connection with its own page cache, opened
+        // at start: a handful serves a Pi; thousands exhaust its memory.
+        if st.read_pool_size > 64 {
+            return Err(ConfigError::invalid(
+                "storage.read_pool_size",
+                "must be at most 64 (each is an open connection with its own cache)",
+            ));
+        }
         if st.seal_delay_mins > 7 * 24 * 60 {
             return Err(ConfigError::invalid(
                 "storage.seal_delay_mins",

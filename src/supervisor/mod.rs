@@ -34,7 +34,7 @@ pub struct RestartChild(pub String);
 pub use policy::{Decision, RestartPolicy, RestartTracker};
 
 use crate::vocab::bus::{Bus, Event};
-use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::clock::{ms_after, now_ms, rfc3339};
 use crate::vocab::supervision::SupervisorEvent;
 
 /// How long a supervisor waits for a nested supervisor's subtree.
@@ -476,13 +476,13 @@ impl Supervisor {
                 last_error_at: s.last_error.as_ref().map(|(t, _)| rfc3339(*t)),
                 next_retry_at: s
                     .next_retry
-                    .map(|t| rfc3339(wall + t.saturating_duration_since(now).as_millis() as i64)),
+                    .map(|t| rfc3339(ms_after(wall, t.saturating_duration_since(now)))),
                 next_retry_in_ms: s
                     .next_retry
                     .map(|t| t.saturating_duration_since(now).as_millis() as u64),
                 next_revive_at: s
                     .next_revive
-                    .map(|t| rfc3339(wall + t.saturating_duration_since(now).as_millis() as i64)),
+                    .map(|t| rfc3339(ms_after(wall, t.saturating_duration_since(now)))),
                 next_revive_in_ms: s
                     .next_revive
                     .map(|t| t.saturating_duration_since(now).as_millis() as u64),

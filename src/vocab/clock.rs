@@ -11,8 +11,28 @@ pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// `2026-11-23T10:00:00.123Z` for an epoch-milliseconds timestamp.
+/// The times an RFC 3339 text can name (years 0000 to 9999), in epoch
+/// milliseconds: what a stored reading's time must lie in, so that every
+/// API can print it.
+pub const RFC3339_RANGE_MS: std::ops::RangeInclusive<i64> =
+    -62_167_219_200_000..=253_402_300_799_999;
+
+/// A configured span in milliseconds as a signed one, saturating: a huge
+/// value means "never" rather than wrapping to a negative span.
+pub fn ms_i64(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// The epoch-milliseconds time `d` after `now`, saturating.
+pub fn ms_after(now: i64, d: std::time::Duration) -> i64 {
+    now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `2026-11-23T10:00:00.123Z` for an epoch-milliseconds timestamp; a time
+/// beyond the years 0000 to 9999 is written as the nearest of those ends,
+/// so the text is always RFC 3339.
 pub fn rfc3339(ms: i64) -> String {
+    let ms = ms.clamp(*RFC3339_RANGE_MS.start(), *RFC3339_RANGE_MS.end());
     let mut buf = [0; RFC3339_LEN];
     if let Some(text) = format_rfc3339(ms, &mut buf) {
         return text.to_owned();
@@ -107,6 +127,16 @@ pub fn parse_time(text: &str) -> Option<i64> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn times_beyond_rfc3339_are_written_as_its_ends() {
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339(i64::MIN), "0000-01-01T00:00:00.000Z");
+        assert_eq!(ms_i64(u64::MAX), i64::MAX);
+        assert_eq!(ms_i64(5), 5);
+        assert_eq!(ms_after(10, std::time::Duration::MAX), i64::MAX);
+        assert_eq!(ms_after(10, std::time::Duration::from_millis(5)), 15);
+    }
+
     /// The fast formatter against chrono, at the edges of days, months,
     /// leap years, centuries and the supported range, and at random.
     #[test]
@@ -139,7 +169,7 @@ mod tests {
         assert_eq!(format_rfc3339(last + 1, &mut buf), None);
         assert_eq!(format_rfc3339(i64::MIN, &mut buf), None);
         assert_eq!(format_rfc3339(i64::MAX, &mut buf), None);
-        assert_eq!(rfc3339(last + 1), chrono_text(last + 1));
+        assert_eq!(rfc3339(last + 1), chrono_text(last), "clamped to the range");
     }
 
     #[test]

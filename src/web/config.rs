@@ -8,6 +8,12 @@ use serde::Deserialize;
 
 use crate::vocab::check::{ConfigError, positive};
 
+/// The longest login session `server.session_ttl_secs` allows.
+pub const MAX_SESSION_TTL_SECS: u64 = 366 * 24 * 3600;
+
+/// The most HTTP workers actix-server runs (it refuses more at start).
+pub const MAX_WORKERS: usize = 512;
+
 /// `[server]`: the HTTP listener.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -23,7 +29,7 @@ pub struct ServerConfig {
     /// Token every read needs (dashboard, API, live feed, `/metrics`);
     /// empty leaves reads open. The admin token works wherever it does.
     pub viewer_token: String,
-    /// How long a login session lasts, in seconds.
+    /// How long a login session lasts, in seconds (at most a year).
     pub session_ttl_secs: u64,
     /// Readings API: the largest `limit` a client may ask for.
     pub max_page_size: u32,
@@ -107,6 +113,12 @@ impl ServerConfig {
         let s = self;
         parse_bind(&s.bind)?;
         positive("server.workers", s.workers as u64)?;
+        if s.workers > MAX_WORKERS {
+            return Err(ConfigError::invalid(
+                "server.workers",
+                format!("must be at most {MAX_WORKERS}"),
+            ));
+        }
         positive("server.max_page_size", u64::from(s.max_page_size))?;
         s.connections.validate()?;
         if s.admin_token.chars().any(char::is_whitespace) {
@@ -128,6 +140,12 @@ impl ServerConfig {
             ));
         }
         positive("server.session_ttl_secs", s.session_ttl_secs)?;
+        if s.session_ttl_secs > MAX_SESSION_TTL_SECS {
+            return Err(ConfigError::invalid(
+                "server.session_ttl_secs",
+                format!("must be at most {MAX_SESSION_TTL_SECS} (a year)"),
+            ));
+        }
         match (&s.tls_cert, &s.tls_key) {
             (Some(_), None) => {
                 return Err(ConfigError::invalid(

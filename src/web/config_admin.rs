@@ -243,8 +243,9 @@ pub async fn put_sensor(
     _: Admin,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = super::body::read(&req, payload, super::body::MAX_ENTRY_BYTES).await?;
     let edit = Edit::PutSensor(entry::<SensorEntry>(&body)?);
     run(&state, edit, &req).await
 }
@@ -265,8 +266,9 @@ pub async fn put_rule(
     _: Admin,
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = super::body::read(&req, payload, super::body::MAX_ENTRY_BYTES).await?;
     let edit = Edit::PutRule(entry::<RuleEntry>(&body)?);
     run(&state, edit, &req).await
 }

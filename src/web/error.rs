@@ -36,6 +36,12 @@ pub enum ApiError {
     /// A dependency (database, supervisor) cannot answer right now (503).
     #[error("{0}")]
     Unavailable(String),
+    /// The request body is larger than the endpoint takes (413).
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The request body did not arrive in time (408).
+    #[error("{0}")]
+    RequestTimeout(String),
     /// A rate limit refused the request (429, with `Retry-After`).
     #[error("{message}")]
     TooManyRequests {
@@ -61,6 +67,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::RequestTimeout(_) => ErrorCode::RequestTimeout,
             ApiError::TooManyRequests { .. } => ErrorCode::RateLimited,
         }
     }
@@ -77,6 +85,8 @@ pub enum ErrorCode {
     MethodNotAllowed,
     Conflict,
     Unavailable,
+    PayloadTooLarge,
+    RequestTimeout,
     RateLimited,
 }
 
@@ -119,6 +129,8 @@ impl ResponseError for ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }

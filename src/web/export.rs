@@ -154,11 +154,15 @@ pub async fn export(
     };
     let from = p.time("from")?;
     // Without `to`, the export ends at the request: it terminates even while
-    // sensors keep writing.
-    let to = p.time("to")?.unwrap_or_else(|| now_ms() + 1);
-    if from.is_some_and(|f| f >= to) {
-        return Err(ApiError::bad("to", "`to` must be after `from`"));
-    }
+    // sensors keep writing. A `from` after that is an empty range, as for
+    // `/api/readings`; only a `to` given before `from` is a mistake.
+    let to = match p.time("to")? {
+        Some(to) if from.is_some_and(|f| f >= to) => {
+            return Err(ApiError::bad("to", "`to` must be after `from`"));
+        }
+        Some(to) => to,
+        None => (now_ms() + 1).max(from.unwrap_or(i64::MIN)),
+    };
     let series = state.series_for(p.str("sensor"), p.str("metric"))?;
     let name = format!(
         "vigil-{}.{}",

@@ -64,7 +64,11 @@ fn cookie(state: &AppState, value: &str, max_age: u64) -> String {
 /// `POST /login`: a form with `token`; on success 303 to the dashboard
 /// with the session cookie, else the form again with 400 (no token), 401
 /// (wrong token) or 429 (too many failures, with `Retry-After`).
-pub async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> HttpResponse {
     let who = client(&req).ip;
     if let Some(wait) = state.access.logins.blocked(who) {
         let secs = retry_after_secs(wait);
@@ -77,9 +81,16 @@ pub async fn login(req: HttpRequest, state: web::Data<AppState>, body: web::Byte
         }
         return res;
     }
-    if body.len() > MAX_FORM_BYTES {
-        return page(StatusCode::BAD_REQUEST, "The form is too large.");
-    }
+    let body = match super::body::read(&req, payload, MAX_FORM_BYTES).await {
+        Ok(body) => body,
+        Err(e) => {
+            let message = match &e {
+                ApiError::PayloadTooLarge(_) => "The form is too large.".to_owned(),
+                other => format!("The form did not arrive whole: {other}."),
+            };
+            return page(actix_web::ResponseError::status_code(&e), &message);
+        }
+    };
     let Ok(LoginForm { token }) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
         return page(StatusCode::BAD_REQUEST, "Enter the token.");
     };

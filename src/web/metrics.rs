@@ -79,10 +79,14 @@ fn number(v: f64) -> String {
         "NaN".into()
     } else if v.is_infinite() {
         if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else if v == 0.0 || (1e-5..1e16).contains(&v.abs()) {
+        // The shortest text that parses back to the same f64: a sensor's
+        // value exactly as the API gives it.
+        format!("{v}")
     } else {
-        // Nine decimals (nanoseconds for durations) without float noise.
-        let text = format!("{v:.9}");
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+        // Very small or large: the same, with an exponent rather than a
+        // run of zeros.
+        format!("{v:e}")
     }
 }
 
@@ -648,9 +652,20 @@ mod tests {
         m.sample("x_total", &[], f64::INFINITY);
         m.sample("x_total", &[], 0.338 / 1000.0);
         m.sample("x_total", &[], 42.0);
+        m.sample("x_total", &[], 1.5e-10);
+        m.sample("x_total", &[], -1e300);
+        m.sample("x_total", &[], 16.704411776123457);
         assert_eq!(
             m.text,
-            "# HELP x_total a \\\\ b\\nc\n# TYPE x_total counter\nx_total{l=\"a\\\"b\\\\c\\nd\"} 1.5\nx_total +Inf\nx_total 0.000338\nx_total 42\n"
+            "# HELP x_total a \\\\ b\\nc\n# TYPE x_total counter\nx_total{l=\"a\\\"b\\\\c\\nd\"} 1.5\nx_total +Inf\nx_total 0.00033800000000000003\nx_total 42\nx_total 1.5e-10\nx_total -1e300\nx_total 16.704411776123457\n"
         );
+        // Every finite value parses back to itself.
+        for v in [0.1 + 0.2, 1.5e-10, 9.99e15, 1e16, -2.5e-6, 123456.789] {
+            assert_eq!(
+                number(v).parse::<f64>().unwrap().to_bits(),
+                v.to_bits(),
+                "{v}"
+            );
+        }
     }
 }

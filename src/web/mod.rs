@@ -10,6 +10,7 @@ pub mod access;
 pub mod admin;
 pub mod admin_storage;
 pub mod alerts;
+pub mod body;
 pub mod config;
 pub mod config_admin;
 pub mod connlimit;

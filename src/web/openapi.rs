@@ -170,6 +170,13 @@ pub fn error_statuses(e: &Endpoint) -> Vec<(u16, &'static str)> {
              `accept_restart`, nothing to reload, a job already running.",
         ));
     }
+    if e.request.is_some() {
+        out.push((
+            408,
+            "The body did not arrive within `server.connections.body_timeout_ms`.",
+        ));
+        out.push((413, "The body is larger than this endpoint takes."));
+    }
     out.push((429, "Rate limited; `Retry-After` says when to try again."));
     if e.path != "/login" && e.path != "/logout" {
         out.push((

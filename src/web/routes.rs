@@ -715,15 +715,16 @@ pub static ENDPOINTS: &[Endpoint] = &[
     },
 ];
 
-/// Registers every route of [`ENDPOINTS`]: one resource per path, holding
-/// each method's route; other methods on a known path get a JSON 405 naming
-/// the allowed ones (and an `Allow` header).
 /// `GET /api/openapi.json`: the document of [`ENDPOINTS`] with this
 /// server's page size.
 async fn openapi_json(state: web::Data<super::AppState>) -> HttpResponse {
     HttpResponse::Ok().json(openapi::document(ENDPOINTS, state.server.max_page_size))
 }
 
+/// Registers every route of [`ENDPOINTS`]: one resource per path, holding
+/// each method's route, and HEAD wherever GET is (the same answer without
+/// its body, as HTTP asks and uptime probes use); other methods on a known
+/// path get a JSON 405 naming the allowed ones (and an `Allow` header).
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let mut seen = HashSet::new();
     for first in ENDPOINTS {
@@ -731,14 +732,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             continue;
         }
         let on_path: Vec<&Endpoint> = ENDPOINTS.iter().filter(|e| e.path == first.path).collect();
-        let allow = on_path
-            .iter()
-            .map(|e| e.method.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut methods: Vec<&str> = on_path.iter().map(|e| e.method.as_str()).collect();
+        if on_path.iter().any(|e| e.method == Method::Get) {
+            methods.push("HEAD");
+        }
+        let allow = methods.join(", ");
         let mut resource = web::resource(first.path);
         for e in on_path {
             resource = resource.route((e.route)().method(e.method.http()));
+            if e.method == Method::Get {
+                resource = resource.route((e.route)().method(actix_web::http::Method::HEAD));
+            }
         }
         cfg.service(resource.default_service(web::to(move |req: HttpRequest| {
             let allow = allow.clone();
@@ -902,8 +906,23 @@ mod tests {
             assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
             let allow = res.headers().get(ALLOW).unwrap().to_str().unwrap();
             assert!(allow.contains(e.method.as_str()), "{path}: {allow}");
+            let head_too = ENDPOINTS
+                .iter()
+                .any(|o| o.path == e.path && o.method == Method::Get);
+            assert_eq!(allow.contains("HEAD"), head_too, "{path}: {allow}");
             let body: serde_json::Value = actix_web::test::read_body_json(res).await;
             assert_eq!(body["error"]["code"], "method_not_allowed", "{path}");
+            if e.method == Method::Get {
+                let req = TestRequest::default()
+                    .method(actix_web::http::Method::HEAD)
+                    .uri(&path)
+                    .to_request();
+                let status = call_service(&app, req).await.status();
+                assert!(
+                    status != StatusCode::NOT_FOUND && status != StatusCode::METHOD_NOT_ALLOWED,
+                    "HEAD {path}: {status}"
+                );
+            }
         }
     }
 }

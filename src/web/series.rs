@@ -98,7 +98,8 @@ pub async fn series(
         .ok_or_else(|| ApiError::bad("sensor", "`sensor` is required"))?
         .to_owned();
     let points = p.int("points", DEFAULT_POINTS, 1, MAX_POINTS)?;
-    let to = p.time("to")?.unwrap_or_else(|| now_ms() + 1);
+    let given_to = p.time("to")?;
+    let to = given_to.unwrap_or_else(|| now_ms() + 1);
     let from = p
         .time("from")?
         .unwrap_or(to.saturating_sub(DEFAULT_SPAN_MS));
@@ -111,7 +112,10 @@ pub async fn series(
         }
     }
     if from >= to {
-        return Err(ApiError::bad("to", "`to` must be after `from`"));
+        return Err(match given_to {
+            Some(_) => ApiError::bad("to", "`to` must be after `from`"),
+            None => ApiError::bad("from", "`from` must be before `to`, which defaults to now"),
+        });
     }
     let metric = p.str("metric");
     let series = state.series_for(Some(&sensor), metric)?;

@@ -87,7 +87,9 @@ impl Sessions {
             id.clone(),
             Session {
                 role,
-                expires: now + self.ttl,
+                // Config bounds the TTL; a clock near its end must not
+                // panic a worker either.
+                expires: now.checked_add(self.ttl).unwrap_or(now),
             },
         );
         Ok(id)

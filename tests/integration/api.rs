@@ -1,5 +1,6 @@
 //! The JSON API against a running appliance: sensors listed, readings paged
-//! by cursor exactly once, bad parameters answered with named 400s.
+//! by cursor exactly once, bad parameters answered with named 400s, HEAD
+//! answered like GET.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -242,5 +243,37 @@ async fn every_response_has_a_process_time_and_compression_is_honoured() {
     assert_eq!(res.headers().get("content-encoding").unwrap(), "gzip");
     let res = client.get(s.url("/nowhere")).send().await.unwrap();
     assert!(res.headers().contains_key("x-process-time"));
+    s.stop().await;
+}
+
+/// HEAD answers wherever GET does, with GET's status and headers and no
+/// body (uptime probes use it); a method a path does not take is a 405
+/// naming GET and HEAD.
+#[actix_rt::test]
+async fn head_answers_like_get_without_a_body() {
+    let s = TestServer::start(TWO_SENSORS).await;
+    let client = s.client();
+    for path in [
+        "/health",
+        "/api/sensors",
+        "/metrics",
+        "/api/readings?limit=5",
+    ] {
+        let mut res = client.head(s.url(path)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200, "HEAD {path}");
+        let get = client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(
+            res.headers().get("content-type"),
+            get.headers().get("content-type"),
+            "{path}"
+        );
+        assert!(
+            res.body().await.unwrap().is_empty(),
+            "HEAD {path} has a body"
+        );
+    }
+    let res = client.delete(s.url("/health")).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    assert_eq!(res.headers().get("allow").unwrap(), "GET, HEAD");
     s.stop().await;
 }

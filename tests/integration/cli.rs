@@ -42,6 +42,14 @@ fn check_config_accepts_good_files_and_names_the_bad_key() {
             "[supervisor]\nmax_restarts = \"five\"\n",
             "supervisor.max_restarts",
         ),
+        (
+            "[storage]\npath = \"/nonexistent-vigil-dir/v.db\"\n",
+            "storage.path: directory /nonexistent-vigil-dir does not exist",
+        ),
+        (
+            "[server]\nsession_ttl_secs = 18446744073709551615\n",
+            "server.session_ttl_secs",
+        ),
     ] {
         std::fs::write(&bad, text).unwrap();
         let out = vigil().arg("check-config").arg(&bad).output().unwrap();
@@ -203,7 +211,7 @@ fn sigterm_exits_zero_with_every_produced_reading_stored() {
         .lines()
         .find(|l| l.contains("stopped:"))
         .unwrap_or_else(|| panic!("no summary in {rest}"));
-    // "stopped: P readings produced, S stored this run, D dropped, U left unstored"
+    // "stopped: A readings accepted, S stored this run, D dropped, U left unstored"
     let numbers: Vec<i64> = summary
         .split("stopped: ")
         .nth(1)
@@ -212,11 +220,11 @@ fn sigterm_exits_zero_with_every_produced_reading_stored() {
         .filter(|w| !w.is_empty())
         .map(|w| w.parse().unwrap())
         .collect();
-    let [produced, stored, dropped, unstored] = numbers[..] else {
+    let [accepted, stored, dropped, unstored] = numbers[..] else {
         panic!("unexpected summary {summary}");
     };
-    assert!(produced > 100, "{summary}");
-    assert_eq!((stored, dropped, unstored), (produced, 0, 0), "{summary}");
+    assert!(accepted > 100, "{summary}");
+    assert_eq!((stored, dropped, unstored), (accepted, 0, 0), "{summary}");
     let mut db = open_db(&dir.path().join("serve.db"));
     assert_eq!(db.raw_count(), stored);
     assert_eq!(db.integrity_check(), "ok");

@@ -134,6 +134,14 @@ async fn an_added_sensor_reads_at_once_and_the_others_keep_running() {
     })
     .await;
 
+    // A dry run of the removal names it and removes nothing.
+    let (status, report) = s
+        .post("/api/admin/config/sensors/tank/remove?dry_run=true", None)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["sensors_removed"], json!(["tank"]), "{report}");
+    assert!(node(&s, "tank").await.is_some());
+
     // Removed: gone from the tree, the views and the file.
     let (status, report) = s.post("/api/admin/config/sensors/tank/remove", None).await;
     assert_eq!(status, 200, "{report}");
@@ -291,6 +299,10 @@ async fn a_change_needing_a_restart_says_so_before_anything_is_saved() {
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["needs_restart"], json!(["server"]), "{report}");
     assert_eq!(report["dry_run"], true);
+    // A dry run says what it would do to the sensors, as the edit would.
+    assert_eq!(report["sensors_added"], json!(["tank"]), "{report}");
+    assert_eq!(report["sensors_changed"], json!([]), "{report}");
+    assert_eq!(report["sensors_removed"], json!([]), "{report}");
     let (status, err) = s
         .post_json("/api/admin/config/sensors", &sim("tank", 100))
         .await;

@@ -1,7 +1,8 @@
 //! Databases vigil must refuse (a newer schema, a tampered one: refused at
 //! start and by `migrate`, the file left byte for byte as it was), the
 //! shared-memory index that cannot be made unwritable under vigil, and
-//! error messages that name what they are about, once.
+//! error messages that name what they are about, once, and request bodies
+//! too large, cut short or too slow answered with JSON errors.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -352,4 +353,77 @@ fn the_flood_benchmark_runs_at_a_tiny_size() {
     assert_eq!(r.refused + r.held, 60, "{f:?}");
     assert!(r.peak_mib >= r.before_mib && f.start_mib > 0.0, "{f:?}");
     assert!(r.peak_fds > f.start_fds, "{f:?}");
+}
+
+/// Request bodies too large, cut short or too slow are answered like every
+/// other API error: JSON with its code, 413, 400 and 408; the login form
+/// gets its page with the same statuses.
+#[actix_rt::test]
+async fn bodies_too_large_cut_short_or_too_slow_get_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir, "");
+    cfg.server.connections.body_timeout_ms = 300;
+    let s = TestServer::start_with(dir, cfg).await;
+    let addr = s.addr;
+    let answers = actix_web::rt::task::spawn_blocking(move || {
+        use std::io::Write;
+        let send_then = |head_and_body: &[u8], end: bool| {
+            let mut c = Raw::connect([127, 0, 0, 1], addr);
+            c.0.write_all(head_and_body).unwrap();
+            if end {
+                c.0.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+            c.read_response()
+        };
+        let send = |head_and_body: &[u8]| send_then(head_and_body, false);
+        let edit = "POST /api/admin/config/sensors?dry_run=true HTTP/1.1\r\nHost: vigil\r\n\
+                    Content-Type: application/json\r\n";
+        vec![
+            // Declared larger than a config entry may be.
+            send(format!("{edit}Content-Length: 300000\r\n\r\n{{").as_bytes()),
+            // Chunked, larger than that once it has arrived.
+            send(
+                format!(
+                    "{edit}Transfer-Encoding: chunked\r\n\r\n40000\r\n{}\r\n40000\r\n{}\r\n0\r\n\r\n",
+                    "x".repeat(0x40000),
+                    "x".repeat(0x40000)
+                )
+                .as_bytes(),
+            ),
+            // Chunked, and cut short: the client closes its side.
+            send_then(
+                format!("{edit}Transfer-Encoding: chunked\r\n\r\n20\r\n{{\"name\"").as_bytes(),
+                true,
+            ),
+            // Eight bytes of the hundred announced, then nothing.
+            send(format!("{edit}Content-Length: 100\r\n\r\n{{\"name\":").as_bytes()),
+            send(
+                b"POST /login HTTP/1.1\r\nHost: vigil\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                  Content-Length: 100000\r\n\r\ntoken=",
+            ),
+        ]
+    })
+    .await
+    .unwrap();
+    let json_error = |i: usize, status: u16, code: &str| {
+        let (got, body) = answers[i]
+            .clone()
+            .unwrap_or_else(|| panic!("answer {i}: none"));
+        assert_eq!(got, status, "answer {i}: {body}");
+        let v: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("answer {i}: {e}: {body}"));
+        assert_eq!(v["error"]["code"], code, "answer {i}: {v}");
+        v
+    };
+    json_error(0, 413, "payload_too_large");
+    json_error(1, 413, "payload_too_large");
+    let cut = json_error(2, 400, "bad_parameter");
+    assert_eq!(cut["error"]["parameter"], "body", "{cut}");
+    json_error(3, 408, "request_timeout");
+    let (status, page) = answers[4].clone().unwrap();
+    assert_eq!(status, 413);
+    assert!(page.contains("The form is too large."), "{page}");
+    // The appliance answers on.
+    s.get_ok("/health").await;
+    s.stop().await;
 }

@@ -267,6 +267,28 @@ async fn export_streams_a_large_range_in_order_as_csv_and_ndjson() {
         assert_eq!(body["error"]["parameter"], param);
     }
     assert_eq!(s.get("/api/readings/export?sensor=nosuch").await.0, 404);
+    // A `from` after now, without `to`, is an empty range, as for
+    // /api/readings: the header and no reading.
+    let future = vigil::clock::now_ms() + 86_400_000;
+    let mut res = s
+        .client()
+        .get(s.url(&format!("/api/readings/export?sensor=bulk&from={future}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let body = res.body().await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&body).lines().count(),
+        1,
+        "{body:?}"
+    );
+    // A chart from after now, without `to`, names `from`.
+    let (status, body) = s
+        .get(&format!("/api/series?sensor=bulk&from={future}"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["parameter"], "from", "{body}");
     s.stop().await;
 }
 
