@@ -48,8 +48,10 @@ pub fn seal_all(
         .load(conn)?;
     let mut chunks = 0;
     for id in ids {
-        while crate::storage::chunk::seal_oldest(conn, id, before)?.is_some() {
-            chunks += 1;
+        let mut from = i64::MIN;
+        while let Some(s) = crate::storage::chunk::seal_oldest(conn, id, from, before)? {
+            from = s.start_ts + crate::storage::chunk::PERIOD_MS;
+            chunks += u64::from(s.damaged.is_none());
         }
     }
     Ok(chunks)

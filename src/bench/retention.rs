@@ -250,8 +250,10 @@ pub fn run(o: &RetentionOptions) -> Result<RetentionFigures, StorageError> {
     if o.seal {
         let before = seal_before(now, StorageConfig::default().seal_delay_mins);
         for &id in &ids {
-            while let Some(s) = chunk::seal_oldest(&mut conn, id, before)? {
-                catalog.mark_sealed(id, s.start_ts + chunk::PERIOD_MS);
+            let mut from = i64::MIN;
+            while let Some(s) = chunk::seal_oldest(&mut conn, id, from, before)? {
+                from = s.start_ts + chunk::PERIOD_MS;
+                catalog.mark_sealed(id, from);
             }
         }
     }

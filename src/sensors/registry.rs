@@ -60,9 +60,6 @@ impl SensorRegistry {
             .collect()
     }
 
-    /// Makes `configs` the configured sensors. A sensor whose config is
-    /// unchanged keeps its status and counters; the others are listed, in
-    /// the new order, with removed ones last.
     /// What [`update`](Self::update) with `configs` would do, by sensor
     /// name, in the same order, changing nothing (a dry-run edit).
     pub fn changes(&self, configs: &[SensorConfig]) -> Vec<(String, Change)> {
@@ -83,6 +80,9 @@ impl SensorRegistry {
         changes
     }
 
+    /// Makes `configs` the configured sensors. A sensor whose config is
+    /// unchanged keeps its status and counters; the others are listed, in
+    /// the new order, with removed ones last.
     pub fn update(&self, configs: &[SensorConfig]) -> Vec<(Arc<SensorShared>, Change)> {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
         let mut changes = Vec::new();

@@ -119,17 +119,20 @@ pub struct SealPass;
 /// One link of a pass: the series left, and the boundary below which ended
 /// hours are sealed. A pass seals the head blocks' ended hours first, all
 /// series of an hour at a time (`chunk::blocks`), oldest first from
-/// `blocks_from`, then each series' ended hours of rows. What cannot be
-/// sealed for damage (a block, or a chunk rows merge into) is passed over
-/// for the rest of the pass, so that it holds back nothing else, and tried
-/// again by the next; a failure that may pass (a full disk, a lock) ends
-/// the pass.
+/// `blocks_from`, then each series' ended hours of rows, oldest first from
+/// `series_from`. What cannot be sealed for damage (a block, or a chunk
+/// the readings merge into) is passed over for the rest of the pass, so
+/// that it holds back nothing else, and tried again by the next; another
+/// failure of the blocks, or one that may pass (a full disk, a lock), ends
+/// the pass; another failure of a series' rows passes over that series.
 #[derive(Message)]
 #[rtype(result = "()")]
 struct SealStep {
     blocks_done: bool,
     blocks_from: i64,
     series: VecDeque<i64>,
+    /// Where the front series' next period of rows is looked for.
+    series_from: i64,
     before: i64,
     /// Whether a seal failed in this pass.
     failed: bool,
@@ -149,6 +152,7 @@ impl Handler<SealPass> for DbWriter {
             blocks_done: false,
             blocks_from: i64::MIN,
             series,
+            series_from: i64::MIN,
             before,
             failed: false,
         });
@@ -210,15 +214,29 @@ impl Handler<SealStep> for DbWriter {
             sealing.end();
             return;
         };
-        match chunk::seal_oldest(conn, id, msg.before) {
+        match chunk::seal_oldest(conn, id, msg.series_from, msg.before) {
             Ok(Some(sealed)) => {
-                shared
-                    .catalog
-                    .mark_sealed(id, sealed.start_ts.saturating_add(PERIOD_MS));
-                sealing.sealed(1, sealed.rows);
+                let until = sealed.start_ts.saturating_add(PERIOD_MS);
+                match &sealed.damaged {
+                    None => {
+                        shared.catalog.mark_sealed(id, until);
+                        sealing.sealed(1, sealed.rows);
+                    }
+                    Some(e) => {
+                        msg.failed = true;
+                        if sealing.failed(e.clone(), at()) {
+                            log::error!(
+                                "series {id}: rows cannot be merged into their hour's chunk: {e}; \
+                                 they stay rows (tried again at every pass), later hours are sealed"
+                            );
+                        }
+                    }
+                }
+                msg.series_from = until;
             }
             Ok(None) => {
                 msg.series.pop_front();
+                msg.series_from = i64::MIN;
             }
             Err(e) => {
                 let first = sealing.failed(e.to_string(), at());
@@ -239,6 +257,7 @@ impl Handler<SealStep> for DbWriter {
                 }
                 msg.failed = true;
                 msg.series.pop_front();
+                msg.series_from = i64::MIN;
             }
         }
         next_link(self, ctx, msg);

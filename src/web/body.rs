@@ -14,10 +14,11 @@ use super::error::ApiError;
 /// few hundred bytes.
 pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
 
-/// Reads the whole body of `req`, at most `limit` bytes.
+/// Reads the whole body of `req`, decompressed as its `Content-Encoding`
+/// says, at most `limit` bytes.
 pub async fn read(
     req: &HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
     limit: usize,
 ) -> Result<web::Bytes, ApiError> {
     let too_large = || ApiError::PayloadTooLarge(format!("the body is over {limit} bytes"));
@@ -29,6 +30,7 @@ pub async fn read(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    let mut payload = actix_web::dev::Decompress::from_headers(payload.into_inner(), req.headers());
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(refused)?;

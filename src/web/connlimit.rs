@@ -236,7 +236,7 @@ pub fn peer_of(sock: &socket2::SockRef<'_>) -> Option<SocketAddr> {
 }
 
 /// A request body that must arrive whole by a deadline: past it the body
-/// stream fails, which a handler reading it answers 400, and the connection
+/// stream fails, which a handler reading it answers 408, and the connection
 /// is closed instead of being held by a client that trickles bytes.
 struct Deadline<S> {
     inner: S,

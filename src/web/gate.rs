@@ -46,7 +46,8 @@ pub async fn gate(
         _ => false,
     };
     if refuse {
-        let wants_page = req.method() == actix_web::http::Method::GET
+        let wants_page = (req.method() == actix_web::http::Method::GET
+            || req.method() == actix_web::http::Method::HEAD)
             && req
                 .headers()
                 .get(header::ACCEPT)

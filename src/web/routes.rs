@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 
+use actix_web::body::{BodySize, EitherBody, MessageBody};
 use actix_web::http::header::{ALLOW, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 
@@ -741,7 +742,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         for e in on_path {
             resource = resource.route((e.route)().method(e.method.http()));
             if e.method == Method::Get {
-                resource = resource.route((e.route)().method(actix_web::http::Method::HEAD));
+                resource = resource.route(
+                    (e.route)()
+                        .method(actix_web::http::Method::HEAD)
+                        .wrap(actix_web::middleware::from_fn(head_without_stream)),
+                );
             }
         }
         cfg.service(resource.default_service(web::to(move |req: HttpRequest| {
@@ -749,6 +754,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             async move { method_not_allowed(&req, &allow) }
         })));
     }
+}
+
+/// HEAD's answer: GET's status and headers. A streamed body (an export)
+/// is dropped unread, since the dispatcher would otherwise pull the whole
+/// stream only to discard it; a body already in memory is left for the
+/// dispatcher, which sends its length and not its bytes.
+async fn head_without_stream(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl MessageBody + 'static>,
+) -> Result<
+    actix_web::dev::ServiceResponse<EitherBody<impl MessageBody, actix_web::body::None>>,
+    actix_web::Error,
+> {
+    let res = next.call(req).await?;
+    Ok(res.map_body(|_, body| {
+        if matches!(body.size(), BodySize::Stream) {
+            EitherBody::right(actix_web::body::None::new())
+        } else {
+            EitherBody::left(body)
+        }
+    }))
 }
 
 fn method_not_allowed(req: &HttpRequest, allow: &str) -> HttpResponse {

@@ -12,7 +12,7 @@ use super::params::Params;
 use crate::storage::StorageError;
 use crate::storage::rollup::{DAY_MS, Tier};
 use crate::storage::series::{SeriesAnswer, query_with_head};
-use crate::vocab::clock::{now_ms, rfc3339};
+use crate::vocab::clock::{RFC3339_RANGE_MS, now_ms, rfc3339};
 
 /// Buckets when `points` is not given.
 pub const DEFAULT_POINTS: u64 = 500;
@@ -20,9 +20,6 @@ pub const DEFAULT_POINTS: u64 = 500;
 pub const MAX_POINTS: u64 = 10_000;
 /// The range when `from` is not given: this long before `to`.
 pub const DEFAULT_SPAN_MS: i64 = DAY_MS;
-/// Times further from the epoch than this (about 142,000 years) are
-/// refused, so that no range arithmetic can overflow.
-pub const MAX_ABS_TIME_MS: i64 = 1 << 52;
 
 /// The query parameters `GET /api/series` accepts.
 pub const PARAMS: &[&str] = &["sensor", "metric", "from", "to", "points"];
@@ -104,10 +101,16 @@ pub async fn series(
         .time("from")?
         .unwrap_or(to.saturating_sub(DEFAULT_SPAN_MS));
     for (name, t) in [("to", to), ("from", from)] {
-        if !(-MAX_ABS_TIME_MS..=MAX_ABS_TIME_MS).contains(&t) {
+        // Times an answer can write in RFC 3339 (its `from` and `to`), which
+        // also keeps every range's arithmetic far from overflow.
+        if !RFC3339_RANGE_MS.contains(&t) {
             return Err(ApiError::bad(
                 name,
-                format!("`{name}` is too far from 1970 (at most {MAX_ABS_TIME_MS} ms either way)"),
+                format!(
+                    "`{name}` is outside the years 0000 to 9999 ({} to {} ms)",
+                    RFC3339_RANGE_MS.start(),
+                    RFC3339_RANGE_MS.end()
+                ),
             ));
         }
     }

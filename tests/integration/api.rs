@@ -258,6 +258,7 @@ async fn head_answers_like_get_without_a_body() {
         "/api/sensors",
         "/metrics",
         "/api/readings?limit=5",
+        "/api/readings/export",
     ] {
         let mut res = client.head(s.url(path)).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 200, "HEAD {path}");

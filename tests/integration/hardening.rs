@@ -423,6 +423,25 @@ async fn bodies_too_large_cut_short_or_too_slow_get_json_errors() {
     let (status, page) = answers[4].clone().unwrap();
     assert_eq!(status, 413);
     assert!(page.contains("The form is too large."), "{page}");
+    // A gzipped body is read decompressed, as the extractor did.
+    let entry = br#"{"name":"tank","kind":"simulated","interval_ms":1000}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, entry).unwrap();
+    let mut res = s
+        .client()
+        .post(s.url("/api/admin/config/sensors?dry_run=true"))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("Content-Encoding", "gzip"))
+        .send_body(gz.finish().unwrap())
+        .await
+        .unwrap();
+    let report: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200, "{report}");
+    assert_eq!(
+        report["sensors_added"],
+        serde_json::json!(["tank"]),
+        "{report}"
+    );
     // The appliance answers on.
     s.get_ok("/health").await;
     s.stop().await;

@@ -370,9 +370,9 @@ pub struct SealedHour {
     pub series: Vec<i64>,
     /// Readings moved out of blocks and rows.
     pub moved: u64,
-    /// The series left unsealed because a block of theirs in the period
-    /// is damaged, with the decoder's error: their blocks of the period
-    /// stay as they are, for a repair.
+    /// The series left unsealed because a block of theirs in the period,
+    /// or their chunk of it, is damaged, with the decoder's error: their
+    /// blocks of the period stay as they are, for a repair.
     pub damaged: Vec<(i64, String)>,
 }
 
@@ -381,8 +381,8 @@ pub struct SealedHour {
 /// it, the blocks, the series' rows of the hour and its chunk of the hour,
 /// if any, become one chunk; the blocks' readings enter the rollup tiers;
 /// then the hour's blocks and those rows are deleted. One immediate
-/// transaction. A series with a damaged block in the hour is left out
-/// (`SealedHour::damaged`), its blocks kept, so that one damaged block
+/// transaction. A series with a damaged block or chunk in the hour is
+/// left out (`SealedHour::damaged`), its blocks kept, so that one damaged block
 /// holds back neither the other series nor the later hours: a pass calls
 /// this again from the next hour. `None` when no such hour is left.
 pub fn seal_oldest_hour(
@@ -431,6 +431,12 @@ pub fn seal_oldest_hour(
         let mut moved = 0;
         let mut series = Vec::with_capacity(by_series.len());
         for (series_id, mut pts) in by_series {
+            // The hour's chunk (late readings sealed before) takes the
+            // blocks in; if it is damaged they stay blocks.
+            if let Some(e) = super::chunk_damage(c, series_id, start)? {
+                damaged.push((series_id, e));
+                continue;
+            }
             pts.sort_unstable_by_key(|p| p.0);
             // The rollup tiers take in the blocks' readings now (rows took
             // theirs when committed).

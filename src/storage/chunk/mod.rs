@@ -333,29 +333,49 @@ impl Probe {
 }
 
 /// What one [`seal_oldest`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sealed {
-    /// The period sealed.
+    /// The period sealed (or, when `damaged`, left as it was).
     pub start_ts: i64,
     /// Rows moved out of `readings`.
     pub rows: u64,
     /// Readings the chunk holds now (more than `rows` when an earlier
     /// chunk of the period was merged).
     pub count: u64,
+    /// The period's chunk is damaged, so its rows could not be merged
+    /// into it: nothing was written, the rows stay rows. The error.
+    pub damaged: Option<String>,
 }
 
-/// Seals the oldest period of `series_id` that has rows and ends at or
-/// before `before` (a period boundary): its rows and its chunk, if any,
-/// become one chunk, in one immediate transaction. `None` when no such
-/// period is left.
+/// The decoder's error if the chunk of (`series_id`, `start_ts`) is
+/// damaged; `None` if it is whole or there is none.
+pub(crate) fn chunk_damage(
+    c: &mut SqliteConnection,
+    series_id: i64,
+    start_ts: i64,
+) -> QueryResult<Option<String>> {
+    match chunk_at(c, series_id, start_ts) {
+        Ok(_) => Ok(None),
+        Err(diesel::result::Error::DeserializationError(e)) => Ok(Some(e.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Seals the oldest period of `series_id` at or after `from` that has rows
+/// and ends at or before `before` (a period boundary): its rows and its
+/// chunk, if any, become one chunk, in one immediate transaction. A period
+/// whose chunk is damaged is left as it is (`Sealed::damaged`), so a pass
+/// goes on from the next period. `None` when no such period is left.
 pub fn seal_oldest(
     conn: &mut SqliteConnection,
     series_id: i64,
+    from: i64,
     before: i64,
 ) -> Result<Option<Sealed>, StorageError> {
     conn.immediate_transaction(|c| {
         let first: Option<i64> = readings::table
             .filter(readings::series_id.eq(series_id))
+            .filter(readings::ts.ge(from))
             .select(diesel::dsl::min(readings::ts))
             .first(c)?;
         let Some(first) = first else {
@@ -365,6 +385,14 @@ pub fn seal_oldest(
         let end = start.saturating_add(PERIOD_MS);
         if end > before {
             return Ok(None);
+        }
+        if let Some(e) = chunk_damage(c, series_id, start)? {
+            return Ok(Some(Sealed {
+                start_ts: start,
+                rows: 0,
+                count: 0,
+                damaged: Some(e),
+            }));
         }
         let rows: Points = readings::table
             .filter(readings::series_id.eq(series_id))
@@ -386,6 +414,7 @@ pub fn seal_oldest(
             start_ts: start,
             rows: moved,
             count,
+            damaged: None,
         }))
     })
 }

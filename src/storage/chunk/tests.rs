@@ -45,7 +45,8 @@ fn seal_all(d: &mut TestDb, before: i64) -> usize {
         d.catalog.mark_sealed(1, s.start_ts + PERIOD_MS);
         n += 1;
     }
-    while let Some(s) = seal_oldest(&mut d.conn, 1, before).unwrap() {
+    while let Some(s) = seal_oldest(&mut d.conn, 1, i64::MIN, before).unwrap() {
+        assert!(s.damaged.is_none(), "{s:?}");
         d.catalog.mark_sealed(1, s.start_ts + PERIOD_MS);
         n += 1;
     }
@@ -292,7 +293,7 @@ fn pages_return_every_reading_exactly_once_while_hours_are_sealed_between_them()
                 }
             }
             for s in &series {
-                if let Some(x) = seal_oldest(&mut d.conn, s.id, sealed_at).unwrap() {
+                if let Some(x) = seal_oldest(&mut d.conn, s.id, i64::MIN, sealed_at).unwrap() {
                     d.catalog.mark_sealed(s.id, x.start_ts + H);
                 }
             }
@@ -325,9 +326,25 @@ fn a_damaged_chunk_is_an_error_naming_it_not_a_panic() {
         text.contains("series 1") && text.contains("damaged chunk"),
         "{text}"
     );
-    // Sealing that hour again refuses rather than overwrite what it cannot read.
+    // Sealing that hour again leaves it rather than overwrite what it
+    // cannot read, and a later hour of rows is sealed past it.
     store(&mut d, &key, &[2500]);
-    assert!(seal_oldest(&mut d.conn, 1, H).is_err());
+    d.conn
+        .batch_execute(&format!(
+            "INSERT INTO readings VALUES (1, {}, 1.5);",
+            H + 10
+        ))
+        .unwrap();
+    let left = seal_oldest(&mut d.conn, 1, i64::MIN, 2 * H)
+        .unwrap()
+        .unwrap();
+    assert_eq!((left.start_ts, left.rows), (0, 0));
+    assert!(left.damaged.unwrap().contains("damaged chunk"));
+    let next = seal_oldest(&mut d.conn, 1, H, 2 * H).unwrap().unwrap();
+    assert_eq!((next.start_ts, next.rows, next.damaged), (H, 1, None));
+    assert!(seal_oldest(&mut d.conn, 1, 2 * H, 2 * H).unwrap().is_none());
+    let rows: i64 = readings::table.count().get_result(&mut d.conn).unwrap();
+    assert_eq!(rows, 1, "the damaged hour's late reading stays a row");
 }
 
 #[test]
@@ -397,6 +414,34 @@ fn a_damaged_block_holds_back_only_its_own_series_hour_and_retention_passes_it()
     assert_eq!(n(&mut d, "SELECT count(*) AS n FROM head_blocks"), 0);
     let kept = points(&mut d.conn, 1, i64::MIN, i64::MAX, Order::Asc, usize::MAX).unwrap();
     assert_eq!(kept.len(), times.len() - in_block as usize);
+}
+
+#[test]
+fn blocks_whose_hour_has_a_damaged_chunk_stay_blocks_and_the_others_seal() {
+    let mut d = writer_db();
+    let keys = series_keys(&["a", "b"]);
+    let times: Vec<i64> = (0..H / 7000).map(|i| i * 7000).collect();
+    store(&mut d, &keys[0], &times);
+    store(&mut d, &keys[1], &times);
+    d.conn
+        .batch_execute("INSERT INTO chunks VALUES (1, 0, 0, 0, 1, x'00ff00ff');")
+        .unwrap();
+    let hour = blocks::seal_oldest_hour(&mut d.conn, i64::MIN, H)
+        .unwrap()
+        .unwrap();
+    assert_eq!(hour.series, [2]);
+    assert_eq!(hour.damaged.len(), 1, "{hour:?}");
+    assert_eq!(hour.damaged[0].0, 1);
+    assert!(
+        blocks::seal_oldest_hour(&mut d.conn, H, H)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        blocks::count_all(&mut d.conn).unwrap(),
+        times.len() as i64,
+        "series 1 keeps its blocks"
+    );
 }
 
 proptest! {
