@@ -114,18 +114,18 @@ impl RuleConfig {
                 )
             })
         };
+        // `clear`, or `default` when it is left out.
+        let clear_or = |default: f64| match self.clear {
+            Some(c) if !c.is_finite() => Err(ConfigError::invalid(
+                key("clear"),
+                "must be a finite number",
+            )),
+            c => Ok(c.unwrap_or(default)),
+        };
         Ok(match self.condition {
             ConditionKind::Above | ConditionKind::Below => {
                 let threshold = need(self.threshold, "threshold")?;
-                let clear = match self.clear {
-                    Some(c) if !c.is_finite() => {
-                        return Err(ConfigError::invalid(
-                            key("clear"),
-                            "must be a finite number",
-                        ));
-                    }
-                    c => c.unwrap_or(threshold),
-                };
+                let clear = clear_or(threshold)?;
                 let above = self.condition == ConditionKind::Above;
                 if (above && clear > threshold) || (!above && clear < threshold) {
                     return Err(ConfigError::invalid(
@@ -147,15 +147,7 @@ impl RuleConfig {
                 if per_minute <= 0.0 {
                     return Err(ConfigError::invalid(key("threshold"), "must be positive"));
                 }
-                let clear = match self.clear {
-                    Some(c) if !c.is_finite() => {
-                        return Err(ConfigError::invalid(
-                            key("clear"),
-                            "must be a finite number",
-                        ));
-                    }
-                    c => c.unwrap_or(per_minute),
-                };
+                let clear = clear_or(per_minute)?;
                 let window_ms = self.window_ms.unwrap_or(60_000);
                 positive(&key("window_ms"), window_ms)?;
                 Condition::Rate {
