@@ -563,7 +563,8 @@ severity = "critical"
 }
 
 /// The next `updated` of the alert `key` after a first version of it, both
-/// as the live feed showed them.
+/// as the live feed showed them. A resolve starts over: the alert that fires
+/// next is a new one.
 async fn first_and_update(feed: &mut Client, key: &str) -> (Value, Value) {
     let mut first: Option<Value> = None;
     loop {
@@ -574,62 +575,87 @@ async fn first_and_update(feed: &mut Client, key: &str) -> (Value, Value) {
         match (m["event"].as_str(), &first) {
             (Some("fired" | "updated"), None) => first = Some(m["alert"].clone()),
             (Some("updated"), Some(f)) => return (f.clone(), m["alert"].clone()),
+            (Some("resolved"), Some(_)) => first = None,
             (other, _) => panic!("unexpected {other:?}: {m}"),
         }
     }
 }
 
+/// Writes `celsius` as the temperature of the one thermal zone under `root`,
+/// whole (a rename), so a reader never sees half a value.
+fn set_zone(root: &std::path::Path, celsius: f64) {
+    let dir = root.join("thermal_zone0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("type"), "cpu-thermal\n").unwrap();
+    let tmp = dir.join("temp.new");
+    std::fs::write(&tmp, format!("{}\n", (celsius * 1000.0).round() as i64)).unwrap();
+    std::fs::rename(&tmp, dir.join("temp")).unwrap();
+}
+
 #[actix_rt::test]
 async fn a_firing_rate_alert_follows_the_fastest_change() {
-    // A fast sine: the change per minute always exceeds the clear level
-    // once measured, so the alert fires once and its value (the change per
-    // minute) and message follow the fastest change seen. The period is odd
-    // so that the peaks fall between whole milliseconds: two samples placed
-    // symmetrically around a peak (likely when emulation makes reads late)
-    // would otherwise have bit-identical values, a change of exactly 0 and
-    // a resolve at `clear = 0`.
-    //
-    // The rule arrives by reload once the feed is connected: the fastest
-    // change is usually found within a period, after which updates are
-    // rare, so a feed that connected late (a slow start under emulation)
-    // could wait in vain for the first ones.
-    const TANK: &str = r#"
+    // A signal the test drives: a zone file a cpu_temp sensor reads, flat
+    // until the feed is connected, then accelerating (10 t² °C after t
+    // seconds), so its change per minute keeps growing however the reads
+    // fall. The alert fires once the change passes 600 per minute, and its
+    // value (the change per minute) and message follow the faster changes
+    // that come after, in place. A signal whose fastest change comes early
+    // (a sine) can leave nothing faster to follow.
+    let zone = tempfile::tempdir().unwrap();
+    set_zone(zone.path(), 20.0);
+    let probe = format!(
+        r#"
 [[sensors]]
-name = "tank"
-kind = "simulated"
+name = "probe"
+kind = "cpu_temp"
 interval_ms = 20
 [sensors.options]
-waveform = "sine"
-offset = 0.0
-amplitude = 100.0
-period_ms = 4001
-"#;
-    const RULE: &str = r#"
+thermal_root = "{}"
+use_hwmon = false
+
 [[alerts.rules]]
-name = "tank fast"
-sensor = "tank"
+name = "probe fast"
+sensor = "probe"
+metric = "temperature"
 condition = "rate"
 threshold = 600.0
 clear = 0.0
-window_ms = 200
-"#;
+window_ms = 1000
+"#,
+        zone.path().display()
+    );
     let dir = tempfile::tempdir().unwrap();
-    let (file, base) = reloadable(dir.path());
-    std::fs::write(&file, format!("{base}\n{TANK}")).unwrap();
-    let cfg = vigil::Config::load(Some(&file)).unwrap();
-    let s = TestServer::start_with(tempfile::tempdir().unwrap(), cfg).await;
+    let s = TestServer::start_with(tempfile::tempdir().unwrap(), config(&dir, &probe)).await;
     let mut feed = Client::connect(&s).await;
-    std::fs::write(&file, format!("{base}\n{TANK}\n{RULE}")).unwrap();
-    let (status, body) = post(&s, "/api/admin/reload", None).await;
-    assert_eq!(status, 200, "{body}");
-    let (first, now) = first_and_update(&mut feed, "tank fast:tank/value").await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let driver = {
+        let (stop, root) = (stop.clone(), zone.path().to_owned());
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            // Stops by itself should the test fail before telling it to.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && start.elapsed() < Duration::from_secs(120)
+            {
+                let t = start.elapsed().as_secs_f64();
+                set_zone(&root, 20.0 + 10.0 * t * t);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let (first, now) = first_and_update(&mut feed, "probe fast:probe/temperature").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    driver.join().unwrap();
     assert_eq!(now["id"], first["id"], "the same alert, updated in place");
     assert!(
         now["value"].as_f64() > first["value"].as_f64(),
         "{first} -> {now}"
     );
     let message = now["message"].as_str().unwrap();
-    assert!(message.contains("tank/value changes by"), "{message}");
+    assert!(
+        message.contains("probe/temperature changes by"),
+        "{message}"
+    );
     assert!(message.contains("faster than 600"), "{message}");
     assert_ne!(now["message"], first["message"]);
     s.stop().await;
