@@ -119,7 +119,7 @@ panic_every = 3
     );
     let (n, gap) = steady_max_gap(&db);
     assert!(n > 20, "{n}");
-    assert!(gap < 2000, "the healthy sensor stalled for {gap} ms");
+    assert!(gap < 5000, "the healthy sensor stalled for {gap} ms");
     assert_eq!(report.queue.dropped, 0);
 }
 
@@ -134,7 +134,7 @@ interval_ms = 50
 timeout_ms = 200
 [sensors.options]
 hang_every = 2
-hang_ms = 3000
+hang_ms = 6000
 "#
     ))
     .await;
@@ -160,7 +160,7 @@ hang_ms = 3000
     let (n, gap) = steady_max_gap(&db);
     assert!(n > 10, "{n}");
     assert!(
-        gap < 2000,
+        gap < 4000,
         "the healthy sensor stalled for {gap} ms while another hung"
     );
 }

@@ -10,7 +10,8 @@ use vigil::{Config, RunReport};
 
 /// Settings that make a test appliance quick: fast flushes and restarts,
 /// quiet logs, one HTTP worker, pacing that no host's heat or load can
-/// move (no thermal source, no load monitor), and no HTTP rate limit. Tests append their
+/// move (no thermal source, no load monitor), no HTTP rate limit and no memory
+/// guard. Tests append their
 /// `[[sensors]]`; pacing tests change `pacing` in the parsed config.
 pub const BASE: &str = r#"
 [server]
@@ -46,6 +47,12 @@ enabled = false
 [guard.admin]
 ops_per_minute = 60000
 burst = 1000
+
+# The memory guard measures the whole process, and a test process holds
+# several appliances (under emulation, the emulator's code as well): one
+# test's footprint must not shed another's live feed. guards.rs turns it on.
+[guard.memory]
+soft_limit_mib = 0
 "#;
 
 /// A config from [`BASE`] plus `extra`, with its database in `dir`.
