@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::live::Client;
-use crate::util::{TestServer, config};
+use crate::util::{TestServer, config, set_temp};
 
 /// A signal at 20 for 1.5 s, then 30 for 1.5 s, and so on.
 const STEP: &str = r#"
@@ -583,17 +583,6 @@ async fn first_and_update(feed: &mut Client, key: &str) -> (Value, Value) {
     }
 }
 
-/// Writes `celsius` as the temperature of the one thermal zone under `root`,
-/// whole (a rename), so a reader never sees half a value.
-fn set_zone(root: &std::path::Path, celsius: f64) {
-    let dir = root.join("thermal_zone0");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("type"), "cpu-thermal\n").unwrap();
-    let tmp = dir.join("temp.new");
-    std::fs::write(&tmp, format!("{}\n", (celsius * 1000.0).round() as i64)).unwrap();
-    std::fs::rename(&tmp, dir.join("temp")).unwrap();
-}
-
 #[actix_rt::test]
 async fn a_firing_rate_alert_follows_the_fastest_change() {
     // A signal the test drives: a zone file a cpu_temp sensor reads, flat
@@ -604,7 +593,7 @@ async fn a_firing_rate_alert_follows_the_fastest_change() {
     // that come after, in place. A signal whose fastest change comes early
     // (a sine) can leave nothing faster to follow.
     let zone = tempfile::tempdir().unwrap();
-    set_zone(zone.path(), 20.0);
+    set_temp(zone.path(), 20.0);
     let probe = format!(
         r#"
 [[sensors]]
@@ -640,7 +629,7 @@ window_ms = 1000
                 && start.elapsed() < Duration::from_secs(120)
             {
                 let t = start.elapsed().as_secs_f64();
-                set_zone(&root, 20.0 + 10.0 * t * t);
+                set_temp(&root, 20.0 + 10.0 * t * t);
                 std::thread::sleep(Duration::from_millis(10));
             }
         })

@@ -28,17 +28,7 @@ use vigil::{GuardConfig, GuardShared};
 use vigil::{SensorDeps, SensorShared, SensorStatus, sensor_child};
 use vigil::{SimulatedOptions, Waveform};
 
-use crate::util::TestServer;
-
-/// Writes (atomically) a `cpu-thermal` zone under `root` reading `celsius`.
-fn set_temp(root: &Path, celsius: f64) {
-    let dir = root.join("thermal_zone0");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("type"), "cpu-thermal\n").unwrap();
-    let tmp = dir.join("temp.new");
-    std::fs::write(&tmp, format!("{}\n", (celsius * 1000.0).round() as i64)).unwrap();
-    std::fs::rename(&tmp, dir.join("temp")).unwrap();
-}
+use crate::util::{TestServer, set_temp};
 
 /// Pacing on the zone under `root` only: no hwmon, no vcgencmd, no load.
 fn pacing_config(root: &Path) -> PacingConfig {

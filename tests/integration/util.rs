@@ -63,6 +63,18 @@ pub fn config(dir: &tempfile::TempDir, extra: &str) -> Config {
     c
 }
 
+/// Writes (atomically, so a reader never sees half a value) a `cpu-thermal`
+/// zone under `root` reading `celsius`: a temperature a test sets for the
+/// thermal watchdog or a `cpu_temp` sensor.
+pub fn set_temp(root: &std::path::Path, celsius: f64) {
+    let dir = root.join("thermal_zone0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("type"), "cpu-thermal\n").unwrap();
+    let tmp = dir.join("temp.new");
+    std::fs::write(&tmp, format!("{}\n", (celsius * 1000.0).round() as i64)).unwrap();
+    std::fs::rename(&tmp, dir.join("temp")).unwrap();
+}
+
 /// The appliance, running inside the test's actix system.
 pub struct TestServer {
     pub addr: SocketAddr,
